@@ -1,0 +1,260 @@
+//! Management operations (`ProviderAdmin`): listings, info, metrics, deletion
+//! and pruning. Each is one stored-function call.
+
+use duroxide::providers::{
+    DeleteInstanceResult, ExecutionInfo, InstanceFilter, InstanceInfo, InstanceTree, ProviderError, PruneOptions,
+    PruneResult, QueueDepths, SystemMetrics,
+};
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, Row};
+
+use crate::PostgresProvider;
+use crate::codec::{now_ms, to_i64, to_u64};
+use crate::error::provider_error;
+
+/// Default `limit` of the bulk operations when the filter sets none.
+const DEFAULT_BULK_LIMIT: u32 = 1000;
+
+async fn ids(p: &PostgresProvider, op: &str, sql: &str, arg: Option<&str>) -> Result<Vec<String>, ProviderError> {
+    sqlx::query_scalar(sql).bind(arg).fetch_all(&p.pool).await.map_err(|e| provider_error(op, e))
+}
+
+pub(crate) async fn list_instances(p: &PostgresProvider, status: Option<&str>) -> Result<Vec<String>, ProviderError> {
+    let op = if status.is_some() { "list_instances_by_status" } else { "list_instances" };
+    ids(p, op, &p.sql.list_instances, status).await
+}
+
+pub(crate) async fn list_children(p: &PostgresProvider, instance: &str) -> Result<Vec<String>, ProviderError> {
+    ids(p, "list_children", &p.sql.list_children, Some(instance)).await
+}
+
+pub(crate) async fn instance_tree(p: &PostgresProvider, instance: &str) -> Result<InstanceTree, ProviderError> {
+    let all_ids = ids(p, "get_instance_tree", &p.sql.get_instance_tree, Some(instance)).await?;
+    Ok(InstanceTree { root_id: instance.to_string(), all_ids })
+}
+
+pub(crate) async fn list_executions(p: &PostgresProvider, instance: &str) -> Result<Vec<u64>, ProviderError> {
+    const OP: &str = "list_executions";
+    let rows: Vec<i64> = sqlx::query_scalar(&p.sql.list_executions)
+        .bind(instance)
+        .fetch_all(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    rows.into_iter().map(|e| to_u64(OP, "execution_id", e)).collect()
+}
+
+pub(crate) async fn latest_execution_id(p: &PostgresProvider, instance: &str) -> Result<u64, ProviderError> {
+    const OP: &str = "latest_execution_id";
+    let id: i64 = sqlx::query_scalar(&p.sql.latest_execution_id)
+        .bind(instance)
+        .fetch_one(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    to_u64(OP, "execution_id", id)
+}
+
+pub(crate) async fn instance_info(p: &PostgresProvider, instance: &str) -> Result<InstanceInfo, ProviderError> {
+    const OP: &str = "get_instance_info";
+    let r = sqlx::query(&p.sql.get_instance_info)
+        .bind(instance)
+        .fetch_one(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    let get = |e| provider_error(OP, e);
+    Ok(InstanceInfo {
+        instance_id: r.try_get(0).map_err(get)?,
+        orchestration_name: r.try_get(1).map_err(get)?,
+        orchestration_version: r.try_get(2).map_err(get)?,
+        current_execution_id: to_u64(OP, "execution_id", r.try_get(3).map_err(get)?)?,
+        status: r.try_get(4).map_err(get)?,
+        output: r.try_get(5).map_err(get)?,
+        created_at: to_u64(OP, "created_at", r.try_get(6).map_err(get)?)?,
+        updated_at: to_u64(OP, "updated_at", r.try_get(7).map_err(get)?)?,
+        parent_instance_id: r.try_get(8).map_err(get)?,
+    })
+}
+
+pub(crate) async fn execution_info(
+    p: &PostgresProvider,
+    instance: &str,
+    execution_id: u64,
+) -> Result<ExecutionInfo, ProviderError> {
+    const OP: &str = "get_execution_info";
+    let r = sqlx::query(&p.sql.get_execution_info)
+        .bind(instance)
+        .bind(to_i64(OP, "execution_id", execution_id)?)
+        .fetch_one(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    let get = |e| provider_error(OP, e);
+    let completed_at: Option<i64> = r.try_get(4).map_err(get)?;
+    Ok(ExecutionInfo {
+        execution_id: to_u64(OP, "execution_id", r.try_get(0).map_err(get)?)?,
+        status: r.try_get(1).map_err(get)?,
+        output: r.try_get(2).map_err(get)?,
+        started_at: to_u64(OP, "started_at", r.try_get(3).map_err(get)?)?,
+        completed_at: completed_at.map(|c| to_u64(OP, "completed_at", c)).transpose()?,
+        event_count: usize::try_from(r.try_get::<i64, _>(5).map_err(get)?).unwrap_or(0),
+    })
+}
+
+pub(crate) async fn system_metrics(p: &PostgresProvider) -> Result<SystemMetrics, ProviderError> {
+    const OP: &str = "get_system_metrics";
+    let (total, executions, running, completed, failed, events): (i64, i64, i64, i64, i64, i64) =
+        sqlx::query_as(&p.sql.get_system_metrics).fetch_one(&p.pool).await.map_err(|e| provider_error(OP, e))?;
+    Ok(SystemMetrics {
+        total_instances: to_u64(OP, "count", total)?,
+        total_executions: to_u64(OP, "count", executions)?,
+        running_instances: to_u64(OP, "count", running)?,
+        completed_instances: to_u64(OP, "count", completed)?,
+        failed_instances: to_u64(OP, "count", failed)?,
+        total_events: to_u64(OP, "count", events)?,
+    })
+}
+
+pub(crate) async fn queue_depths(p: &PostgresProvider) -> Result<QueueDepths, ProviderError> {
+    const OP: &str = "get_queue_depths";
+    let (orchestrator, worker): (i64, i64) = sqlx::query_as(&p.sql.get_queue_depths)
+        .bind(now_ms())
+        .fetch_one(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    Ok(QueueDepths {
+        orchestrator_queue: usize::try_from(orchestrator).unwrap_or(0),
+        worker_queue: usize::try_from(worker).unwrap_or(0),
+        timer_queue: 0, // timers are orchestrator-queue rows with a future visible_at
+    })
+}
+
+pub(crate) async fn parent_id(p: &PostgresProvider, instance: &str) -> Result<Option<String>, ProviderError> {
+    const OP: &str = "get_parent_id";
+    sqlx::query_scalar(&p.sql.get_parent_id)
+        .bind(instance)
+        .fetch_one(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))
+}
+
+/// The four counters every delete function returns.
+struct DeleteCounts(DeleteInstanceResult);
+
+impl FromRow<'_, PgRow> for DeleteCounts {
+    fn from_row(r: &PgRow) -> Result<Self, sqlx::Error> {
+        let count = |i: usize| -> Result<u64, sqlx::Error> { Ok(u64::try_from(r.try_get::<i64, _>(i)?).unwrap_or(0)) };
+        Ok(Self(DeleteInstanceResult {
+            instances_deleted: count(0)?,
+            executions_deleted: count(1)?,
+            events_deleted: count(2)?,
+            queue_messages_deleted: count(3)?,
+        }))
+    }
+}
+
+/// The three counters every prune function returns.
+struct PruneCounts(PruneResult);
+
+impl FromRow<'_, PgRow> for PruneCounts {
+    fn from_row(r: &PgRow) -> Result<Self, sqlx::Error> {
+        let count = |i: usize| -> Result<u64, sqlx::Error> { Ok(u64::try_from(r.try_get::<i64, _>(i)?).unwrap_or(0)) };
+        Ok(Self(PruneResult { instances_processed: count(0)?, executions_deleted: count(1)?, events_deleted: count(2)? }))
+    }
+}
+
+pub(crate) async fn delete_instances_atomic(
+    p: &PostgresProvider,
+    ids: &[String],
+    force: bool,
+) -> Result<DeleteInstanceResult, ProviderError> {
+    const OP: &str = "delete_instances_atomic";
+    if ids.is_empty() {
+        return Ok(DeleteInstanceResult::default());
+    }
+    let counts: DeleteCounts = sqlx::query_as(&p.sql.delete_instances_atomic)
+        .bind(ids)
+        .bind(force)
+        .fetch_one(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    Ok(counts.0)
+}
+
+pub(crate) async fn delete_instance(
+    p: &PostgresProvider,
+    instance: &str,
+    force: bool,
+) -> Result<DeleteInstanceResult, ProviderError> {
+    const OP: &str = "delete_instance";
+    let counts: DeleteCounts = sqlx::query_as(&p.sql.delete_instance)
+        .bind(instance)
+        .bind(force)
+        .fetch_one(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    Ok(counts.0)
+}
+
+/// `(ids, completed_before, limit)` arguments of the bulk functions.
+fn filter_arguments(op: &str, f: &InstanceFilter) -> Result<(Option<Vec<String>>, Option<i64>, i64), ProviderError> {
+    Ok((
+        f.instance_ids.clone(),
+        f.completed_before.map(|t| to_i64(op, "completed_before", t)).transpose()?,
+        i64::from(f.limit.unwrap_or(DEFAULT_BULK_LIMIT)),
+    ))
+}
+
+pub(crate) async fn delete_instance_bulk(
+    p: &PostgresProvider,
+    filter: &InstanceFilter,
+) -> Result<DeleteInstanceResult, ProviderError> {
+    const OP: &str = "delete_instance_bulk";
+    let (ids, completed_before, limit) = filter_arguments(OP, filter)?;
+    let counts: DeleteCounts = sqlx::query_as(&p.sql.delete_instance_bulk)
+        .bind(ids)
+        .bind(completed_before)
+        .bind(limit)
+        .fetch_one(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    Ok(counts.0)
+}
+
+fn prune_arguments(op: &str, o: &PruneOptions) -> Result<(Option<i64>, Option<i64>), ProviderError> {
+    Ok((o.keep_last.map(i64::from), o.completed_before.map(|t| to_i64(op, "completed_before", t)).transpose()?))
+}
+
+pub(crate) async fn prune_executions(
+    p: &PostgresProvider,
+    instance: &str,
+    options: &PruneOptions,
+) -> Result<PruneResult, ProviderError> {
+    const OP: &str = "prune_executions";
+    let (keep_last, completed_before) = prune_arguments(OP, options)?;
+    let counts: PruneCounts = sqlx::query_as(&p.sql.prune_executions)
+        .bind(instance)
+        .bind(keep_last)
+        .bind(completed_before)
+        .fetch_one(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    Ok(counts.0)
+}
+
+pub(crate) async fn prune_executions_bulk(
+    p: &PostgresProvider,
+    filter: &InstanceFilter,
+    options: &PruneOptions,
+) -> Result<PruneResult, ProviderError> {
+    const OP: &str = "prune_executions_bulk";
+    let (ids, filter_before, limit) = filter_arguments(OP, filter)?;
+    let (keep_last, completed_before) = prune_arguments(OP, options)?;
+    let counts: PruneCounts = sqlx::query_as(&p.sql.prune_executions_bulk)
+        .bind(ids)
+        .bind(filter_before)
+        .bind(limit)
+        .bind(keep_last)
+        .bind(completed_before)
+        .fetch_one(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    Ok(counts.0)
+}

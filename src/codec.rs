@@ -1,0 +1,193 @@
+//! Marshalling between duroxide's types and the stored functions' arguments:
+//! JSON text in and out, routing keys, and the columns copied out of work
+//! items. No storage decisions are made here.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use duroxide::providers::{ProviderError, WorkItem};
+use duroxide::{Event, EventKind};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{corrupted, invalid_input};
+
+/// The caller's clock in milliseconds since the Unix epoch. Every stored
+/// function receives this value; the database clock is never consulted.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A duration in whole milliseconds, saturating at `i64::MAX`.
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A `u64` id as PostgreSQL `BIGINT`; ids above `i64::MAX` cannot be stored.
+pub(crate) fn to_i64(operation: &str, what: &str, value: u64) -> Result<i64, ProviderError> {
+    i64::try_from(value).map_err(|_| invalid_input(operation, format!("{what} {value} exceeds i64::MAX")))
+}
+
+/// A stored `BIGINT` back to `u64`; negative values mean corruption.
+pub(crate) fn to_u64(operation: &str, what: &str, value: i64) -> Result<u64, ProviderError> {
+    u64::try_from(value).map_err(|_| corrupted(operation, format!("negative {what} {value}")))
+}
+
+/// Serialises a value to JSON text.
+pub(crate) fn encode<T: Serialize>(operation: &str, value: &T) -> Result<String, ProviderError> {
+    serde_json::to_string(value).map_err(|e| invalid_input(operation, format!("cannot serialise: {e}")))
+}
+
+/// Parses stored JSON text (exactly once) into a value.
+pub(crate) fn decode<T: DeserializeOwned>(operation: &str, text: &str) -> Result<T, ProviderError> {
+    serde_json::from_str(text).map_err(|e| corrupted(operation, format!("cannot deserialise: {e}")))
+}
+
+/// Parses a list of stored JSON texts.
+pub(crate) fn decode_all<T: DeserializeOwned>(operation: &str, texts: &[String]) -> Result<Vec<T>, ProviderError> {
+    texts.iter().map(|t| decode(operation, t)).collect()
+}
+
+/// The variant name stored in `orchestrator_queue.kind`; the stored functions
+/// use it to recognise start messages and orphan `QueueMessage`s.
+pub(crate) fn kind_name(item: &WorkItem) -> &'static str {
+    match item {
+        WorkItem::StartOrchestration { .. } => "StartOrchestration",
+        WorkItem::ActivityExecute { .. } => "ActivityExecute",
+        WorkItem::ActivityCompleted { .. } => "ActivityCompleted",
+        WorkItem::ActivityFailed { .. } => "ActivityFailed",
+        WorkItem::TimerFired { .. } => "TimerFired",
+        WorkItem::ExternalRaised { .. } => "ExternalRaised",
+        WorkItem::SubOrchCompleted { .. } => "SubOrchCompleted",
+        WorkItem::SubOrchFailed { .. } => "SubOrchFailed",
+        WorkItem::CancelInstance { .. } => "CancelInstance",
+        WorkItem::ContinueAsNew { .. } => "ContinueAsNew",
+        WorkItem::QueueMessage { .. } => "QueueMessage",
+    }
+}
+
+/// The instance whose orchestrator-queue a message belongs to. Sub-orchestration
+/// results go to the parent; activity executions belong to the worker queue.
+pub(crate) fn orchestrator_route<'a>(operation: &str, item: &'a WorkItem) -> Result<&'a str, ProviderError> {
+    match item {
+        WorkItem::StartOrchestration { instance, .. }
+        | WorkItem::ActivityCompleted { instance, .. }
+        | WorkItem::ActivityFailed { instance, .. }
+        | WorkItem::TimerFired { instance, .. }
+        | WorkItem::ExternalRaised { instance, .. }
+        | WorkItem::CancelInstance { instance, .. }
+        | WorkItem::ContinueAsNew { instance, .. }
+        | WorkItem::QueueMessage { instance, .. } => Ok(instance),
+        WorkItem::SubOrchCompleted { parent_instance, .. } | WorkItem::SubOrchFailed { parent_instance, .. } => {
+            Ok(parent_instance)
+        }
+        WorkItem::ActivityExecute { .. } => Err(invalid_input(
+            operation,
+            "ActivityExecute belongs to the worker queue, not the orchestrator queue",
+        )),
+    }
+}
+
+/// An orchestrator-queue row ready to insert.
+pub(crate) struct OrchestratorRow<'a> {
+    pub instance: &'a str,
+    pub kind: &'static str,
+    pub json: String,
+}
+
+impl<'a> OrchestratorRow<'a> {
+    pub(crate) fn new(operation: &str, item: &'a WorkItem) -> Result<Self, ProviderError> {
+        Ok(Self { instance: orchestrator_route(operation, item)?, kind: kind_name(item), json: encode(operation, item)? })
+    }
+}
+
+/// A worker-queue row ready to insert: the JSON plus the identity columns.
+pub(crate) struct WorkerRow {
+    pub json: String,
+    pub instance: String,
+    pub execution_id: i64,
+    pub activity_id: i64,
+    pub session_id: Option<String>,
+    pub tag: Option<String>,
+}
+
+impl WorkerRow {
+    pub(crate) fn new(operation: &str, item: &WorkItem) -> Result<Self, ProviderError> {
+        match item {
+            WorkItem::ActivityExecute { instance, execution_id, id, session_id, tag, .. } => Ok(Self {
+                json: encode(operation, item)?,
+                instance: instance.clone(),
+                execution_id: to_i64(operation, "execution_id", *execution_id)?,
+                activity_id: to_i64(operation, "activity id", *id)?,
+                session_id: session_id.clone(),
+                tag: tag.clone(),
+            }),
+            other => Err(invalid_input(
+                operation,
+                format!("only ActivityExecute belongs to the worker queue, got {}", kind_name(other)),
+            )),
+        }
+    }
+}
+
+/// History events as the parallel arrays the stored functions take.
+pub(crate) fn event_columns(operation: &str, events: &[Event]) -> Result<(Vec<i64>, Vec<String>), ProviderError> {
+    let mut ids = Vec::with_capacity(events.len());
+    let mut data = Vec::with_capacity(events.len());
+    for event in events {
+        if event.event_id() == 0 {
+            return Err(invalid_input(operation, "event_id must be set by the runtime (got 0)"));
+        }
+        ids.push(to_i64(operation, "event_id", event.event_id())?);
+        data.push(encode(operation, event)?);
+    }
+    Ok((ids, data))
+}
+
+/// Custom-status change carried by a history delta: the last
+/// `CustomStatusUpdated` wins. Codes match `ack_orchestration_item`.
+pub(crate) fn custom_status_change(delta: &[Event]) -> (i16, Option<String>) {
+    match delta.iter().rev().find_map(|e| match &e.kind {
+        EventKind::CustomStatusUpdated { status } => Some(status.clone()),
+        _ => None,
+    }) {
+        None => (0, None),
+        Some(Some(status)) => (1, Some(status)),
+        Some(None) => (2, None),
+    }
+}
+
+/// KV operations of a history delta, in order, as parallel arrays
+/// (op code 1 set, 2 clear key, 3 clear all; see `apply_kv_operations`).
+#[derive(Default)]
+pub(crate) struct KvOps {
+    pub ops: Vec<i16>,
+    pub keys: Vec<Option<String>>,
+    pub values: Vec<Option<String>>,
+    pub updated_at: Vec<Option<i64>>,
+}
+
+impl KvOps {
+    pub(crate) fn from_delta(operation: &str, delta: &[Event]) -> Result<Self, ProviderError> {
+        let mut kv = Self::default();
+        for event in delta {
+            match &event.kind {
+                EventKind::KeyValueSet { key, value, last_updated_at_ms } => {
+                    kv.push(1, Some(key.clone()), Some(value.clone()), Some(to_i64(operation, "last_updated_at_ms", *last_updated_at_ms)?));
+                }
+                EventKind::KeyValueCleared { key } => kv.push(2, Some(key.clone()), None, None),
+                EventKind::KeyValuesCleared => kv.push(3, None, None, None),
+                _ => {}
+            }
+        }
+        Ok(kv)
+    }
+
+    fn push(&mut self, op: i16, key: Option<String>, value: Option<String>, at: Option<i64>) {
+        self.ops.push(op);
+        self.keys.push(key);
+        self.values.push(value);
+        self.updated_at.push(at);
+    }
+}

@@ -1,0 +1,285 @@
+//! Provider configuration: connection URL, schema, pool and migration behaviour.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::PgConnectOptions;
+
+use crate::error::Error;
+
+/// Environment variable that sets the pool size when the configuration does not.
+pub const POOL_MAX_ENV: &str = "DUROXIDE_PG_POOL_MAX";
+/// Pool size used when neither the configuration nor [`POOL_MAX_ENV`] sets one.
+pub const DEFAULT_POOL_MAX: u32 = 10;
+/// Schema used when none is given.
+pub const DEFAULT_SCHEMA: &str = "public";
+/// How long a provider call waits for a pooled connection by default.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long building a provider waits for its first connection by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What building a provider does about the schema's migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MigrationMode {
+    /// Create the schema if needed and apply every pending migration (default).
+    #[default]
+    Apply,
+    /// Change nothing; fail unless every bundled migration is already applied.
+    /// For processes whose database role may not run DDL.
+    VerifyOnly,
+}
+
+/// Everything needed to build a [`crate::PostgresProvider`]. Build it with
+/// [`PostgresConfig::new`] and the `with_*` methods, then call
+/// [`crate::PostgresProvider::connect`].
+#[derive(Clone)]
+pub struct PostgresConfig {
+    pub(crate) url: String,
+    pub(crate) schema: String,
+    pub(crate) max_connections: Option<u32>,
+    pub(crate) acquire_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) migrations: MigrationMode,
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &redact_url(&self.url))
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("migrations", &self.migrations)
+            .finish()
+    }
+}
+
+impl PostgresConfig {
+    /// A configuration for `url` (`postgres://user:password@host:port/db?...`)
+    /// with the defaults: schema `public`, pool size from
+    /// `DUROXIDE_PG_POOL_MAX` or 10, 30 s acquire timeout, 10 s connect
+    /// timeout, migrations applied.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: DEFAULT_SCHEMA.to_string(),
+            max_connections: None,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            migrations: MigrationMode::Apply,
+        }
+    }
+
+    /// Use `schema` (validated when the provider is built; see [`validate_schema_name`]).
+    pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Pool size; overrides `DUROXIDE_PG_POOL_MAX`.
+    pub fn with_max_connections(mut self, max: u32) -> Self {
+        self.max_connections = Some(max);
+        self
+    }
+
+    /// How long a provider call may wait for a free pooled connection.
+    pub fn with_acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// How long building the provider may wait for its first connection.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Apply migrations (default) or only verify them.
+    pub fn with_migrations(mut self, mode: MigrationMode) -> Self {
+        self.migrations = mode;
+        self
+    }
+
+    /// The schema this configuration names.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The pool size this configuration resolves to: the explicit value, else
+    /// `DUROXIDE_PG_POOL_MAX`, else 10.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when the size is 0 or the variable is not a
+    /// positive integer.
+    pub fn resolved_max_connections(&self) -> Result<u32, Error> {
+        let max = match self.max_connections {
+            Some(n) => n,
+            None => match std::env::var(POOL_MAX_ENV) {
+                Ok(raw) => raw.trim().parse::<u32>().map_err(|_| {
+                    Error::InvalidConfig(format!("{POOL_MAX_ENV}={raw:?} is not a positive integer"))
+                })?,
+                Err(_) => DEFAULT_POOL_MAX,
+            },
+        };
+        if max == 0 {
+            return Err(Error::InvalidConfig("the pool size must be at least 1".into()));
+        }
+        Ok(max)
+    }
+
+    /// Parses the URL into driver options.
+    pub(crate) fn connect_options(&self) -> Result<PgConnectOptions, Error> {
+        PgConnectOptions::from_str(&self.url).map_err(|e| Error::InvalidUrl {
+            url: redact_url(&self.url),
+            reason: scrub(&e.to_string(), &self.url),
+        })
+    }
+}
+
+/// Checks that `name` can serve as a duroxide-pg schema: 1 to 63 bytes of
+/// lowercase ASCII letters, digits and underscores, starting with a letter or
+/// underscore, and not one of PostgreSQL's reserved `pg_` names.
+///
+/// # Errors
+/// [`Error::InvalidSchemaName`] saying what is wrong.
+pub fn validate_schema_name(name: &str) -> Result<(), Error> {
+    let reject = |reason| Err(Error::InvalidSchemaName { name: name.to_string(), reason });
+    if name.is_empty() {
+        return reject("it is empty");
+    }
+    if name.len() > 63 {
+        return reject("it is longer than PostgreSQL's 63-byte identifier limit");
+    }
+    let first = name.as_bytes()[0];
+    if !(first.is_ascii_lowercase() || first == b'_') {
+        return reject("it must start with a lowercase letter or an underscore");
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return reject("only lowercase ASCII letters, digits and underscores are allowed");
+    }
+    if name.starts_with("pg_") || name == "information_schema" {
+        return reject("names starting with pg_ and information_schema are reserved by PostgreSQL");
+    }
+    Ok(())
+}
+
+/// Where the password sits in `url`, as byte ranges (userinfo and/or the
+/// `password=` query parameter).
+fn password_ranges(url: &str) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    if let Some(scheme_end) = url.find("://") {
+        let auth_start = scheme_end + 3;
+        let auth_end = url[auth_start..].find(['/', '?']).map_or(url.len(), |i| auth_start + i);
+        if let Some(at) = url[auth_start..auth_end].rfind('@') {
+            if let Some(colon) = url[auth_start..auth_start + at].find(':') {
+                ranges.push(auth_start + colon + 1..auth_start + at);
+            }
+        }
+    }
+    if let Some(q) = url.find('?') {
+        let mut pos = q + 1;
+        for pair in url[q + 1..].split('&') {
+            if let Some((k, _)) = pair.split_once('=') {
+                if k.eq_ignore_ascii_case("password") {
+                    ranges.push(pos + k.len() + 1..pos + pair.len());
+                }
+            }
+            pos += pair.len() + 1;
+        }
+    }
+    ranges
+}
+
+/// Returns `url` with any password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_string();
+    // Replace from the back so earlier ranges stay valid.
+    for range in password_ranges(url).into_iter().rev() {
+        out.replace_range(range, "***");
+    }
+    out
+}
+
+/// Removes the URL's password (as written and percent-decoded) from a message.
+pub(crate) fn scrub(message: &str, url: &str) -> String {
+    let mut out = message.to_string();
+    for range in password_ranges(url) {
+        let raw = &url[range];
+        for secret in [raw.to_string(), percent_decode(raw)] {
+            if !secret.is_empty() {
+                out = out.replace(&secret, "***");
+            }
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names() {
+        for ok in ["public", "tenant_1", "_x", "a", &"a".repeat(63)] {
+            assert!(validate_schema_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "a\"b", "a;b", "a b", "A", "1abc", "pg_catalog", "information_schema", "ä",
+            &"a".repeat(64), "x'y", "a-b",
+        ] {
+            assert!(validate_schema_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=secret&sslmode=require"),
+            "postgres://h/db?user=u&password=***&sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://u:p%40ss@h/db"), "postgres://u:***@h/db");
+    }
+
+    #[test]
+    fn scrubs_password_from_messages() {
+        let url = "postgres://u:p%40ss@h/db";
+        let msg = format!("failed for {url}: bad p@ss and p%40ss");
+        let s = scrub(&msg, url);
+        assert!(!s.contains("p@ss") && !s.contains("p%40ss"), "{s}");
+    }
+
+    #[test]
+    fn pool_size_resolution() {
+        let c = PostgresConfig::new("postgres://h/db").with_max_connections(3);
+        assert_eq!(c.resolved_max_connections().unwrap(), 3);
+        let c = PostgresConfig::new("postgres://h/db").with_max_connections(0);
+        assert!(c.resolved_max_connections().is_err());
+    }
+
+    #[test]
+    fn debug_hides_password() {
+        let c = PostgresConfig::new("postgres://u:topsecret@h/db");
+        assert!(!format!("{c:?}").contains("topsecret"));
+    }
+}

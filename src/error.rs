@@ -1,0 +1,201 @@
+//! Errors: the construction-time [`Error`] type and the single mapping from
+//! `sqlx` failures to duroxide's [`ProviderError`].
+
+use duroxide::providers::ProviderError;
+
+/// Errors raised while building a [`crate::PostgresProvider`]: configuration,
+/// connection and migration failures. Provider calls report
+/// [`ProviderError`] instead; this type converts into it.
+///
+/// No variant ever carries the connection password.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The schema name cannot be used as a PostgreSQL identifier here.
+    #[error("invalid schema name {name:?}: {reason}")]
+    InvalidSchemaName {
+        /// The rejected name.
+        name: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// The connection URL could not be parsed (the password is masked).
+    #[error("invalid database URL {url}: {reason}")]
+    InvalidUrl {
+        /// The URL with its password replaced by `***`.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Another configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The server could not be reached or refused the connection.
+    #[error("cannot connect to PostgreSQL at {host}:{port}: {reason}")]
+    Connect {
+        /// Host (or socket directory) from the URL.
+        host: String,
+        /// Port from the URL.
+        port: u16,
+        /// The driver's explanation.
+        reason: String,
+    },
+    /// The schema carries a migration this build does not know: it was
+    /// migrated by a newer duroxide-pg, and using it could corrupt data.
+    #[error(
+        "schema {schema:?} has migration {version} ({name}) which this build of duroxide-pg does not know \
+         (latest bundled: {latest_known}); upgrade duroxide-pg before using this database"
+    )]
+    UnknownMigration {
+        /// The schema.
+        schema: String,
+        /// The unknown version found in the ledger.
+        version: i64,
+        /// Its recorded name.
+        name: String,
+        /// The newest version bundled in this build.
+        latest_known: i64,
+    },
+    /// Verify-only mode found migrations that have not been applied.
+    #[error("schema {schema:?} is missing migrations {pending:?}; run the migrations (MigrationMode::Apply)")]
+    PendingMigrations {
+        /// The schema.
+        schema: String,
+        /// Versions bundled but not applied.
+        pending: Vec<i64>,
+    },
+    /// A migration failed to apply; nothing of it was committed.
+    #[error("migration {version} ({name}) failed on schema {schema:?}: {reason}")]
+    Migration {
+        /// The schema.
+        schema: String,
+        /// Version of the failing migration.
+        version: i64,
+        /// Its name.
+        name: String,
+        /// The server's explanation.
+        reason: String,
+    },
+    /// Any other database failure during construction or maintenance.
+    #[error("database error during {operation}: {reason}")]
+    Database {
+        /// What was being done.
+        operation: &'static str,
+        /// The server's or driver's explanation.
+        reason: String,
+    },
+}
+
+impl From<Error> for ProviderError {
+    fn from(e: Error) -> Self {
+        match &e {
+            Error::Connect { .. } => ProviderError::retryable("connect", e.to_string()),
+            _ => ProviderError::permanent("configure", e.to_string()),
+        }
+    }
+}
+
+/// Whether a PostgreSQL SQLSTATE names a condition worth retrying: the
+/// transaction lost a race or the connection/server had a transient problem.
+pub(crate) fn is_retryable_sqlstate(code: &str) -> bool {
+    matches!(
+        code,
+        "40001" // serialization_failure
+            | "40P01" // deadlock_detected
+            | "55P03" // lock_not_available
+            | "57P01" // admin_shutdown
+            | "57P02" // crash_shutdown
+            | "57P03" // cannot_connect_now
+            | "57014" // query_canceled (statement timeout)
+            | "53300" // too_many_connections
+            | "53400" // configuration_limit_exceeded
+    ) || code.starts_with("08") // connection_exception class
+}
+
+/// Maps a `sqlx` error from provider operation `operation` to a classified
+/// [`ProviderError`]. The one place where retryable vs permanent is decided.
+pub(crate) fn provider_error(operation: &str, err: sqlx::Error) -> ProviderError {
+    match &err {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let message = format!("{} (SQLSTATE {code})", db.message());
+            // Our own stored functions raise class DX for conditions the caller
+            // caused (bad token, missing instance, precondition): never retry.
+            if !code.starts_with("DX") && is_retryable_sqlstate(&code) {
+                ProviderError::retryable(operation, message)
+            } else {
+                ProviderError::permanent(operation, message)
+            }
+        }
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::PoolClosed => ProviderError::retryable(operation, err.to_string()),
+        // Decode failures mean stored data does not have the expected shape.
+        _ => ProviderError::permanent(operation, err.to_string()),
+    }
+}
+
+/// A permanent error for stored data that cannot be decoded (corruption).
+pub(crate) fn corrupted(operation: &str, what: impl std::fmt::Display) -> ProviderError {
+    ProviderError::permanent(operation, format!("corrupted stored data: {what}"))
+}
+
+/// A permanent error for an argument the provider cannot store.
+pub(crate) fn invalid_input(operation: &str, what: impl std::fmt::Display) -> ProviderError {
+    ProviderError::permanent(operation, format!("invalid input: {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_sqlstates() {
+        for code in [
+            "40001", "40P01", "55P03", "57P01", "57P02", "57P03", "57014", "53300", "08000", "08003",
+            "08006", "08001", "08004",
+        ] {
+            assert!(is_retryable_sqlstate(code), "{code} should be retryable");
+        }
+    }
+
+    #[test]
+    fn permanent_sqlstates() {
+        for code in [
+            "23505", "23503", "23502", "23514", "22P02", "22001", "22021", "42883", "42P01", "DXT01",
+            "DXN01", "XX000", "",
+        ] {
+            assert!(!is_retryable_sqlstate(code), "{code} should be permanent");
+        }
+    }
+
+    #[test]
+    fn pool_and_io_errors_are_retryable() {
+        assert!(provider_error("op", sqlx::Error::PoolTimedOut).is_retryable());
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(provider_error("op", sqlx::Error::Io(io)).is_retryable());
+        assert!(provider_error("op", sqlx::Error::WorkerCrashed).is_retryable());
+    }
+
+    #[test]
+    fn decode_and_not_found_errors_are_permanent() {
+        assert!(!provider_error("op", sqlx::Error::RowNotFound).is_retryable());
+        let decode = sqlx::Error::Decode("bad bytes".into());
+        let e = provider_error("read", decode);
+        assert!(!e.is_retryable());
+        assert_eq!(e.operation, "read");
+    }
+
+    #[test]
+    fn construction_errors_convert() {
+        let e: ProviderError = Error::InvalidSchemaName { name: "a;b".into(), reason: "x" }.into();
+        assert!(!e.is_retryable());
+        let e: ProviderError =
+            Error::Connect { host: "h".into(), port: 1, reason: "refused".into() }.into();
+        assert!(e.is_retryable());
+        assert!(e.message.contains("h:1"));
+    }
+}

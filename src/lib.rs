@@ -1,0 +1,40 @@
+//! # duroxide-pg
+//!
+//! A PostgreSQL storage provider for [`duroxide`], the durable orchestration
+//! framework. Many runtime processes on many machines can share one store.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use duroxide_pg::PostgresProvider;
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let provider = Arc::new(
+//!     PostgresProvider::new_with_schema("postgres://app:secret@db:5432/app", Some("orders")).await?,
+//! );
+//! // hand `provider` to duroxide::Runtime::start_with_store and duroxide::Client::new
+//! # let _ = provider; Ok(()) }
+//! ```
+//!
+//! Layout: every provider operation is one stored function in
+//! `migrations/*.sql`; the Rust modules only marshal arguments and map errors.
+//! [`orchestrator_queue`](crate) (instance leases), `worker_queue` (peek-locks
+//! and sessions), `history`, `state` (custom status, KV, stats), `admin`
+//! (`ProviderAdmin`), [`migrations`], [`config`], [`error`].
+
+pub mod config;
+pub mod error;
+pub mod local_cluster;
+pub mod migrations;
+
+mod admin;
+mod codec;
+mod history;
+mod orchestrator_queue;
+mod provider;
+mod state;
+mod statements;
+mod worker_queue;
+
+pub use config::{MigrationMode, PostgresConfig, redact_url, validate_schema_name};
+pub use error::Error;
+pub use provider::PostgresProvider;

@@ -1,0 +1,222 @@
+//! Embedded, numbered SQL migrations and the runner that applies them.
+//!
+//! Files live in `migrations/NNNN_description.sql` and are compiled into the
+//! binary. Each schema has one ledger table, `_duroxide_migrations`. The
+//! runner holds a PostgreSQL advisory lock keyed on the schema for the whole
+//! run, so any number of processes may start at once: one applies, the others
+//! wait and then find nothing to do.
+
+use sqlx::{PgConnection, PgPool, Row};
+
+use crate::config::MigrationMode;
+use crate::error::Error;
+
+/// One bundled migration.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Version number (the `NNNN` of the file name).
+    pub version: i64,
+    /// Description (the rest of the file name).
+    pub name: &'static str,
+    /// The SQL text.
+    pub sql: &'static str,
+}
+
+macro_rules! migration {
+    ($version:literal, $name:literal) => {
+        Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!("../migrations/", stringify!($version), "_", $name, ".sql")),
+        }
+    };
+}
+
+/// Every migration bundled in this build, in order.
+pub const MIGRATIONS: &[Migration] = &[
+    migration!(0001, "schema"),
+    migration!(0002, "orchestrator_queue"),
+    migration!(0003, "worker_queue"),
+    migration!(0004, "history_and_state"),
+    migration!(0005, "admin"),
+];
+
+/// Name of the per-schema ledger table.
+pub const LEDGER_TABLE: &str = "_duroxide_migrations";
+
+/// The newest bundled migration version.
+pub fn latest_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Quotes a (validated) identifier for SQL text.
+pub(crate) fn quote_ident(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// Names that follow `marker` in the bundled SQL (e.g. every created table).
+fn created_names(marker: &str) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = Vec::new();
+    for m in MIGRATIONS {
+        let mut rest = m.sql;
+        while let Some(i) = rest.find(marker) {
+            rest = &rest[i + marker.len()..];
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            if !names.contains(&&rest[..end]) {
+                names.push(&rest[..end]);
+            }
+        }
+    }
+    names
+}
+
+/// Tables the bundled migrations create.
+pub fn owned_tables() -> Vec<&'static str> {
+    created_names("CREATE TABLE IF NOT EXISTS ")
+}
+
+/// Stored functions the bundled migrations create.
+pub fn owned_functions() -> Vec<&'static str> {
+    created_names("CREATE OR REPLACE FUNCTION ")
+}
+
+/// What a migration run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// Versions this run applied (empty when the schema was up to date).
+    pub applied: Vec<i64>,
+}
+
+/// Brings `schema` up to date (or, in verify-only mode, checks that it is).
+///
+/// # Errors
+/// [`Error::UnknownMigration`] when the ledger holds a version this build does
+/// not bundle, [`Error::PendingMigrations`] in verify-only mode,
+/// [`Error::Migration`] when a file fails (its transaction rolls back).
+pub async fn run(pool: &PgPool, schema: &str, mode: MigrationMode) -> Result<MigrationReport, Error> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    let report = run_in_transaction(&mut tx, schema, mode).await?;
+    if report.applied.is_empty() {
+        tx.rollback().await.map_err(db)?;
+    } else {
+        tx.commit().await.map_err(db)?;
+    }
+    Ok(report)
+}
+
+/// Runs a multi-statement script (simple query protocol). A named, concrete
+/// function keeps the future `Send` for callers that spawn it.
+fn exec_script<'c>(
+    conn: &'c mut PgConnection,
+    sql: &'c str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'c>> {
+    Box::pin(async move { sqlx::Executor::execute(conn, sql).await.map(|_| ()) })
+}
+
+fn db(reason: sqlx::Error) -> Error {
+    Error::Database { operation: "migrate", reason: reason.to_string() }
+}
+
+async fn run_in_transaction(
+    tx: &mut PgConnection,
+    schema: &str,
+    mode: MigrationMode,
+) -> Result<MigrationReport, Error> {
+    let qschema = quote_ident(schema);
+    // Serialise runs on this schema across every process and pool.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('duroxide-pg/migrate/' || $1, 0))")
+        .bind(schema)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+
+    let ledger_exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(format!("{qschema}.{LEDGER_TABLE}"))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+    let applied: Vec<(i64, String)> = if ledger_exists {
+        sqlx::query(&format!("SELECT version, name FROM {qschema}.{LEDGER_TABLE} ORDER BY version"))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+
+    if let Some((version, name)) = applied.iter().find(|(v, _)| !MIGRATIONS.iter().any(|m| m.version == *v)) {
+        return Err(Error::UnknownMigration {
+            schema: schema.to_string(),
+            version: *version,
+            name: name.clone(),
+            latest_known: latest_version(),
+        });
+    }
+    let pending: Vec<&Migration> =
+        MIGRATIONS.iter().filter(|m| !applied.iter().any(|(v, _)| *v == m.version)).collect();
+    if pending.is_empty() {
+        return Ok(MigrationReport::default());
+    }
+    if mode == MigrationMode::VerifyOnly {
+        return Err(Error::PendingMigrations {
+            schema: schema.to_string(),
+            pending: pending.iter().map(|m| m.version).collect(),
+        });
+    }
+
+    // Unqualified names in the files resolve to the schema; functions capture it.
+    let prelude = format!(
+        "CREATE SCHEMA IF NOT EXISTS {qschema};
+         SET LOCAL search_path TO {qschema};
+         CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
+             version    BIGINT PRIMARY KEY,
+             name       TEXT NOT NULL,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+    );
+    exec_script(&mut *tx, &prelude).await.map_err(db)?;
+
+    let mut report = MigrationReport::default();
+    for m in pending {
+        exec_script(&mut *tx, m.sql).await.map_err(|e| Error::Migration {
+            schema: schema.to_string(),
+            version: m.version,
+            name: m.name.to_string(),
+            reason: e.to_string(),
+        })?;
+        sqlx::query(&format!("INSERT INTO {LEDGER_TABLE} (version, name) VALUES ($1, $2)"))
+            .bind(m.version)
+            .bind(m.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tracing::info!(schema, version = m.version, name = m.name, "applied duroxide-pg migration");
+        report.applied.push(m.version);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file in migrations/ is bundled, in order, with a matching name.
+    #[test]
+    fn bundled_list_matches_files() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let bundled: Vec<String> = MIGRATIONS.iter().map(|m| format!("{:04}_{}.sql", m.version, m.name)).collect();
+        assert_eq!(files, bundled);
+        for pair in MIGRATIONS.windows(2) {
+            assert_eq!(pair[1].version, pair[0].version + 1, "versions must be consecutive");
+        }
+    }
+}

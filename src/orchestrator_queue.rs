@@ -1,0 +1,244 @@
+//! Orchestrator queue: enqueue, fetch (instance lease), ack, abandon, renew.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use duroxide::providers::{
+    DispatcherCapabilityFilter, ExecutionMetadata, KvEntry, OrchestrationItem, ProviderError,
+    ScheduledActivityIdentifier, WorkItem,
+};
+use duroxide::{Event, EventKind};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use crate::PostgresProvider;
+use crate::codec::{
+    KvOps, OrchestratorRow, WorkerRow, custom_status_change, decode, event_columns, millis, now_ms, to_i64,
+    to_u64,
+};
+use crate::error::provider_error;
+
+/// `[major, minor, patch]` as stored-function arguments.
+fn version_triplet(major: u64, minor: u64, patch: u64) -> Vec<i64> {
+    [major, minor, patch].iter().map(|v| i64::try_from(*v).unwrap_or(i64::MAX)).collect()
+}
+
+pub(crate) async fn enqueue(p: &PostgresProvider, item: &WorkItem, delay: Option<Duration>) -> Result<(), ProviderError> {
+    const OP: &str = "enqueue_for_orchestrator";
+    let row = OrchestratorRow::new(OP, item)?;
+    sqlx::query(&p.sql.enqueue_orchestrator_item)
+        .bind(row.instance)
+        .bind(row.kind)
+        .bind(&row.json)
+        .bind(now_ms())
+        .bind(delay.map_or(0, millis))
+        .execute(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    Ok(())
+}
+
+pub(crate) async fn fetch(
+    p: &PostgresProvider,
+    lock_timeout: Duration,
+    filter: Option<&DispatcherCapabilityFilter>,
+) -> Result<Option<(OrchestrationItem, String, u32)>, ProviderError> {
+    const OP: &str = "fetch_orchestration_item";
+    // Only the first range is honoured, as the validation suite specifies.
+    let (min, max) = match filter.map(|f| f.supported_duroxide_versions.first()) {
+        None => (None, None),
+        Some(None) => return Ok(None),
+        Some(Some(range)) => (
+            Some(version_triplet(range.min.major, range.min.minor, range.min.patch)),
+            Some(version_triplet(range.max.major, range.max.minor, range.max.patch)),
+        ),
+    };
+    let row = sqlx::query(&p.sql.fetch_orchestration_item)
+        .bind(now_ms())
+        .bind(millis(lock_timeout))
+        .bind(min)
+        .bind(max)
+        .fetch_optional(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    row.map(|row| leased_item(&row)).transpose()
+}
+
+/// Builds the leased item from the fetch row. The lease is held from here on,
+/// so undecodable stored data is reported in `history_error` (the runtime
+/// abandons and eventually poisons the item), never as `Err`.
+fn leased_item(row: &PgRow) -> Result<(OrchestrationItem, String, u32), ProviderError> {
+    const OP: &str = "fetch_orchestration_item";
+    let get_err = |e| provider_error(OP, e);
+    let instance: String = row.try_get(0).map_err(get_err)?;
+    let lock_token: String = row.try_get(1).map_err(get_err)?;
+    let stored_name: Option<String> = row.try_get(2).map_err(get_err)?;
+    let stored_version: Option<String> = row.try_get(3).map_err(get_err)?;
+    let execution_id = to_u64(OP, "execution_id", row.try_get(4).map_err(get_err)?)?;
+    let attempt_count: i32 = row.try_get(5).map_err(get_err)?;
+    let message_texts: Vec<String> = row.try_get(6).map_err(get_err)?;
+    let history_texts: Vec<String> = row.try_get(7).map_err(get_err)?;
+    let kv_keys: Vec<String> = row.try_get(8).map_err(get_err)?;
+    let kv_values: Vec<String> = row.try_get(9).map_err(get_err)?;
+    let kv_updated: Vec<i64> = row.try_get(10).map_err(get_err)?;
+
+    let mut history_error = None;
+    let mut messages = Vec::with_capacity(message_texts.len());
+    for text in &message_texts {
+        match decode::<WorkItem>(OP, text) {
+            Ok(item) => messages.push(item),
+            Err(e) => history_error = Some(format!("undecodable queue message: {}", e.message)),
+        }
+    }
+    let history = match history_texts.iter().map(|t| decode::<Event>(OP, t)).collect::<Result<Vec<_>, _>>() {
+        Ok(events) => events,
+        Err(e) => {
+            history_error = Some(format!("Failed to deserialize history: {}", e.message));
+            Vec::new()
+        }
+    };
+
+    // A new instance has no row yet: its name and version come from its
+    // history's start event or from the start message in this batch.
+    let (name, version) = match stored_name {
+        Some(name) => (name, stored_version),
+        None => start_identity(&history, &messages).unwrap_or_else(|| ("unknown".to_string(), None)),
+    };
+    let kv_snapshot: HashMap<String, KvEntry> = kv_keys
+        .into_iter()
+        .zip(kv_values)
+        .zip(kv_updated)
+        .map(|((key, value), at)| (key, KvEntry { value, last_updated_at_ms: u64::try_from(at).unwrap_or(0) }))
+        .collect();
+
+    let item = OrchestrationItem {
+        instance,
+        orchestration_name: name,
+        execution_id,
+        version: version.unwrap_or_else(|| "unknown".to_string()),
+        history,
+        messages,
+        history_error,
+        kv_snapshot,
+    };
+    Ok((item, lock_token, u32::try_from(attempt_count).unwrap_or(0)))
+}
+
+/// Name and version of an instance that has no instance row yet.
+fn start_identity(history: &[Event], messages: &[WorkItem]) -> Option<(String, Option<String>)> {
+    history
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::OrchestrationStarted { name, version, .. } => Some((name.clone(), Some(version.clone()))),
+            _ => None,
+        })
+        .or_else(|| {
+            messages.iter().find_map(|m| match m {
+                WorkItem::StartOrchestration { orchestration, version, .. }
+                | WorkItem::ContinueAsNew { orchestration, version, .. } => Some((orchestration.clone(), version.clone())),
+                _ => None,
+            })
+        })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn ack(
+    p: &PostgresProvider,
+    lock_token: &str,
+    execution_id: u64,
+    history_delta: &[Event],
+    worker_items: &[WorkItem],
+    orchestrator_items: &[WorkItem],
+    metadata: &ExecutionMetadata,
+    cancelled: &[ScheduledActivityIdentifier],
+) -> Result<(), ProviderError> {
+    const OP: &str = "ack_orchestration_item";
+    let now = now_ms();
+    let (event_ids, event_data) = event_columns(OP, history_delta)?;
+
+    let workers = worker_items.iter().map(|w| WorkerRow::new(OP, w)).collect::<Result<Vec<_>, _>>()?;
+    let orchestrators =
+        orchestrator_items.iter().map(|o| OrchestratorRow::new(OP, o)).collect::<Result<Vec<_>, _>>()?;
+    // Timers become visible at their fire time; everything else at once.
+    let visible_at: Vec<i64> = orchestrator_items
+        .iter()
+        .map(|o| match o {
+            WorkItem::TimerFired { fire_at_ms, .. } => i64::try_from(*fire_at_ms).unwrap_or(i64::MAX),
+            _ => now,
+        })
+        .collect();
+    let (custom_status_action, custom_status) = custom_status_change(history_delta);
+    let kv = KvOps::from_delta(OP, history_delta)?;
+    let pinned = metadata.pinned_duroxide_version.as_ref().map(|v| version_triplet(v.major, v.minor, v.patch));
+    let cancelled_exec =
+        cancelled.iter().map(|c| to_i64(OP, "execution_id", c.execution_id)).collect::<Result<Vec<_>, _>>()?;
+    let cancelled_act =
+        cancelled.iter().map(|c| to_i64(OP, "activity_id", c.activity_id)).collect::<Result<Vec<_>, _>>()?;
+
+    sqlx::query(&p.sql.ack_orchestration_item)
+        .bind(lock_token)
+        .bind(now)
+        .bind(to_i64(OP, "execution_id", execution_id)?)
+        .bind(event_ids)
+        .bind(event_data)
+        .bind(workers.iter().map(|w| w.json.as_str()).collect::<Vec<_>>())
+        .bind(workers.iter().map(|w| w.instance.as_str()).collect::<Vec<_>>())
+        .bind(workers.iter().map(|w| w.execution_id).collect::<Vec<_>>())
+        .bind(workers.iter().map(|w| w.activity_id).collect::<Vec<_>>())
+        .bind(workers.iter().map(|w| w.session_id.as_deref()).collect::<Vec<_>>())
+        .bind(workers.iter().map(|w| w.tag.as_deref()).collect::<Vec<_>>())
+        .bind(orchestrators.iter().map(|o| o.instance).collect::<Vec<_>>())
+        .bind(orchestrators.iter().map(|o| o.kind).collect::<Vec<_>>())
+        .bind(orchestrators.iter().map(|o| o.json.as_str()).collect::<Vec<_>>())
+        .bind(visible_at)
+        .bind(metadata.status.as_deref())
+        .bind(metadata.output.as_deref())
+        .bind(metadata.orchestration_name.as_deref())
+        .bind(metadata.orchestration_version.as_deref())
+        .bind(metadata.parent_instance_id.as_deref())
+        .bind(pinned)
+        .bind(custom_status_action)
+        .bind(custom_status)
+        .bind(kv.ops)
+        .bind(kv.keys)
+        .bind(kv.values)
+        .bind(kv.updated_at)
+        .bind(cancelled.iter().map(|c| c.instance.as_str()).collect::<Vec<_>>())
+        .bind(cancelled_exec)
+        .bind(cancelled_act)
+        .execute(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    Ok(())
+}
+
+pub(crate) async fn abandon(
+    p: &PostgresProvider,
+    lock_token: &str,
+    delay: Option<Duration>,
+    ignore_attempt: bool,
+) -> Result<(), ProviderError> {
+    const OP: &str = "abandon_orchestration_item";
+    sqlx::query(&p.sql.abandon_orchestration_item)
+        .bind(lock_token)
+        .bind(now_ms())
+        .bind(delay.map(millis))
+        .bind(ignore_attempt)
+        .execute(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    Ok(())
+}
+
+pub(crate) async fn renew(p: &PostgresProvider, lock_token: &str, extend_for: Duration) -> Result<(), ProviderError> {
+    const OP: &str = "renew_orchestration_item_lock";
+    sqlx::query(&p.sql.renew_orchestration_item_lock)
+        .bind(lock_token)
+        .bind(now_ms())
+        .bind(millis(extend_for))
+        .execute(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    Ok(())
+}
+

@@ -1,0 +1,380 @@
+//! [`PostgresProvider`]: construction, accessors, and the `Provider` /
+//! `ProviderAdmin` trait implementations, which delegate each call to the
+//! module of its concern.
+
+use std::time::Duration;
+
+use duroxide::providers::{
+    DeleteInstanceResult, DispatcherCapabilityFilter, ExecutionInfo, ExecutionMetadata, InstanceFilter,
+    InstanceInfo, InstanceTree, OrchestrationItem, Provider, ProviderAdmin, ProviderError, PruneOptions,
+    PruneResult, QueueDepths, ScheduledActivityIdentifier, SessionFetchConfig, SystemMetrics, TagFilter, WorkItem,
+};
+use duroxide::{Event, SystemStats};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::config::{PostgresConfig, scrub, validate_schema_name};
+use crate::error::Error;
+use crate::migrations::{self, MigrationReport, quote_ident};
+use crate::statements::Statements;
+use crate::{admin, history, orchestrator_queue, state, worker_queue};
+
+/// A duroxide storage provider backed by one schema of a PostgreSQL database.
+///
+/// Cheap to share: wrap it in an `Arc` and hand it to `duroxide::Runtime` and
+/// `duroxide::Client`. Every provider call is one statement (one call of one
+/// stored function in the schema), so one network round trip.
+pub struct PostgresProvider {
+    pub(crate) pool: PgPool,
+    pub(crate) schema: String,
+    pub(crate) sql: Statements,
+}
+
+impl std::fmt::Debug for PostgresProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresProvider").field("schema", &self.schema).finish_non_exhaustive()
+    }
+}
+
+impl PostgresProvider {
+    /// Connects to `url` using the `public` schema and applies pending migrations.
+    ///
+    /// # Errors
+    /// See [`PostgresProvider::connect`].
+    pub async fn new(url: &str) -> Result<Self, Error> {
+        Self::connect(PostgresConfig::new(url)).await
+    }
+
+    /// Connects to `url` using `schema` (default `public`), creating the schema
+    /// and applying pending migrations.
+    ///
+    /// # Errors
+    /// See [`PostgresProvider::connect`].
+    pub async fn new_with_schema(url: &str, schema: Option<&str>) -> Result<Self, Error> {
+        let mut config = PostgresConfig::new(url);
+        if let Some(schema) = schema {
+            config = config.with_schema(schema);
+        }
+        Self::connect(config).await
+    }
+
+    /// Builds a provider from a full configuration.
+    ///
+    /// Validates the configuration before touching the database, opens the
+    /// pool, waits up to the connect timeout for a first connection, then
+    /// applies (or verifies) the migrations.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSchemaName`], [`Error::InvalidUrl`] or
+    /// [`Error::InvalidConfig`] for bad input (nothing is created);
+    /// [`Error::Connect`] naming host and port when the server cannot be
+    /// reached in time; the migration errors of [`migrations::run`].
+    pub async fn connect(config: PostgresConfig) -> Result<Self, Error> {
+        validate_schema_name(&config.schema)?;
+        let max_connections = config.resolved_max_connections()?;
+        let options = config.connect_options()?.application_name("duroxide-pg");
+        let host = options.get_host().to_string();
+        let port = options.get_port();
+        let connect_error = |reason: String| Error::Connect {
+            host: host.clone(),
+            port,
+            reason: scrub(&reason, &config.url),
+        };
+
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            // A ping before every checkout would double the round trips of each call.
+            .test_before_acquire(false)
+            .connect_lazy_with(options);
+        match tokio::time::timeout(config.connect_timeout, pool.acquire()).await {
+            Ok(Ok(conn)) => drop(conn),
+            Ok(Err(e)) => return Err(connect_error(e.to_string())),
+            Err(_) => {
+                return Err(connect_error(format!(
+                    "no connection within the connect timeout of {:?}",
+                    config.connect_timeout
+                )));
+            }
+        }
+
+        migrations::run(&pool, &config.schema, config.migrations).await?;
+        Ok(Self { sql: Statements::new(&config.schema), schema: config.schema, pool })
+    }
+
+    /// The connection pool (for diagnostics and tools; the provider owns the schema).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema this provider stores everything in.
+    pub fn schema_name(&self) -> &str {
+        &self.schema
+    }
+
+    /// Applies any pending migrations again (normally done at construction).
+    ///
+    /// # Errors
+    /// As [`migrations::run`].
+    pub async fn migrate(&self) -> Result<MigrationReport, Error> {
+        migrations::run(&self.pool, &self.schema, crate::config::MigrationMode::Apply).await
+    }
+
+    /// Drops everything this provider stored: the whole schema, or, for
+    /// `public`, only duroxide-pg's own tables, functions and ledger. Meant for
+    /// tests and tools; the provider is unusable afterwards.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the server refuses.
+    pub async fn cleanup_schema(&self) -> Result<(), Error> {
+        let db = |e: sqlx::Error| Error::Database { operation: "cleanup_schema", reason: e.to_string() };
+        let schema = quote_ident(&self.schema);
+        if self.schema != crate::config::DEFAULT_SCHEMA {
+            sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+            return Ok(());
+        }
+        let mut sql = String::new();
+        for table in migrations::owned_tables() {
+            sql.push_str(&format!("DROP TABLE IF EXISTS {schema}.{table} CASCADE;\n"));
+        }
+        for function in migrations::owned_functions() {
+            sql.push_str(&format!("DROP FUNCTION IF EXISTS {schema}.{function} CASCADE;\n"));
+        }
+        sql.push_str(&format!("DROP TABLE IF EXISTS {schema}.{};\n", migrations::LEDGER_TABLE));
+        sqlx::raw_sql(&sql).execute(&self.pool).await.map_err(db)?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for PostgresProvider {
+    fn name(&self) -> &str {
+        "postgres"
+    }
+
+    fn version(&self) -> &str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    async fn fetch_orchestration_item(
+        &self,
+        lock_timeout: Duration,
+        _poll_timeout: Duration,
+        filter: Option<&DispatcherCapabilityFilter>,
+    ) -> Result<Option<(OrchestrationItem, String, u32)>, ProviderError> {
+        orchestrator_queue::fetch(self, lock_timeout, filter).await
+    }
+
+    async fn ack_orchestration_item(
+        &self,
+        lock_token: &str,
+        execution_id: u64,
+        history_delta: Vec<Event>,
+        worker_items: Vec<WorkItem>,
+        orchestrator_items: Vec<WorkItem>,
+        metadata: ExecutionMetadata,
+        cancelled_activities: Vec<ScheduledActivityIdentifier>,
+    ) -> Result<(), ProviderError> {
+        orchestrator_queue::ack(
+            self,
+            lock_token,
+            execution_id,
+            &history_delta,
+            &worker_items,
+            &orchestrator_items,
+            &metadata,
+            &cancelled_activities,
+        )
+        .await
+    }
+
+    async fn abandon_orchestration_item(
+        &self,
+        lock_token: &str,
+        delay: Option<Duration>,
+        ignore_attempt: bool,
+    ) -> Result<(), ProviderError> {
+        orchestrator_queue::abandon(self, lock_token, delay, ignore_attempt).await
+    }
+
+    async fn read(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
+        history::read(self, "read", instance, None).await
+    }
+
+    async fn read_with_execution(&self, instance: &str, execution_id: u64) -> Result<Vec<Event>, ProviderError> {
+        history::read(self, "read_with_execution", instance, Some(execution_id)).await
+    }
+
+    async fn append_with_execution(
+        &self,
+        instance: &str,
+        execution_id: u64,
+        new_events: Vec<Event>,
+    ) -> Result<(), ProviderError> {
+        history::append(self, instance, execution_id, &new_events).await
+    }
+
+    async fn enqueue_for_worker(&self, item: WorkItem) -> Result<(), ProviderError> {
+        worker_queue::enqueue(self, &item).await
+    }
+
+    async fn fetch_work_item(
+        &self,
+        lock_timeout: Duration,
+        _poll_timeout: Duration,
+        session: Option<&SessionFetchConfig>,
+        tag_filter: &TagFilter,
+    ) -> Result<Option<(WorkItem, String, u32)>, ProviderError> {
+        worker_queue::fetch(self, lock_timeout, session, tag_filter).await
+    }
+
+    async fn ack_work_item(&self, token: &str, completion: Option<WorkItem>) -> Result<(), ProviderError> {
+        worker_queue::ack(self, token, completion.as_ref()).await
+    }
+
+    async fn renew_work_item_lock(&self, token: &str, extend_for: Duration) -> Result<(), ProviderError> {
+        worker_queue::renew(self, token, extend_for).await
+    }
+
+    async fn renew_session_lock(
+        &self,
+        owner_ids: &[&str],
+        extend_for: Duration,
+        idle_timeout: Duration,
+    ) -> Result<usize, ProviderError> {
+        worker_queue::renew_sessions(self, owner_ids, extend_for, idle_timeout).await
+    }
+
+    async fn cleanup_orphaned_sessions(&self, _idle_timeout: Duration) -> Result<usize, ProviderError> {
+        worker_queue::cleanup_sessions(self).await
+    }
+
+    async fn abandon_work_item(
+        &self,
+        token: &str,
+        delay: Option<Duration>,
+        ignore_attempt: bool,
+    ) -> Result<(), ProviderError> {
+        worker_queue::abandon(self, token, delay, ignore_attempt).await
+    }
+
+    async fn renew_orchestration_item_lock(&self, token: &str, extend_for: Duration) -> Result<(), ProviderError> {
+        orchestrator_queue::renew(self, token, extend_for).await
+    }
+
+    async fn enqueue_for_orchestrator(&self, item: WorkItem, delay: Option<Duration>) -> Result<(), ProviderError> {
+        orchestrator_queue::enqueue(self, &item, delay).await
+    }
+
+    fn as_management_capability(&self) -> Option<&dyn ProviderAdmin> {
+        Some(self)
+    }
+
+    async fn get_custom_status(
+        &self,
+        instance: &str,
+        last_seen_version: u64,
+    ) -> Result<Option<(Option<String>, u64)>, ProviderError> {
+        state::custom_status(self, instance, last_seen_version).await
+    }
+
+    async fn get_kv_value(&self, instance: &str, key: &str) -> Result<Option<String>, ProviderError> {
+        state::kv_value(self, instance, key).await
+    }
+
+    async fn get_kv_all_values(
+        &self,
+        instance: &str,
+    ) -> Result<std::collections::HashMap<String, String>, ProviderError> {
+        state::kv_all_values(self, instance).await
+    }
+
+    async fn get_instance_stats(&self, instance: &str) -> Result<Option<SystemStats>, ProviderError> {
+        state::instance_stats(self, instance).await
+    }
+}
+
+#[async_trait::async_trait]
+impl ProviderAdmin for PostgresProvider {
+    async fn list_instances(&self) -> Result<Vec<String>, ProviderError> {
+        admin::list_instances(self, None).await
+    }
+
+    async fn list_instances_by_status(&self, status: &str) -> Result<Vec<String>, ProviderError> {
+        admin::list_instances(self, Some(status)).await
+    }
+
+    async fn list_executions(&self, instance: &str) -> Result<Vec<u64>, ProviderError> {
+        admin::list_executions(self, instance).await
+    }
+
+    async fn read_history_with_execution_id(
+        &self,
+        instance: &str,
+        execution_id: u64,
+    ) -> Result<Vec<Event>, ProviderError> {
+        history::read(self, "read_history_with_execution_id", instance, Some(execution_id)).await
+    }
+
+    async fn read_history(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
+        history::read(self, "read_history", instance, None).await
+    }
+
+    async fn latest_execution_id(&self, instance: &str) -> Result<u64, ProviderError> {
+        admin::latest_execution_id(self, instance).await
+    }
+
+    async fn get_instance_info(&self, instance: &str) -> Result<InstanceInfo, ProviderError> {
+        admin::instance_info(self, instance).await
+    }
+
+    async fn get_execution_info(&self, instance: &str, execution_id: u64) -> Result<ExecutionInfo, ProviderError> {
+        admin::execution_info(self, instance, execution_id).await
+    }
+
+    async fn get_system_metrics(&self) -> Result<SystemMetrics, ProviderError> {
+        admin::system_metrics(self).await
+    }
+
+    async fn get_queue_depths(&self) -> Result<QueueDepths, ProviderError> {
+        admin::queue_depths(self).await
+    }
+
+    async fn list_children(&self, instance_id: &str) -> Result<Vec<String>, ProviderError> {
+        admin::list_children(self, instance_id).await
+    }
+
+    async fn get_parent_id(&self, instance_id: &str) -> Result<Option<String>, ProviderError> {
+        admin::parent_id(self, instance_id).await
+    }
+
+    async fn get_instance_tree(&self, instance_id: &str) -> Result<InstanceTree, ProviderError> {
+        admin::instance_tree(self, instance_id).await
+    }
+
+    async fn delete_instances_atomic(&self, ids: &[String], force: bool) -> Result<DeleteInstanceResult, ProviderError> {
+        admin::delete_instances_atomic(self, ids, force).await
+    }
+
+    async fn delete_instance(&self, instance_id: &str, force: bool) -> Result<DeleteInstanceResult, ProviderError> {
+        admin::delete_instance(self, instance_id, force).await
+    }
+
+    async fn delete_instance_bulk(&self, filter: InstanceFilter) -> Result<DeleteInstanceResult, ProviderError> {
+        admin::delete_instance_bulk(self, &filter).await
+    }
+
+    async fn prune_executions(&self, instance_id: &str, options: PruneOptions) -> Result<PruneResult, ProviderError> {
+        admin::prune_executions(self, instance_id, &options).await
+    }
+
+    async fn prune_executions_bulk(
+        &self,
+        filter: InstanceFilter,
+        options: PruneOptions,
+    ) -> Result<PruneResult, ProviderError> {
+        admin::prune_executions_bulk(self, &filter, &options).await
+    }
+}

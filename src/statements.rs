@@ -1,0 +1,75 @@
+//! The SQL text of every provider call: one `SELECT` of one stored function,
+//! schema-qualified so the calling connection's `search_path` never matters.
+//! Built once per provider; `sqlx` caches each text as a prepared statement per
+//! connection, so after a connection's first use a call is one round trip.
+
+use crate::migrations::quote_ident;
+
+macro_rules! statements {
+    ($( $field:ident => $function:literal ( $arity:literal ) ),* $(,)?) => {
+        /// Schema-qualified call text for each stored function.
+        #[derive(Debug)]
+        pub(crate) struct Statements {
+            $( pub $field: String, )*
+        }
+
+        impl Statements {
+            pub(crate) fn new(schema: &str) -> Self {
+                let schema = quote_ident(schema);
+                Self { $( $field: call(&schema, $function, $arity), )* }
+            }
+        }
+    };
+}
+
+fn call(schema: &str, function: &str, arity: usize) -> String {
+    let params: Vec<String> = (1..=arity).map(|i| format!("${i}")).collect();
+    format!("SELECT * FROM {schema}.{function}({})", params.join(", "))
+}
+
+statements! {
+    enqueue_orchestrator_item => "enqueue_orchestrator_item"(5),
+    fetch_orchestration_item => "fetch_orchestration_item"(4),
+    ack_orchestration_item => "ack_orchestration_item"(31),
+    abandon_orchestration_item => "abandon_orchestration_item"(4),
+    renew_orchestration_item_lock => "renew_orchestration_item_lock"(3),
+    enqueue_worker_item => "enqueue_worker_item"(7),
+    fetch_work_item => "fetch_work_item"(6),
+    ack_work_item => "ack_work_item"(5),
+    renew_work_item_lock => "renew_work_item_lock"(3),
+    abandon_work_item => "abandon_work_item"(4),
+    renew_session_lock => "renew_session_lock"(4),
+    cleanup_orphaned_sessions => "cleanup_orphaned_sessions"(1),
+    read_history => "read_history"(2),
+    append_history => "append_history"(4),
+    get_custom_status => "get_custom_status"(2),
+    get_kv_values => "get_kv_values"(2),
+    get_instance_stats => "get_instance_stats"(1),
+    list_instances => "list_instances"(1),
+    list_executions => "list_executions"(1),
+    latest_execution_id => "latest_execution_id"(1),
+    get_instance_info => "get_instance_info"(1),
+    get_execution_info => "get_execution_info"(2),
+    get_system_metrics => "get_system_metrics"(0),
+    get_queue_depths => "get_queue_depths"(1),
+    list_children => "list_children"(1),
+    get_parent_id => "get_parent_id"(1),
+    get_instance_tree => "get_instance_tree"(1),
+    delete_instances_atomic => "delete_instances_atomic"(2),
+    delete_instance => "delete_instance"(2),
+    delete_instance_bulk => "delete_instance_bulk"(3),
+    prune_executions => "prune_executions"(3),
+    prune_executions_bulk => "prune_executions_bulk"(5),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_are_schema_qualified() {
+        let s = Statements::new("tenant_a");
+        assert_eq!(s.get_system_metrics, "SELECT * FROM \"tenant_a\".get_system_metrics()");
+        assert_eq!(s.read_history, "SELECT * FROM \"tenant_a\".read_history($1, $2)");
+    }
+}

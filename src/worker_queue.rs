@@ -1,0 +1,160 @@
+//! Worker queue and activity sessions: enqueue, peek-lock fetch, ack, renew,
+//! abandon, session heartbeats and orphan cleanup.
+
+use std::time::Duration;
+
+use duroxide::providers::{ProviderError, SessionFetchConfig, TagFilter, WorkItem};
+use sqlx::Row;
+
+use crate::PostgresProvider;
+use crate::codec::{OrchestratorRow, WorkerRow, decode, millis, now_ms};
+use crate::error::{invalid_input, provider_error};
+
+pub(crate) async fn enqueue(p: &PostgresProvider, item: &WorkItem) -> Result<(), ProviderError> {
+    const OP: &str = "enqueue_for_worker";
+    let row = WorkerRow::new(OP, item)?;
+    sqlx::query(&p.sql.enqueue_worker_item)
+        .bind(&row.json)
+        .bind(now_ms())
+        .bind(&row.instance)
+        .bind(row.execution_id)
+        .bind(row.activity_id)
+        .bind(row.session_id.as_deref())
+        .bind(row.tag.as_deref())
+        .execute(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    Ok(())
+}
+
+/// The tag filter as `fetch_work_item`'s (mode, tags) arguments; `None` when
+/// the filter accepts nothing, so no call is made at all.
+fn tag_arguments(filter: &TagFilter) -> Option<(i16, Vec<&str>)> {
+    fn sorted(set: &std::collections::HashSet<String>) -> Vec<&str> {
+        let mut tags: Vec<&str> = set.iter().map(String::as_str).collect();
+        tags.sort_unstable();
+        tags
+    }
+    match filter {
+        TagFilter::DefaultOnly => Some((0, Vec::new())),
+        TagFilter::Tags(set) => Some((1, sorted(set))),
+        TagFilter::DefaultAnd(set) => Some((2, sorted(set))),
+        TagFilter::Any => Some((3, Vec::new())),
+        TagFilter::None => None,
+    }
+}
+
+pub(crate) async fn fetch(
+    p: &PostgresProvider,
+    lock_timeout: Duration,
+    session: Option<&SessionFetchConfig>,
+    tag_filter: &TagFilter,
+) -> Result<Option<(WorkItem, String, u32)>, ProviderError> {
+    const OP: &str = "fetch_work_item";
+    let Some((tag_mode, tags)) = tag_arguments(tag_filter) else {
+        return Ok(None);
+    };
+    let row = sqlx::query(&p.sql.fetch_work_item)
+        .bind(now_ms())
+        .bind(millis(lock_timeout))
+        .bind(session.map(|s| s.owner_id.as_str()))
+        .bind(session.map_or(0, |s| millis(s.lock_timeout)))
+        .bind(tag_mode)
+        .bind(tags)
+        .fetch_optional(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let text: String = row.try_get(0).map_err(|e| provider_error(OP, e))?;
+    let token: String = row.try_get(1).map_err(|e| provider_error(OP, e))?;
+    let attempts: i32 = row.try_get(2).map_err(|e| provider_error(OP, e))?;
+    // An undecodable row stays locked and expires; the error names it.
+    let item = decode::<WorkItem>(OP, &text)?;
+    Ok(Some((item, token, u32::try_from(attempts).unwrap_or(0))))
+}
+
+pub(crate) async fn ack(p: &PostgresProvider, token: &str, completion: Option<&WorkItem>) -> Result<(), ProviderError> {
+    const OP: &str = "ack_work_item";
+    let completion = match completion {
+        None => None,
+        Some(item @ (WorkItem::ActivityCompleted { .. } | WorkItem::ActivityFailed { .. })) => {
+            Some(OrchestratorRow::new(OP, item)?)
+        }
+        Some(_) => {
+            return Err(invalid_input(OP, "a worker ack completes with ActivityCompleted or ActivityFailed only"));
+        }
+    };
+    sqlx::query(&p.sql.ack_work_item)
+        .bind(token)
+        .bind(now_ms())
+        .bind(completion.as_ref().map(|c| c.instance))
+        .bind(completion.as_ref().map(|c| c.kind))
+        .bind(completion.as_ref().map(|c| c.json.as_str()))
+        .execute(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    Ok(())
+}
+
+pub(crate) async fn renew(p: &PostgresProvider, token: &str, extend_for: Duration) -> Result<(), ProviderError> {
+    const OP: &str = "renew_work_item_lock";
+    sqlx::query(&p.sql.renew_work_item_lock)
+        .bind(token)
+        .bind(now_ms())
+        .bind(millis(extend_for))
+        .execute(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    Ok(())
+}
+
+pub(crate) async fn abandon(
+    p: &PostgresProvider,
+    token: &str,
+    delay: Option<Duration>,
+    ignore_attempt: bool,
+) -> Result<(), ProviderError> {
+    const OP: &str = "abandon_work_item";
+    sqlx::query(&p.sql.abandon_work_item)
+        .bind(token)
+        .bind(now_ms())
+        .bind(delay.map(millis))
+        .bind(ignore_attempt)
+        .execute(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    Ok(())
+}
+
+pub(crate) async fn renew_sessions(
+    p: &PostgresProvider,
+    owner_ids: &[&str],
+    extend_for: Duration,
+    idle_timeout: Duration,
+) -> Result<usize, ProviderError> {
+    const OP: &str = "renew_session_lock";
+    if owner_ids.is_empty() {
+        return Ok(0);
+    }
+    let count: i64 = sqlx::query_scalar(&p.sql.renew_session_lock)
+        .bind(owner_ids)
+        .bind(now_ms())
+        .bind(millis(extend_for))
+        .bind(millis(idle_timeout))
+        .fetch_one(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
+pub(crate) async fn cleanup_sessions(p: &PostgresProvider) -> Result<usize, ProviderError> {
+    const OP: &str = "cleanup_orphaned_sessions";
+    let count: i64 = sqlx::query_scalar(&p.sql.cleanup_orphaned_sessions)
+        .bind(now_ms())
+        .fetch_one(&p.pool)
+        .await
+        .map_err(|e| provider_error(OP, e))?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}

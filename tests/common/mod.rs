@@ -1,0 +1,103 @@
+//! The one test harness: finds or starts PostgreSQL, hands out fresh schemas,
+//! and implements duroxide's `ProviderFactory` for the validation suite.
+//!
+//! With `DATABASE_URL` set, tests use that server; otherwise they share the
+//! throwaway local cluster of `duroxide_pg::local_cluster`. Every provider a
+//! test creates lives in its own schema, dropped by `cleanup()`.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use duroxide::provider_validations::ProviderFactory;
+use duroxide::providers::Provider;
+use duroxide_pg::{PostgresConfig, PostgresProvider};
+
+/// Lock timeout the validation suite is told the provider honours.
+pub const TEST_LOCK_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// The server URL for this test run.
+pub fn database_url() -> String {
+    duroxide_pg::local_cluster::database_url().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A schema name no other test (or test process) uses.
+pub fn fresh_schema_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!(
+        "{prefix}_{}_{}_{:08x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
+}
+
+/// A provider on a fresh schema (drop it with `cleanup_schema()` when done).
+pub async fn fresh_provider(prefix: &str) -> PostgresProvider {
+    PostgresProvider::connect(PostgresConfig::new(database_url()).with_schema(fresh_schema_name(prefix)))
+        .await
+        .expect("provider on a fresh schema")
+}
+
+/// `ProviderFactory` for the validation suite: each `create_provider()` gets
+/// a new, empty schema; the hooks act on the schemas this factory created.
+pub struct PgTestFactory {
+    providers: Mutex<Vec<Arc<PostgresProvider>>>,
+}
+
+impl PgTestFactory {
+    pub async fn new() -> Self {
+        Self { providers: Mutex::new(Vec::new()) }
+    }
+
+    fn all(&self) -> Vec<Arc<PostgresProvider>> {
+        self.providers.lock().unwrap().clone()
+    }
+
+    /// Drops every schema this factory created.
+    pub async fn cleanup(&self) {
+        for p in self.all() {
+            p.cleanup_schema().await.expect("drop test schema");
+            p.pool().close().await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ProviderFactory for PgTestFactory {
+    async fn create_provider(&self) -> Arc<dyn Provider> {
+        let provider = Arc::new(fresh_provider("v").await);
+        self.providers.lock().unwrap().push(provider.clone());
+        provider
+    }
+
+    fn lock_timeout(&self) -> Duration {
+        TEST_LOCK_TIMEOUT
+    }
+
+    async fn corrupt_instance_history(&self, instance: &str) {
+        for p in self.all() {
+            let sql = format!(
+                "UPDATE \"{}\".history SET event_data = 'NOT_VALID_JSON{{{{{{' WHERE instance_id = $1",
+                p.schema_name()
+            );
+            sqlx::query(&sql).bind(instance).execute(p.pool()).await.expect("corrupt history");
+        }
+    }
+
+    async fn get_max_attempt_count(&self, instance: &str) -> u32 {
+        let mut max = 0;
+        for p in self.all() {
+            let sql = format!(
+                "SELECT COALESCE(MAX(attempt_count), 0) FROM \"{}\".orchestrator_queue WHERE instance_id = $1",
+                p.schema_name()
+            );
+            let n: i32 = sqlx::query_scalar(&sql).bind(instance).fetch_one(p.pool()).await.expect("attempt count");
+            max = max.max(n as u32);
+        }
+        max
+    }
+}
