@@ -29,6 +29,21 @@ pub enum MigrationMode {
     VerifyOnly,
 }
 
+/// How the fetch calls wait when there is no work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PollMode {
+    /// Honour the runtime's `poll_timeout`: wait inside the fetch until work
+    /// becomes visible, woken by PostgreSQL `LISTEN`/`NOTIFY` (one listener
+    /// connection per provider) and by the fire time of the next delayed item,
+    /// with a bounded fallback poll in case a notification is missed (default).
+    #[default]
+    LongPoll,
+    /// Return at once when there is no work and let the runtime poll. For
+    /// connection poolers in transaction mode (PgBouncer), where `LISTEN`
+    /// does not work.
+    PollOnly,
+}
+
 /// Everything needed to build a [`crate::PostgresProvider`]. Build it with
 /// [`PostgresConfig::new`] and the `with_*` methods, then call
 /// [`crate::PostgresProvider::connect`].
@@ -40,6 +55,7 @@ pub struct PostgresConfig {
     pub(crate) acquire_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) migrations: MigrationMode,
+    pub(crate) poll_mode: PollMode,
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -51,6 +67,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("acquire_timeout", &self.acquire_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("migrations", &self.migrations)
+            .field("poll_mode", &self.poll_mode)
             .finish()
     }
 }
@@ -59,7 +76,7 @@ impl PostgresConfig {
     /// A configuration for `url` (`postgres://user:password@host:port/db?...`)
     /// with the defaults: schema `public`, pool size from
     /// `DUROXIDE_PG_POOL_MAX` or 10, 30 s acquire timeout, 10 s connect
-    /// timeout, migrations applied.
+    /// timeout, migrations applied, long polling.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -68,6 +85,7 @@ impl PostgresConfig {
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             migrations: MigrationMode::Apply,
+            poll_mode: PollMode::LongPoll,
         }
     }
 
@@ -98,6 +116,12 @@ impl PostgresConfig {
     /// Apply migrations (default) or only verify them.
     pub fn with_migrations(mut self, mode: MigrationMode) -> Self {
         self.migrations = mode;
+        self
+    }
+
+    /// Long polling (default) or poll-only.
+    pub fn with_poll_mode(mut self, mode: PollMode) -> Self {
+        self.poll_mode = mode;
         self
     }
 

@@ -35,6 +35,6 @@ mod state;
 mod statements;
 mod worker_queue;
 
-pub use config::{MigrationMode, PostgresConfig, redact_url, validate_schema_name};
+pub use config::{MigrationMode, PollMode, PostgresConfig, redact_url, validate_schema_name};
 pub use error::Error;
 pub use provider::PostgresProvider;

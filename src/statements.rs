@@ -30,7 +30,7 @@ fn call(schema: &str, function: &str, arity: usize) -> String {
 statements! {
     enqueue_orchestrator_item => "enqueue_orchestrator_item"(5),
     fetch_orchestration_item => "fetch_orchestration_item"(4),
-    ack_orchestration_item => "ack_orchestration_item"(31),
+    ack_orchestration_item => "ack_orchestration_item"(30),
     abandon_orchestration_item => "abandon_orchestration_item"(4),
     renew_orchestration_item_lock => "renew_orchestration_item_lock"(3),
     enqueue_worker_item => "enqueue_worker_item"(7),

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use duroxide::provider_validations::ProviderFactory;
 use duroxide::providers::Provider;
-use duroxide_pg::{PostgresConfig, PostgresProvider};
+use duroxide_pg::{PollMode, PostgresConfig, PostgresProvider};
 
 /// Lock timeout the validation suite is told the provider honours.
 pub const TEST_LOCK_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -37,20 +37,31 @@ pub fn fresh_schema_name(prefix: &str) -> String {
 
 /// A provider on a fresh schema (drop it with `cleanup_schema()` when done).
 pub async fn fresh_provider(prefix: &str) -> PostgresProvider {
-    PostgresProvider::connect(PostgresConfig::new(database_url()).with_schema(fresh_schema_name(prefix)))
-        .await
-        .expect("provider on a fresh schema")
+    fresh_provider_with(prefix, PollMode::LongPoll).await
+}
+
+/// A provider on a fresh schema with the given poll mode.
+pub async fn fresh_provider_with(prefix: &str, mode: PollMode) -> PostgresProvider {
+    let config = PostgresConfig::new(database_url()).with_schema(fresh_schema_name(prefix)).with_poll_mode(mode);
+    PostgresProvider::connect(config).await.expect("provider on a fresh schema")
 }
 
 /// `ProviderFactory` for the validation suite: each `create_provider()` gets
 /// a new, empty schema; the hooks act on the schemas this factory created.
 pub struct PgTestFactory {
+    mode: PollMode,
     providers: Mutex<Vec<Arc<PostgresProvider>>>,
 }
 
 impl PgTestFactory {
+    /// Providers in the default (long-polling) mode.
     pub async fn new() -> Self {
-        Self { providers: Mutex::new(Vec::new()) }
+        Self { mode: PollMode::LongPoll, providers: Mutex::new(Vec::new()) }
+    }
+
+    /// Providers in poll-only mode.
+    pub async fn short_poll() -> Self {
+        Self { mode: PollMode::PollOnly, providers: Mutex::new(Vec::new()) }
     }
 
     fn all(&self) -> Vec<Arc<PostgresProvider>> {
@@ -69,7 +80,7 @@ impl PgTestFactory {
 #[async_trait::async_trait]
 impl ProviderFactory for PgTestFactory {
     async fn create_provider(&self) -> Arc<dyn Provider> {
-        let provider = Arc::new(fresh_provider("v").await);
+        let provider = Arc::new(fresh_provider_with("v", self.mode).await);
         self.providers.lock().unwrap().push(provider.clone());
         provider
     }

@@ -1,0 +1,160 @@
+//! Every provider call is exactly one SQL statement: counted by the server
+//! itself through `pg_stat_statements`, in a database of its own so nothing
+//! else is counted. (The throwaway cluster preloads the extension; with an
+//! external `DATABASE_URL`, that server must preload it too.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::{database_url, fresh_schema_name};
+use duroxide::providers::{ExecutionMetadata, Provider, TagFilter, WorkItem};
+use duroxide::{Event, EventKind};
+use duroxide_pg::{PostgresConfig, PostgresProvider};
+use sqlx::PgPool;
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let cut = base.rfind('/').expect("URL has a database path");
+    format!("{}/{db}{query}", &base[..cut])
+}
+
+async fn statement_counts(admin: &PgPool, db: &str) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT s.query, s.calls FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+         WHERE d.datname = $1 ORDER BY s.query",
+    )
+    .bind(db)
+    .fetch_all(admin)
+    .await
+    .expect("read pg_stat_statements")
+}
+
+async fn reset_counts(admin: &PgPool, db: &str) {
+    sqlx::query("SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = $1), 0)")
+        .bind(db)
+        .execute(admin)
+        .await
+        .expect("reset pg_stat_statements");
+}
+
+fn start(instance: &str) -> WorkItem {
+    WorkItem::StartOrchestration {
+        instance: instance.into(),
+        orchestration: "Counted".into(),
+        input: "{}".into(),
+        version: Some("1.0.0".into()),
+        parent_instance: None,
+        parent_id: None,
+        parent_execution_id: None,
+        execution_id: 1,
+    }
+}
+
+fn activity(instance: &str) -> WorkItem {
+    WorkItem::ActivityExecute {
+        instance: instance.into(),
+        execution_id: 1,
+        id: 2,
+        name: "Act".into(),
+        input: "x".into(),
+        session_id: None,
+        tag: None,
+    }
+}
+
+/// A whole orchestration with one activity: enqueue, two turns (fetch + ack),
+/// one activity (fetch + ack) and a read: 8 provider calls.
+async fn one_cycle(p: &PostgresProvider, instance: &str) {
+    let lock = Duration::from_secs(30);
+    p.enqueue_for_orchestrator(start(instance), None).await.unwrap();
+    let (_item, token, _) = p.fetch_orchestration_item(lock, Duration::ZERO, None).await.unwrap().unwrap();
+    let started = Event::with_event_id(
+        1,
+        instance,
+        1,
+        None,
+        EventKind::OrchestrationStarted {
+            name: "Counted".into(),
+            version: "1.0.0".into(),
+            input: "{}".into(),
+            parent_instance: None,
+            parent_id: None,
+            parent_execution_id: None,
+            carry_forward_events: None,
+            initial_custom_status: None,
+        },
+    );
+    let metadata = ExecutionMetadata {
+        orchestration_name: Some("Counted".into()),
+        orchestration_version: Some("1.0.0".into()),
+        ..Default::default()
+    };
+    p.ack_orchestration_item(&token, 1, vec![started], vec![activity(instance)], vec![], metadata, vec![])
+        .await
+        .unwrap();
+    let (_w, wtoken, _) =
+        p.fetch_work_item(lock, Duration::ZERO, None, &TagFilter::DefaultOnly).await.unwrap().unwrap();
+    let done = WorkItem::ActivityCompleted { instance: instance.into(), execution_id: 1, id: 2, result: "r".into() };
+    p.ack_work_item(&wtoken, Some(done)).await.unwrap();
+    // The completion turn: consumes the activity result and completes.
+    let (item, token, _) = p.fetch_orchestration_item(lock, Duration::ZERO, None).await.unwrap().unwrap();
+    assert_eq!(item.instance, instance);
+    let completed = Event::with_event_id(2, instance, 1, None, EventKind::OrchestrationCompleted { output: "ok".into() });
+    let metadata = ExecutionMetadata { status: Some("Completed".into()), output: Some("ok".into()), ..Default::default() };
+    p.ack_orchestration_item(&token, 1, vec![completed], vec![], vec![], metadata, vec![]).await.unwrap();
+    assert_eq!(p.read(instance).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn each_provider_call_is_one_statement() {
+    let url = database_url();
+    let admin = PgPool::connect(&url).await.unwrap();
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&admin)
+        .await
+        .expect("pg_stat_statements must be available (shared_preload_libraries)");
+    let db = fresh_schema_name("stmts");
+    sqlx::query(&format!("CREATE DATABASE \"{db}\"")).execute(&admin).await.unwrap();
+
+    // One connection, so the measured calls reuse its prepared statements.
+    let provider = PostgresProvider::connect(
+        PostgresConfig::new(with_database(&url, &db)).with_schema("counted").with_max_connections(1),
+    )
+    .await
+    .unwrap();
+    one_cycle(&provider, "warm-up").await;
+
+    reset_counts(&admin, &db).await;
+    one_cycle(&provider, "measured").await;
+    let counts = statement_counts(&admin, &db).await;
+
+    let total: i64 = counts.iter().map(|(_, n)| n).sum();
+    let calls = |function: &str| -> i64 {
+        counts.iter().filter(|(q, _)| q.contains(&format!(".{function}("))).map(|(_, n)| n).sum()
+    };
+    let expected = [
+        ("enqueue_orchestrator_item", 1),
+        ("fetch_orchestration_item", 2),
+        ("ack_orchestration_item", 2),
+        ("fetch_work_item", 1),
+        ("ack_work_item", 1),
+        ("read_history", 1),
+    ];
+    for (function, n) in expected {
+        assert_eq!(calls(function), n, "{function}: {counts:#?}");
+    }
+    assert_eq!(total, 8, "statements other than the 8 provider calls were issued: {counts:#?}");
+
+    provider.pool().close().await;
+    sqlx::query(&format!("DROP DATABASE \"{db}\" WITH (FORCE)")).execute(&admin).await.unwrap();
+}
+
+#[test]
+fn database_swap_in_url() {
+    assert_eq!(with_database("postgres://u@h:1/postgres", "x"), "postgres://u@h:1/x");
+    assert_eq!(with_database("postgres://u@h/postgres?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+}
