@@ -91,6 +91,8 @@ CREATE TABLE IF NOT EXISTS worker_queue (
 CREATE INDEX IF NOT EXISTS worker_queue_visible_idx ON worker_queue (visible_at, id);
 CREATE INDEX IF NOT EXISTS worker_queue_activity_idx
     ON worker_queue (instance_id, execution_id, activity_id);
+CREATE INDEX IF NOT EXISTS worker_queue_lease_idx
+    ON worker_queue (locked_until) WHERE lock_token IS NOT NULL;
 CREATE INDEX IF NOT EXISTS worker_queue_session_idx
     ON worker_queue (session_id) WHERE session_id IS NOT NULL;
 

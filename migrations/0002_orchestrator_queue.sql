@@ -18,8 +18,30 @@ AS $$
     SELECT hashtextextended('duroxide-pg/' || current_schema() || '/' || p_kind || '/' || p_id, 0)
 $$;
 
+-- The LISTEN/NOTIFY channel of this schema (a hash keeps it within the 63-byte
+-- identifier limit whatever the schema name's length).
+CREATE OR REPLACE FUNCTION notify_channel()
+RETURNS TEXT
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT
+AS $$
+    SELECT 'duroxide_pg_' || left(md5(current_schema()), 24)
+$$;
+
+-- Wake-up hint for long-polling fetchers: p_queue 'o' (orchestrator) or 'w'
+-- (worker), p_count items became visible. Delivered at commit; a hint only,
+-- fetchers always re-check the tables.
+CREATE OR REPLACE FUNCTION notify_work(p_queue TEXT, p_count BIGINT)
+RETURNS VOID
+LANGUAGE sql
+SET search_path FROM CURRENT
+AS $$
+    SELECT pg_notify(notify_channel(), p_queue || p_count::TEXT) WHERE p_count > 0
+$$;
+
 -- enqueue_for_orchestrator: inserts one message, visible at p_now_ms + p_delay_ms.
 -- Touches: one orchestrator_queue row. Locks: none. Never creates the instance.
+-- Notifies waiting fetchers when the message is visible at once.
 CREATE OR REPLACE FUNCTION enqueue_orchestrator_item(
     p_instance_id TEXT,
     p_kind        TEXT,
@@ -33,6 +55,9 @@ AS $$
 BEGIN
     INSERT INTO orchestrator_queue (instance_id, kind, work_item, visible_at)
     VALUES (p_instance_id, p_kind, p_work_item, p_now_ms + GREATEST(p_delay_ms, 0));
+    IF p_delay_ms <= 0 THEN
+        PERFORM notify_work('o', 1);
+    END IF;
 END;
 $$;
 
@@ -51,8 +76,10 @@ $$;
 --     increments their attempt_count, and returns the messages (in enqueue
 --     order), the current execution's history (by event_id) and the KV
 --     snapshot of prior executions.
--- Returns no row when nothing is ready. Touches: one instance_locks row, the
--- instance's visible queue rows.
+-- When nothing is ready it returns one row with a NULL instance and o_wake_at:
+-- the earliest future time at which a message becomes visible or a lease
+-- expires (NULL: nothing pending), so a long-polling caller knows when to look
+-- again. Touches: one instance_locks row, the instance's visible queue rows.
 CREATE OR REPLACE FUNCTION fetch_orchestration_item(
     p_now_ms          BIGINT,
     p_lock_timeout_ms BIGINT,
@@ -69,7 +96,8 @@ CREATE OR REPLACE FUNCTION fetch_orchestration_item(
     o_history               TEXT[],
     o_kv_keys               TEXT[],
     o_kv_values             TEXT[],
-    o_kv_updated_at         BIGINT[]
+    o_kv_updated_at         BIGINT[],
+    o_wake_at               BIGINT
 )
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
@@ -176,12 +204,18 @@ BEGIN
                         '{}'::TEXT[]),
                COALESCE(kv.keys, '{}'::TEXT[]),
                COALESCE(kv.vals, '{}'::TEXT[]),
-               COALESCE(kv.ts, '{}'::BIGINT[])
+               COALESCE(kv.ts, '{}'::BIGINT[]),
+               NULL::BIGINT
           FROM (SELECT array_agg(s.key) AS keys, array_agg(s.value) AS vals,
                        array_agg(s.last_updated_at_ms) AS ts
                   FROM kv_store s WHERE s.instance_id = v_candidate) kv;
         RETURN;
     END LOOP;
+
+    o_wake_at := LEAST(
+        (SELECT min(q.visible_at) FROM orchestrator_queue q WHERE q.visible_at > p_now_ms),
+        (SELECT min(l.locked_until) FROM instance_locks l WHERE l.locked_until > p_now_ms));
+    RETURN NEXT;
 END;
 $$;
 
@@ -196,7 +230,9 @@ $$;
 -- status and KV changes (KV delta merged into kv_store on a terminal status),
 -- enqueues worker items, then deletes cancelled activities (so an activity
 -- scheduled and cancelled in one turn is gone), enqueues orchestrator items,
--- deletes the messages this fetch tagged, and releases the lease.
+-- deletes the messages this fetch tagged, and releases the lease. Notifies
+-- waiting fetchers of the new worker items, of orchestrator items visible at
+-- once, and of messages that arrived for this instance while it was leased.
 CREATE OR REPLACE FUNCTION ack_orchestration_item(
     p_lock_token      TEXT,
     p_now_ms          BIGINT,
@@ -330,6 +366,13 @@ BEGIN
 
     DELETE FROM orchestrator_queue q WHERE q.lock_token = p_lock_token;
     DELETE FROM instance_locks l WHERE l.lock_token = p_lock_token;
+
+    PERFORM notify_work('w', cardinality(p_w_work_items));
+    PERFORM notify_work('o',
+        (SELECT count(*) FROM unnest(p_o_visible_at) AS v(at) WHERE v.at <= p_now_ms)
+        + (SELECT count(*) FROM (SELECT 1 FROM orchestrator_queue q
+                                  WHERE q.instance_id = v_instance AND q.visible_at <= p_now_ms
+                                  LIMIT 1) waiting));
 END;
 $$;
 
@@ -337,7 +380,8 @@ $$;
 -- Only the messages this fetch tagged are touched: with p_delay_ms they become
 -- visible at p_now_ms + p_delay_ms; with p_ignore_attempt their attempt_count
 -- goes down by one (never below zero). Unknown token: DXT01, nothing changed.
--- Touches: one instance_locks row (deleted), the tagged queue rows.
+-- Touches: one instance_locks row (deleted), the tagged queue rows. Notifies
+-- waiting fetchers when the messages are visible again at once.
 CREATE OR REPLACE FUNCTION abandon_orchestration_item(
     p_lock_token     TEXT,
     p_now_ms         BIGINT,
@@ -360,6 +404,9 @@ BEGIN
            attempt_count = CASE WHEN p_ignore_attempt THEN GREATEST(q.attempt_count - 1, 0)
                                 ELSE q.attempt_count END
      WHERE q.lock_token = p_lock_token;
+    IF p_delay_ms IS NULL OR p_delay_ms <= 0 THEN
+        PERFORM notify_work('o', 1);
+    END IF;
 END;
 $$;
 

@@ -2,7 +2,7 @@
 -- Conventions (clock, error codes, search_path) as in 0002_orchestrator_queue.
 
 -- enqueue_for_worker: inserts one unlocked, immediately visible activity row.
--- Touches: one worker_queue row. Locks: none.
+-- Touches: one worker_queue row. Locks: none. Notifies waiting fetchers.
 CREATE OR REPLACE FUNCTION enqueue_worker_item(
     p_work_item    TEXT,
     p_now_ms       BIGINT,
@@ -19,6 +19,7 @@ BEGIN
     INSERT INTO worker_queue (work_item, visible_at, instance_id, execution_id, activity_id,
                               session_id, tag)
     VALUES (p_work_item, p_now_ms, p_instance_id, p_execution_id, p_activity_id, p_session_id, p_tag);
+    PERFORM notify_work('w', 1);
 END;
 $$;
 
@@ -32,7 +33,9 @@ $$;
 -- advisory try-lock, so a fetch never waits for another fetch. Claiming a
 -- session row upserts sessions (owner, lease p_now_ms + p_session_lock_ms).
 -- Touches: one worker_queue row (lock_token, locked_until, attempt_count + 1),
--- at most one sessions row. Returns no row when nothing is eligible.
+-- at most one sessions row. When nothing is eligible it returns one row with a
+-- NULL item and o_wake_at: the earliest future time at which a row becomes
+-- visible or a lease expires (NULL: nothing pending).
 CREATE OR REPLACE FUNCTION fetch_work_item(
     p_now_ms          BIGINT,
     p_lock_timeout_ms BIGINT,
@@ -40,7 +43,7 @@ CREATE OR REPLACE FUNCTION fetch_work_item(
     p_session_lock_ms BIGINT,
     p_tag_mode        SMALLINT,
     p_tags            TEXT[]
-) RETURNS TABLE (o_work_item TEXT, o_lock_token TEXT, o_attempt_count INTEGER)
+) RETURNS TABLE (o_work_item TEXT, o_lock_token TEXT, o_attempt_count INTEGER, o_wake_at BIGINT)
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
@@ -74,7 +77,7 @@ BEGIN
          LIMIT 1
            FOR UPDATE OF q SKIP LOCKED;
         IF NOT FOUND THEN
-            RETURN;
+            EXIT;
         END IF;
 
         IF v_session IS NOT NULL THEN
@@ -105,6 +108,13 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END LOOP;
+
+    o_lock_token := NULL;
+    o_wake_at := LEAST(
+        (SELECT min(q.visible_at) FROM worker_queue q WHERE q.visible_at > p_now_ms),
+        (SELECT min(q.locked_until) FROM worker_queue q
+          WHERE q.lock_token IS NOT NULL AND q.locked_until > p_now_ms));
+    RETURN NEXT;
 END;
 $$;
 
@@ -113,6 +123,7 @@ $$;
 -- changed) when the row is gone (cancelled, deleted) or its lease expired.
 -- A session row's last_activity_at is bumped while the session is held.
 -- Touches: one worker_queue row, at most one sessions row, one orchestrator_queue row.
+-- Notifies waiting orchestration fetchers of the completion.
 CREATE OR REPLACE FUNCTION ack_work_item(
     p_lock_token          TEXT,
     p_now_ms              BIGINT,
@@ -140,6 +151,7 @@ BEGIN
     IF p_completion IS NOT NULL THEN
         INSERT INTO orchestrator_queue (instance_id, kind, work_item, visible_at)
         VALUES (p_completion_instance, p_completion_kind, p_completion, p_now_ms);
+        PERFORM notify_work('o', 1);
     END IF;
 END;
 $$;
@@ -177,7 +189,8 @@ $$;
 -- abandon_work_item: unlocks the row; with p_delay_ms it becomes visible at
 -- p_now_ms + p_delay_ms (otherwise at once, keeping its place in the queue);
 -- with p_ignore_attempt its attempt_count goes down by one (never below zero).
--- Unknown token: DXT01. Touches: one worker_queue row.
+-- Unknown token: DXT01. Touches: one worker_queue row. Notifies waiting
+-- fetchers when the row is visible again at once.
 CREATE OR REPLACE FUNCTION abandon_work_item(
     p_lock_token     TEXT,
     p_now_ms         BIGINT,
@@ -199,6 +212,9 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'Invalid lock token or work item already acked (lock_token unknown)'
             USING ERRCODE = 'DXT01';
+    END IF;
+    IF p_delay_ms IS NULL OR p_delay_ms <= 0 THEN
+        PERFORM notify_work('w', 1);
     END IF;
 END;
 $$;

@@ -17,6 +17,7 @@ use crate::codec::{
     to_u64,
 };
 use crate::error::provider_error;
+use crate::long_poll::{self, Attempt, Queue};
 
 /// `[major, minor, patch]` as stored-function arguments.
 fn version_triplet(major: u64, minor: u64, patch: u64) -> Vec<i64> {
@@ -41,6 +42,7 @@ pub(crate) async fn enqueue(p: &PostgresProvider, item: &WorkItem, delay: Option
 pub(crate) async fn fetch(
     p: &PostgresProvider,
     lock_timeout: Duration,
+    poll_timeout: Duration,
     filter: Option<&DispatcherCapabilityFilter>,
 ) -> Result<Option<(OrchestrationItem, String, u32)>, ProviderError> {
     const OP: &str = "fetch_orchestration_item";
@@ -53,15 +55,23 @@ pub(crate) async fn fetch(
             Some(version_triplet(range.max.major, range.max.minor, range.max.patch)),
         ),
     };
-    let row = sqlx::query(&p.sql.fetch_orchestration_item)
-        .bind(now_ms())
-        .bind(millis(lock_timeout))
-        .bind(min)
-        .bind(max)
-        .fetch_optional(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
-    row.map(|row| leased_item(&row)).transpose()
+    long_poll::poll(p.long_poll.as_ref(), Queue::Orchestrator, poll_timeout, || async {
+        let row = sqlx::query(&p.sql.fetch_orchestration_item)
+            .bind(now_ms())
+            .bind(millis(lock_timeout))
+            .bind(min.as_deref())
+            .bind(max.as_deref())
+            .fetch_one(&p.pool)
+            .await
+            .map_err(|e| provider_error(OP, e))?;
+        let instance: Option<String> = row.try_get(0).map_err(|e| provider_error(OP, e))?;
+        if instance.is_none() {
+            let wake_at: Option<i64> = row.try_get(11).map_err(|e| provider_error(OP, e))?;
+            return Ok(Attempt::Empty { wake_at });
+        }
+        leased_item(&row).map(Attempt::Found)
+    })
+    .await
 }
 
 /// Builds the leased item from the fetch row. The lease is held from here on,

@@ -12,7 +12,8 @@ use duroxide::providers::{
 use duroxide::{Event, SystemStats};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use crate::config::{PostgresConfig, scrub, validate_schema_name};
+use crate::config::{PollMode, PostgresConfig, scrub, validate_schema_name};
+use crate::long_poll::LongPoll;
 use crate::error::Error;
 use crate::migrations::{self, MigrationReport, quote_ident};
 use crate::statements::Statements;
@@ -27,6 +28,8 @@ pub struct PostgresProvider {
     pub(crate) pool: PgPool,
     pub(crate) schema: String,
     pub(crate) sql: Statements,
+    /// The wake-up listener; `None` in poll-only mode.
+    pub(crate) long_poll: Option<LongPoll>,
 }
 
 impl std::fmt::Debug for PostgresProvider {
@@ -85,7 +88,7 @@ impl PostgresProvider {
             .acquire_timeout(config.acquire_timeout)
             // A ping before every checkout would double the round trips of each call.
             .test_before_acquire(false)
-            .connect_lazy_with(options);
+            .connect_lazy_with(options.clone());
         match tokio::time::timeout(config.connect_timeout, pool.acquire()).await {
             Ok(Ok(conn)) => drop(conn),
             Ok(Err(e)) => return Err(connect_error(e.to_string())),
@@ -98,7 +101,23 @@ impl PostgresProvider {
         }
 
         migrations::run(&pool, &config.schema, config.migrations).await?;
-        Ok(Self { sql: Statements::new(&config.schema), schema: config.schema, pool })
+        let sql = Statements::new(&config.schema);
+        let long_poll = match config.poll_mode {
+            PollMode::PollOnly => None,
+            PollMode::LongPoll => {
+                let listen_error =
+                    |e: sqlx::Error| Error::Database { operation: "listen for wake-ups", reason: e.to_string() };
+                let channel: String =
+                    sqlx::query_scalar(&sql.notify_channel).fetch_one(&pool).await.map_err(listen_error)?;
+                // A pool of its own, so the listener never takes a work connection.
+                let listen_pool = PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(config.connect_timeout)
+                    .connect_lazy_with(options);
+                Some(LongPoll::start(&listen_pool, &channel).await.map_err(listen_error)?)
+            }
+        };
+        Ok(Self { sql, schema: config.schema, pool, long_poll })
     }
 
     /// The connection pool (for diagnostics and tools; the provider owns the schema).
@@ -161,10 +180,10 @@ impl Provider for PostgresProvider {
     async fn fetch_orchestration_item(
         &self,
         lock_timeout: Duration,
-        _poll_timeout: Duration,
+        poll_timeout: Duration,
         filter: Option<&DispatcherCapabilityFilter>,
     ) -> Result<Option<(OrchestrationItem, String, u32)>, ProviderError> {
-        orchestrator_queue::fetch(self, lock_timeout, filter).await
+        orchestrator_queue::fetch(self, lock_timeout, poll_timeout, filter).await
     }
 
     async fn ack_orchestration_item(
@@ -223,11 +242,11 @@ impl Provider for PostgresProvider {
     async fn fetch_work_item(
         &self,
         lock_timeout: Duration,
-        _poll_timeout: Duration,
+        poll_timeout: Duration,
         session: Option<&SessionFetchConfig>,
         tag_filter: &TagFilter,
     ) -> Result<Option<(WorkItem, String, u32)>, ProviderError> {
-        worker_queue::fetch(self, lock_timeout, session, tag_filter).await
+        worker_queue::fetch(self, lock_timeout, poll_timeout, session, tag_filter).await
     }
 
     async fn ack_work_item(&self, token: &str, completion: Option<WorkItem>) -> Result<(), ProviderError> {

@@ -28,6 +28,7 @@ fn call(schema: &str, function: &str, arity: usize) -> String {
 }
 
 statements! {
+    notify_channel => "notify_channel"(0),
     enqueue_orchestrator_item => "enqueue_orchestrator_item"(5),
     fetch_orchestration_item => "fetch_orchestration_item"(4),
     ack_orchestration_item => "ack_orchestration_item"(30),

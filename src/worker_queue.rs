@@ -9,6 +9,7 @@ use sqlx::Row;
 use crate::PostgresProvider;
 use crate::codec::{OrchestratorRow, WorkerRow, decode, millis, now_ms};
 use crate::error::{invalid_input, provider_error};
+use crate::long_poll::{self, Attempt, Queue};
 
 pub(crate) async fn enqueue(p: &PostgresProvider, item: &WorkItem) -> Result<(), ProviderError> {
     const OP: &str = "enqueue_for_worker";
@@ -47,6 +48,7 @@ fn tag_arguments(filter: &TagFilter) -> Option<(i16, Vec<&str>)> {
 pub(crate) async fn fetch(
     p: &PostgresProvider,
     lock_timeout: Duration,
+    poll_timeout: Duration,
     session: Option<&SessionFetchConfig>,
     tag_filter: &TagFilter,
 ) -> Result<Option<(WorkItem, String, u32)>, ProviderError> {
@@ -54,25 +56,28 @@ pub(crate) async fn fetch(
     let Some((tag_mode, tags)) = tag_arguments(tag_filter) else {
         return Ok(None);
     };
-    let row = sqlx::query(&p.sql.fetch_work_item)
-        .bind(now_ms())
-        .bind(millis(lock_timeout))
-        .bind(session.map(|s| s.owner_id.as_str()))
-        .bind(session.map_or(0, |s| millis(s.lock_timeout)))
-        .bind(tag_mode)
-        .bind(tags)
-        .fetch_optional(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let text: String = row.try_get(0).map_err(|e| provider_error(OP, e))?;
-    let token: String = row.try_get(1).map_err(|e| provider_error(OP, e))?;
-    let attempts: i32 = row.try_get(2).map_err(|e| provider_error(OP, e))?;
-    // An undecodable row stays locked and expires; the error names it.
-    let item = decode::<WorkItem>(OP, &text)?;
-    Ok(Some((item, token, u32::try_from(attempts).unwrap_or(0))))
+    long_poll::poll(p.long_poll.as_ref(), Queue::Worker, poll_timeout, || async {
+        let row = sqlx::query(&p.sql.fetch_work_item)
+            .bind(now_ms())
+            .bind(millis(lock_timeout))
+            .bind(session.map(|s| s.owner_id.as_str()))
+            .bind(session.map_or(0, |s| millis(s.lock_timeout)))
+            .bind(tag_mode)
+            .bind(&tags)
+            .fetch_one(&p.pool)
+            .await
+            .map_err(|e| provider_error(OP, e))?;
+        let get = |e| provider_error(OP, e);
+        let Some(text) = row.try_get::<Option<String>, _>(0).map_err(get)? else {
+            return Ok(Attempt::Empty { wake_at: row.try_get(3).map_err(get)? });
+        };
+        let token: String = row.try_get(1).map_err(get)?;
+        let attempts: i32 = row.try_get(2).map_err(get)?;
+        // An undecodable row stays locked and expires; the error names it.
+        let item = decode::<WorkItem>(OP, &text)?;
+        Ok(Attempt::Found((item, token, u32::try_from(attempts).unwrap_or(0))))
+    })
+    .await
 }
 
 pub(crate) async fn ack(p: &PostgresProvider, token: &str, completion: Option<&WorkItem>) -> Result<(), ProviderError> {
