@@ -2,8 +2,8 @@
 //! and pruning. Each is one stored-function call.
 
 use duroxide::providers::{
-    DeleteInstanceResult, ExecutionInfo, InstanceFilter, InstanceInfo, InstanceTree, ProviderError, PruneOptions,
-    PruneResult, QueueDepths, SystemMetrics,
+    DeleteInstanceResult, ExecutionInfo, InstanceFilter, InstanceInfo, InstanceTree, ProviderError,
+    PruneOptions, PruneResult, QueueDepths, SystemMetrics,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
@@ -15,35 +15,74 @@ use crate::error::provider_error;
 /// Default `limit` of the bulk operations when the filter sets none.
 const DEFAULT_BULK_LIMIT: u32 = 1000;
 
-async fn ids(p: &PostgresProvider, op: &str, sql: &str, arg: Option<&str>) -> Result<Vec<String>, ProviderError> {
-    sqlx::query_scalar(sql).bind(arg).fetch_all(&p.pool).await.map_err(|e| provider_error(op, e))
+async fn ids(
+    p: &PostgresProvider,
+    op: &str,
+    sql: &str,
+    arg: Option<&str>,
+) -> Result<Vec<String>, ProviderError> {
+    sqlx::query_scalar(sql)
+        .bind(arg)
+        .fetch_all(&p.pool)
+        .await
+        .map_err(|e| provider_error(op, e))
 }
 
-pub(crate) async fn list_instances(p: &PostgresProvider, status: Option<&str>) -> Result<Vec<String>, ProviderError> {
-    let op = if status.is_some() { "list_instances_by_status" } else { "list_instances" };
+pub(crate) async fn list_instances(
+    p: &PostgresProvider,
+    status: Option<&str>,
+) -> Result<Vec<String>, ProviderError> {
+    let op = if status.is_some() {
+        "list_instances_by_status"
+    } else {
+        "list_instances"
+    };
     ids(p, op, &p.sql.list_instances, status).await
 }
 
-pub(crate) async fn list_children(p: &PostgresProvider, instance: &str) -> Result<Vec<String>, ProviderError> {
+pub(crate) async fn list_children(
+    p: &PostgresProvider,
+    instance: &str,
+) -> Result<Vec<String>, ProviderError> {
     ids(p, "list_children", &p.sql.list_children, Some(instance)).await
 }
 
-pub(crate) async fn instance_tree(p: &PostgresProvider, instance: &str) -> Result<InstanceTree, ProviderError> {
-    let all_ids = ids(p, "get_instance_tree", &p.sql.get_instance_tree, Some(instance)).await?;
-    Ok(InstanceTree { root_id: instance.to_string(), all_ids })
+pub(crate) async fn instance_tree(
+    p: &PostgresProvider,
+    instance: &str,
+) -> Result<InstanceTree, ProviderError> {
+    let all_ids = ids(
+        p,
+        "get_instance_tree",
+        &p.sql.get_instance_tree,
+        Some(instance),
+    )
+    .await?;
+    Ok(InstanceTree {
+        root_id: instance.to_string(),
+        all_ids,
+    })
 }
 
-pub(crate) async fn list_executions(p: &PostgresProvider, instance: &str) -> Result<Vec<u64>, ProviderError> {
+pub(crate) async fn list_executions(
+    p: &PostgresProvider,
+    instance: &str,
+) -> Result<Vec<u64>, ProviderError> {
     const OP: &str = "list_executions";
     let rows: Vec<i64> = sqlx::query_scalar(&p.sql.list_executions)
         .bind(instance)
         .fetch_all(&p.pool)
         .await
         .map_err(|e| provider_error(OP, e))?;
-    rows.into_iter().map(|e| to_u64(OP, "execution_id", e)).collect()
+    rows.into_iter()
+        .map(|e| to_u64(OP, "execution_id", e))
+        .collect()
 }
 
-pub(crate) async fn latest_execution_id(p: &PostgresProvider, instance: &str) -> Result<u64, ProviderError> {
+pub(crate) async fn latest_execution_id(
+    p: &PostgresProvider,
+    instance: &str,
+) -> Result<u64, ProviderError> {
     const OP: &str = "latest_execution_id";
     let id: i64 = sqlx::query_scalar(&p.sql.latest_execution_id)
         .bind(instance)
@@ -53,7 +92,10 @@ pub(crate) async fn latest_execution_id(p: &PostgresProvider, instance: &str) ->
     to_u64(OP, "execution_id", id)
 }
 
-pub(crate) async fn instance_info(p: &PostgresProvider, instance: &str) -> Result<InstanceInfo, ProviderError> {
+pub(crate) async fn instance_info(
+    p: &PostgresProvider,
+    instance: &str,
+) -> Result<InstanceInfo, ProviderError> {
     const OP: &str = "get_instance_info";
     let r = sqlx::query(&p.sql.get_instance_info)
         .bind(instance)
@@ -93,7 +135,9 @@ pub(crate) async fn execution_info(
         status: r.try_get(1).map_err(get)?,
         output: r.try_get(2).map_err(get)?,
         started_at: to_u64(OP, "started_at", r.try_get(3).map_err(get)?)?,
-        completed_at: completed_at.map(|c| to_u64(OP, "completed_at", c)).transpose()?,
+        completed_at: completed_at
+            .map(|c| to_u64(OP, "completed_at", c))
+            .transpose()?,
         event_count: usize::try_from(r.try_get::<i64, _>(5).map_err(get)?).unwrap_or(0),
     })
 }
@@ -101,7 +145,10 @@ pub(crate) async fn execution_info(
 pub(crate) async fn system_metrics(p: &PostgresProvider) -> Result<SystemMetrics, ProviderError> {
     const OP: &str = "get_system_metrics";
     let (total, executions, running, completed, failed, events): (i64, i64, i64, i64, i64, i64) =
-        sqlx::query_as(&p.sql.get_system_metrics).fetch_one(&p.pool).await.map_err(|e| provider_error(OP, e))?;
+        sqlx::query_as(&p.sql.get_system_metrics)
+            .fetch_one(&p.pool)
+            .await
+            .map_err(|e| provider_error(OP, e))?;
     Ok(SystemMetrics {
         total_instances: to_u64(OP, "count", total)?,
         total_executions: to_u64(OP, "count", executions)?,
@@ -126,7 +173,10 @@ pub(crate) async fn queue_depths(p: &PostgresProvider) -> Result<QueueDepths, Pr
     })
 }
 
-pub(crate) async fn parent_id(p: &PostgresProvider, instance: &str) -> Result<Option<String>, ProviderError> {
+pub(crate) async fn parent_id(
+    p: &PostgresProvider,
+    instance: &str,
+) -> Result<Option<String>, ProviderError> {
     const OP: &str = "get_parent_id";
     sqlx::query_scalar(&p.sql.get_parent_id)
         .bind(instance)
@@ -140,7 +190,9 @@ struct DeleteCounts(DeleteInstanceResult);
 
 impl FromRow<'_, PgRow> for DeleteCounts {
     fn from_row(r: &PgRow) -> Result<Self, sqlx::Error> {
-        let count = |i: usize| -> Result<u64, sqlx::Error> { Ok(u64::try_from(r.try_get::<i64, _>(i)?).unwrap_or(0)) };
+        let count = |i: usize| -> Result<u64, sqlx::Error> {
+            Ok(u64::try_from(r.try_get::<i64, _>(i)?).unwrap_or(0))
+        };
         Ok(Self(DeleteInstanceResult {
             instances_deleted: count(0)?,
             executions_deleted: count(1)?,
@@ -155,8 +207,14 @@ struct PruneCounts(PruneResult);
 
 impl FromRow<'_, PgRow> for PruneCounts {
     fn from_row(r: &PgRow) -> Result<Self, sqlx::Error> {
-        let count = |i: usize| -> Result<u64, sqlx::Error> { Ok(u64::try_from(r.try_get::<i64, _>(i)?).unwrap_or(0)) };
-        Ok(Self(PruneResult { instances_processed: count(0)?, executions_deleted: count(1)?, events_deleted: count(2)? }))
+        let count = |i: usize| -> Result<u64, sqlx::Error> {
+            Ok(u64::try_from(r.try_get::<i64, _>(i)?).unwrap_or(0))
+        };
+        Ok(Self(PruneResult {
+            instances_processed: count(0)?,
+            executions_deleted: count(1)?,
+            events_deleted: count(2)?,
+        }))
     }
 }
 
@@ -194,10 +252,15 @@ pub(crate) async fn delete_instance(
 }
 
 /// `(ids, completed_before, limit)` arguments of the bulk functions.
-fn filter_arguments(op: &str, f: &InstanceFilter) -> Result<(Option<Vec<String>>, Option<i64>, i64), ProviderError> {
+type FilterArguments = (Option<Vec<String>>, Option<i64>, i64);
+
+/// Builds [`FilterArguments`] from an [`InstanceFilter`].
+fn filter_arguments(op: &str, f: &InstanceFilter) -> Result<FilterArguments, ProviderError> {
     Ok((
         f.instance_ids.clone(),
-        f.completed_before.map(|t| to_i64(op, "completed_before", t)).transpose()?,
+        f.completed_before
+            .map(|t| to_i64(op, "completed_before", t))
+            .transpose()?,
         i64::from(f.limit.unwrap_or(DEFAULT_BULK_LIMIT)),
     ))
 }
@@ -218,8 +281,16 @@ pub(crate) async fn delete_instance_bulk(
     Ok(counts.0)
 }
 
-fn prune_arguments(op: &str, o: &PruneOptions) -> Result<(Option<i64>, Option<i64>), ProviderError> {
-    Ok((o.keep_last.map(i64::from), o.completed_before.map(|t| to_i64(op, "completed_before", t)).transpose()?))
+fn prune_arguments(
+    op: &str,
+    o: &PruneOptions,
+) -> Result<(Option<i64>, Option<i64>), ProviderError> {
+    Ok((
+        o.keep_last.map(i64::from),
+        o.completed_before
+            .map(|t| to_i64(op, "completed_before", t))
+            .transpose()?,
+    ))
 }
 
 pub(crate) async fn prune_executions(

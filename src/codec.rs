@@ -26,7 +26,8 @@ pub(crate) fn millis(d: Duration) -> i64 {
 
 /// A `u64` id as PostgreSQL `BIGINT`; ids above `i64::MAX` cannot be stored.
 pub(crate) fn to_i64(operation: &str, what: &str, value: u64) -> Result<i64, ProviderError> {
-    i64::try_from(value).map_err(|_| invalid_input(operation, format!("{what} {value} exceeds i64::MAX")))
+    i64::try_from(value)
+        .map_err(|_| invalid_input(operation, format!("{what} {value} exceeds i64::MAX")))
 }
 
 /// A stored `BIGINT` back to `u64`; negative values mean corruption.
@@ -36,7 +37,8 @@ pub(crate) fn to_u64(operation: &str, what: &str, value: i64) -> Result<u64, Pro
 
 /// Serialises a value to JSON text.
 pub(crate) fn encode<T: Serialize>(operation: &str, value: &T) -> Result<String, ProviderError> {
-    serde_json::to_string(value).map_err(|e| invalid_input(operation, format!("cannot serialise: {e}")))
+    serde_json::to_string(value)
+        .map_err(|e| invalid_input(operation, format!("cannot serialise: {e}")))
 }
 
 /// Parses stored JSON text (exactly once) into a value.
@@ -45,7 +47,10 @@ pub(crate) fn decode<T: DeserializeOwned>(operation: &str, text: &str) -> Result
 }
 
 /// Parses a list of stored JSON texts.
-pub(crate) fn decode_all<T: DeserializeOwned>(operation: &str, texts: &[String]) -> Result<Vec<T>, ProviderError> {
+pub(crate) fn decode_all<T: DeserializeOwned>(
+    operation: &str,
+    texts: &[String],
+) -> Result<Vec<T>, ProviderError> {
     texts.iter().map(|t| decode(operation, t)).collect()
 }
 
@@ -69,7 +74,10 @@ pub(crate) fn kind_name(item: &WorkItem) -> &'static str {
 
 /// The instance whose orchestrator-queue a message belongs to. Sub-orchestration
 /// results go to the parent; activity executions belong to the worker queue.
-pub(crate) fn orchestrator_route<'a>(operation: &str, item: &'a WorkItem) -> Result<&'a str, ProviderError> {
+pub(crate) fn orchestrator_route<'a>(
+    operation: &str,
+    item: &'a WorkItem,
+) -> Result<&'a str, ProviderError> {
     match item {
         WorkItem::StartOrchestration { instance, .. }
         | WorkItem::ActivityCompleted { instance, .. }
@@ -79,9 +87,12 @@ pub(crate) fn orchestrator_route<'a>(operation: &str, item: &'a WorkItem) -> Res
         | WorkItem::CancelInstance { instance, .. }
         | WorkItem::ContinueAsNew { instance, .. }
         | WorkItem::QueueMessage { instance, .. } => Ok(instance),
-        WorkItem::SubOrchCompleted { parent_instance, .. } | WorkItem::SubOrchFailed { parent_instance, .. } => {
-            Ok(parent_instance)
+        WorkItem::SubOrchCompleted {
+            parent_instance, ..
         }
+        | WorkItem::SubOrchFailed {
+            parent_instance, ..
+        } => Ok(parent_instance),
         WorkItem::ActivityExecute { .. } => Err(invalid_input(
             operation,
             "ActivityExecute belongs to the worker queue, not the orchestrator queue",
@@ -98,7 +109,11 @@ pub(crate) struct OrchestratorRow<'a> {
 
 impl<'a> OrchestratorRow<'a> {
     pub(crate) fn new(operation: &str, item: &'a WorkItem) -> Result<Self, ProviderError> {
-        Ok(Self { instance: orchestrator_route(operation, item)?, kind: kind_name(item), json: encode(operation, item)? })
+        Ok(Self {
+            instance: orchestrator_route(operation, item)?,
+            kind: kind_name(item),
+            json: encode(operation, item)?,
+        })
     }
 }
 
@@ -115,7 +130,14 @@ pub(crate) struct WorkerRow {
 impl WorkerRow {
     pub(crate) fn new(operation: &str, item: &WorkItem) -> Result<Self, ProviderError> {
         match item {
-            WorkItem::ActivityExecute { instance, execution_id, id, session_id, tag, .. } => Ok(Self {
+            WorkItem::ActivityExecute {
+                instance,
+                execution_id,
+                id,
+                session_id,
+                tag,
+                ..
+            } => Ok(Self {
                 json: encode(operation, item)?,
                 instance: instance.clone(),
                 execution_id: to_i64(operation, "execution_id", *execution_id)?,
@@ -125,19 +147,28 @@ impl WorkerRow {
             }),
             other => Err(invalid_input(
                 operation,
-                format!("only ActivityExecute belongs to the worker queue, got {}", kind_name(other)),
+                format!(
+                    "only ActivityExecute belongs to the worker queue, got {}",
+                    kind_name(other)
+                ),
             )),
         }
     }
 }
 
 /// History events as the parallel arrays the stored functions take.
-pub(crate) fn event_columns(operation: &str, events: &[Event]) -> Result<(Vec<i64>, Vec<String>), ProviderError> {
+pub(crate) fn event_columns(
+    operation: &str,
+    events: &[Event],
+) -> Result<(Vec<i64>, Vec<String>), ProviderError> {
     let mut ids = Vec::with_capacity(events.len());
     let mut data = Vec::with_capacity(events.len());
     for event in events {
         if event.event_id() == 0 {
-            return Err(invalid_input(operation, "event_id must be set by the runtime (got 0)"));
+            return Err(invalid_input(
+                operation,
+                "event_id must be set by the runtime (got 0)",
+            ));
         }
         ids.push(to_i64(operation, "event_id", event.event_id())?);
         data.push(encode(operation, event)?);
@@ -173,8 +204,21 @@ impl KvOps {
         let mut kv = Self::default();
         for event in delta {
             match &event.kind {
-                EventKind::KeyValueSet { key, value, last_updated_at_ms } => {
-                    kv.push(1, Some(key.clone()), Some(value.clone()), Some(to_i64(operation, "last_updated_at_ms", *last_updated_at_ms)?));
+                EventKind::KeyValueSet {
+                    key,
+                    value,
+                    last_updated_at_ms,
+                } => {
+                    kv.push(
+                        1,
+                        Some(key.clone()),
+                        Some(value.clone()),
+                        Some(to_i64(
+                            operation,
+                            "last_updated_at_ms",
+                            *last_updated_at_ms,
+                        )?),
+                    );
                 }
                 EventKind::KeyValueCleared { key } => kv.push(2, Some(key.clone()), None, None),
                 EventKind::KeyValuesCleared => kv.push(3, None, None, None),

@@ -141,13 +141,17 @@ impl PostgresConfig {
             Some(n) => n,
             None => match std::env::var(POOL_MAX_ENV) {
                 Ok(raw) => raw.trim().parse::<u32>().map_err(|_| {
-                    Error::InvalidConfig(format!("{POOL_MAX_ENV}={raw:?} is not a positive integer"))
+                    Error::InvalidConfig(format!(
+                        "{POOL_MAX_ENV}={raw:?} is not a positive integer"
+                    ))
                 })?,
                 Err(_) => DEFAULT_POOL_MAX,
             },
         };
         if max == 0 {
-            return Err(Error::InvalidConfig("the pool size must be at least 1".into()));
+            return Err(Error::InvalidConfig(
+                "the pool size must be at least 1".into(),
+            ));
         }
         Ok(max)
     }
@@ -168,7 +172,12 @@ impl PostgresConfig {
 /// # Errors
 /// [`Error::InvalidSchemaName`] saying what is wrong.
 pub fn validate_schema_name(name: &str) -> Result<(), Error> {
-    let reject = |reason| Err(Error::InvalidSchemaName { name: name.to_string(), reason });
+    let reject = |reason| {
+        Err(Error::InvalidSchemaName {
+            name: name.to_string(),
+            reason,
+        })
+    };
     if name.is_empty() {
         return reject("it is empty");
     }
@@ -179,7 +188,10 @@ pub fn validate_schema_name(name: &str) -> Result<(), Error> {
     if !(first.is_ascii_lowercase() || first == b'_') {
         return reject("it must start with a lowercase letter or an underscore");
     }
-    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
         return reject("only lowercase ASCII letters, digits and underscores are allowed");
     }
     if name.starts_with("pg_") || name == "information_schema" {
@@ -194,20 +206,22 @@ fn password_ranges(url: &str) -> Vec<std::ops::Range<usize>> {
     let mut ranges = Vec::new();
     if let Some(scheme_end) = url.find("://") {
         let auth_start = scheme_end + 3;
-        let auth_end = url[auth_start..].find(['/', '?']).map_or(url.len(), |i| auth_start + i);
-        if let Some(at) = url[auth_start..auth_end].rfind('@') {
-            if let Some(colon) = url[auth_start..auth_start + at].find(':') {
-                ranges.push(auth_start + colon + 1..auth_start + at);
-            }
+        let auth_end = url[auth_start..]
+            .find(['/', '?'])
+            .map_or(url.len(), |i| auth_start + i);
+        if let Some(at) = url[auth_start..auth_end].rfind('@')
+            && let Some(colon) = url[auth_start..auth_start + at].find(':')
+        {
+            ranges.push(auth_start + colon + 1..auth_start + at);
         }
     }
     if let Some(q) = url.find('?') {
         let mut pos = q + 1;
         for pair in url[q + 1..].split('&') {
-            if let Some((k, _)) = pair.split_once('=') {
-                if k.eq_ignore_ascii_case("password") {
-                    ranges.push(pos + k.len() + 1..pos + pair.len());
-                }
+            if let Some((k, _)) = pair.split_once('=')
+                && k.eq_ignore_ascii_case("password")
+            {
+                ranges.push(pos + k.len() + 1..pos + pair.len());
             }
             pos += pair.len() + 1;
         }
@@ -244,12 +258,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
@@ -267,8 +282,18 @@ mod tests {
             assert!(validate_schema_name(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", "a\"b", "a;b", "a b", "A", "1abc", "pg_catalog", "information_schema", "ä",
-            &"a".repeat(64), "x'y", "a-b",
+            "",
+            "a\"b",
+            "a;b",
+            "a b",
+            "A",
+            "1abc",
+            "pg_catalog",
+            "information_schema",
+            "ä",
+            &"a".repeat(64),
+            "x'y",
+            "a-b",
         ] {
             assert!(validate_schema_name(bad).is_err(), "{bad}");
         }
@@ -276,13 +301,19 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(
             redact_url("postgres://h/db?user=u&password=secret&sslmode=require"),
             "postgres://h/db?user=u&password=***&sslmode=require"
         );
-        assert_eq!(redact_url("postgres://u:p%40ss@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact_url("postgres://u:p%40ss@h/db"),
+            "postgres://u:***@h/db"
+        );
     }
 
     #[test]

@@ -57,7 +57,9 @@ pub enum Error {
         latest_known: i64,
     },
     /// Verify-only mode found migrations that have not been applied.
-    #[error("schema {schema:?} is missing migrations {pending:?}; run the migrations (MigrationMode::Apply)")]
+    #[error(
+        "schema {schema:?} is missing migrations {pending:?}; run the migrations (MigrationMode::Apply)"
+    )]
     PendingMigrations {
         /// The schema.
         schema: String,
@@ -155,8 +157,8 @@ mod tests {
     #[test]
     fn retryable_sqlstates() {
         for code in [
-            "40001", "40P01", "55P03", "57P01", "57P02", "57P03", "57014", "53300", "08000", "08003",
-            "08006", "08001", "08004",
+            "40001", "40P01", "55P03", "57P01", "57P02", "57P03", "57014", "53300", "08000",
+            "08003", "08006", "08001", "08004",
         ] {
             assert!(is_retryable_sqlstate(code), "{code} should be retryable");
         }
@@ -165,8 +167,8 @@ mod tests {
     #[test]
     fn permanent_sqlstates() {
         for code in [
-            "23505", "23503", "23502", "23514", "22P02", "22001", "22021", "42883", "42P01", "DXT01",
-            "DXN01", "XX000", "",
+            "23505", "23503", "23502", "23514", "22P02", "22001", "22021", "42883", "42P01",
+            "DXT01", "DXN01", "XX000", "",
         ] {
             assert!(!is_retryable_sqlstate(code), "{code} should be permanent");
         }
@@ -191,10 +193,18 @@ mod tests {
 
     #[test]
     fn construction_errors_convert() {
-        let e: ProviderError = Error::InvalidSchemaName { name: "a;b".into(), reason: "x" }.into();
+        let e: ProviderError = Error::InvalidSchemaName {
+            name: "a;b".into(),
+            reason: "x",
+        }
+        .into();
         assert!(!e.is_retryable());
-        let e: ProviderError =
-            Error::Connect { host: "h".into(), port: 1, reason: "refused".into() }.into();
+        let e: ProviderError = Error::Connect {
+            host: "h".into(),
+            port: 1,
+            reason: "refused".into(),
+        }
+        .into();
         assert!(e.is_retryable());
         assert!(e.message.contains("h:1"));
     }

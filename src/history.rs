@@ -16,7 +16,9 @@ pub(crate) async fn read(
     instance: &str,
     execution_id: Option<u64>,
 ) -> Result<Vec<Event>, ProviderError> {
-    let execution_id = execution_id.map(|e| to_i64(operation, "execution_id", e)).transpose()?;
+    let execution_id = execution_id
+        .map(|e| to_i64(operation, "execution_id", e))
+        .transpose()?;
     let texts: Vec<String> = sqlx::query_scalar(&p.sql.read_history)
         .bind(instance)
         .bind(execution_id)

@@ -36,13 +36,16 @@ pub struct ClusterError(String);
 /// [`ClusterError`] when no server binaries are installed or the cluster
 /// cannot start; the message says what to install.
 pub fn database_url() -> Result<String, ClusterError> {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        if !url.trim().is_empty() {
-            return Ok(url);
-        }
+    if let Ok(url) = std::env::var("DATABASE_URL")
+        && !url.trim().is_empty()
+    {
+        return Ok(url);
     }
     static SHARED: OnceLock<Result<String, String>> = OnceLock::new();
-    SHARED.get_or_init(|| join_or_start().map_err(|e| e.0)).clone().map_err(ClusterError)
+    SHARED
+        .get_or_init(|| join_or_start().map_err(|e| e.0))
+        .clone()
+        .map_err(ClusterError)
 }
 
 fn err(msg: impl Into<String>) -> ClusterError {
@@ -55,7 +58,12 @@ fn bin_dir() -> Result<PathBuf, ClusterError> {
         return Ok(PathBuf::from(dir));
     }
     let mut candidates: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
-        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     // Prefer the newest installed major version.
     candidates.sort_by_key(|p| {
@@ -77,7 +85,11 @@ fn bin_dir() -> Result<PathBuf, ClusterError> {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
 }
 
 /// Runs a server binary, as `postgres` when we are root.
@@ -93,7 +105,10 @@ fn pg_command(bin: &Path, tool: &str, root: bool) -> Command {
 }
 
 fn run(mut cmd: Command, what: &str) -> Result<(), ClusterError> {
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| err(format!("{what}: {e}")))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| err(format!("{what}: {e}")))?;
     if out.status.success() {
         Ok(())
     } else {
@@ -127,7 +142,9 @@ fn join_or_start() -> Result<String, ClusterError> {
     let setup = lock_file(&base.join("setup.lock"))?;
     setup.lock().map_err(|e| err(format!("lock setup: {e}")))?;
     let users = lock_file(&base.join("users.lock"))?;
-    users.lock_shared().map_err(|e| err(format!("lock users: {e}")))?;
+    users
+        .lock_shared()
+        .map_err(|e| err(format!("lock users: {e}")))?;
     // Held for the life of the process.
     std::mem::forget(users);
 
@@ -146,10 +163,10 @@ fn ensure_running(base: &Path) -> Result<String, ClusterError> {
     if data.join("postmaster.pid").exists() {
         let mut status = pg_command(&bin, "pg_ctl", root);
         status.arg("status").arg("-D").arg(&data);
-        if run(status, "pg_ctl status").is_ok() {
-            if let Ok(port) = fs::read_to_string(&port_file) {
-                return Ok(url(port.trim()));
-            }
+        if run(status, "pg_ctl status").is_ok()
+            && let Ok(port) = fs::read_to_string(&port_file)
+        {
+            return Ok(url(port.trim()));
         }
     }
 
@@ -167,10 +184,15 @@ fn ensure_running(base: &Path) -> Result<String, ClusterError> {
         )?;
     }
     let mut initdb = pg_command(&bin, "initdb", root);
-    initdb
-        .arg("-D")
-        .arg(&data)
-        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
+    initdb.arg("-D").arg(&data).args([
+        "-U",
+        "postgres",
+        "--auth=trust",
+        "-E",
+        "UTF8",
+        "--locale=C",
+        "--no-sync",
+    ]);
     run(initdb, "initdb")?;
 
     let port = free_port()?;
@@ -187,10 +209,16 @@ fn ensure_running(base: &Path) -> Result<String, ClusterError> {
         .append(true)
         .open(&conf_path)
         .map_err(|e| err(format!("open {}: {e}", conf_path.display())))?;
-    f.write_all(conf.as_bytes()).map_err(|e| err(format!("write postgresql.conf: {e}")))?;
+    f.write_all(conf.as_bytes())
+        .map_err(|e| err(format!("write postgresql.conf: {e}")))?;
 
     let mut start = pg_command(&bin, "pg_ctl", root);
-    start.arg("-D").arg(&data).arg("-l").arg(pg.join("server.log")).args(["-w", "-t", "60", "start"]);
+    start
+        .arg("-D")
+        .arg(&data)
+        .arg("-l")
+        .arg(pg.join("server.log"))
+        .args(["-w", "-t", "60", "start"]);
     run(start, "pg_ctl start")?;
     fs::write(&port_file, port.to_string()).map_err(|e| err(format!("write port file: {e}")))?;
     spawn_watchdog(base, &bin, root)?;
@@ -203,8 +231,12 @@ fn url(port: &str) -> String {
 }
 
 fn free_port() -> Result<u16, ClusterError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| err(format!("find a free port: {e}")))?;
-    listener.local_addr().map(|a| a.port()).map_err(|e| err(format!("find a free port: {e}")))
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| err(format!("find a free port: {e}")))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| err(format!("find a free port: {e}")))
 }
 
 fn wait_ready(port: u16) -> Result<(), ClusterError> {
@@ -215,7 +247,9 @@ fn wait_ready(port: u16) -> Result<(), ClusterError> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(err(format!("server did not accept connections on port {port}")))
+    Err(err(format!(
+        "server did not accept connections on port {port}"
+    )))
 }
 
 /// Starts the detached watchdog that stops the cluster once unused.
@@ -248,6 +282,10 @@ done
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| err(format!("start the cluster watchdog (needs setsid and flock from util-linux): {e}")))?;
+        .map_err(|e| {
+            err(format!(
+                "start the cluster watchdog (needs setsid and flock from util-linux): {e}"
+            ))
+        })?;
     Ok(())
 }

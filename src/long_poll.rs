@@ -68,7 +68,10 @@ impl Wakeups {
             Some(b'w') => Queue::Worker,
             _ => return,
         };
-        let count = payload[1..].parse::<u32>().unwrap_or(1).clamp(1, MAX_WAKE_PER_HINT);
+        let count = payload[1..]
+            .parse::<u32>()
+            .unwrap_or(1)
+            .clamp(1, MAX_WAKE_PER_HINT);
         for _ in 0..count {
             self.of(queue).notify_one();
         }
@@ -181,8 +184,12 @@ mod tests {
         a.as_mut().enable();
         b.as_mut().enable();
         w.apply("w2");
-        tokio::time::timeout(Duration::from_millis(100), a).await.expect("first waiter woken");
-        tokio::time::timeout(Duration::from_millis(100), b).await.expect("second waiter woken");
+        tokio::time::timeout(Duration::from_millis(100), a)
+            .await
+            .expect("first waiter woken");
+        tokio::time::timeout(Duration::from_millis(100), b)
+            .await
+            .expect("second waiter woken");
     }
 
     #[tokio::test]
@@ -192,7 +199,11 @@ mod tests {
         let mut o = std::pin::pin!(o);
         o.as_mut().enable();
         w.apply("w1");
-        assert!(tokio::time::timeout(Duration::from_millis(50), o).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), o)
+                .await
+                .is_err()
+        );
     }
 
     #[test]

@@ -23,22 +23,22 @@ pub struct Migration {
 }
 
 macro_rules! migration {
-    ($version:literal, $name:literal) => {
+    ($version:literal, $prefix:literal, $name:literal) => {
         Migration {
             version: $version,
             name: $name,
-            sql: include_str!(concat!("../migrations/", stringify!($version), "_", $name, ".sql")),
+            sql: include_str!(concat!("../migrations/", $prefix, "_", $name, ".sql")),
         }
     };
 }
 
 /// Every migration bundled in this build, in order.
 pub const MIGRATIONS: &[Migration] = &[
-    migration!(0001, "schema"),
-    migration!(0002, "orchestrator_queue"),
-    migration!(0003, "worker_queue"),
-    migration!(0004, "history_and_state"),
-    migration!(0005, "admin"),
+    migration!(1, "0001", "schema"),
+    migration!(2, "0002", "orchestrator_queue"),
+    migration!(3, "0003", "worker_queue"),
+    migration!(4, "0004", "history_and_state"),
+    migration!(5, "0005", "admin"),
 ];
 
 /// Name of the per-schema ledger table.
@@ -61,7 +61,9 @@ fn created_names(marker: &str) -> Vec<&'static str> {
         let mut rest = m.sql;
         while let Some(i) = rest.find(marker) {
             rest = &rest[i + marker.len()..];
-            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
             if !names.contains(&&rest[..end]) {
                 names.push(&rest[..end]);
             }
@@ -93,7 +95,11 @@ pub struct MigrationReport {
 /// [`Error::UnknownMigration`] when the ledger holds a version this build does
 /// not bundle, [`Error::PendingMigrations`] in verify-only mode,
 /// [`Error::Migration`] when a file fails (its transaction rolls back).
-pub async fn run(pool: &PgPool, schema: &str, mode: MigrationMode) -> Result<MigrationReport, Error> {
+pub async fn run(
+    pool: &PgPool,
+    schema: &str,
+    mode: MigrationMode,
+) -> Result<MigrationReport, Error> {
     let mut tx = pool.begin().await.map_err(db)?;
     let report = run_in_transaction(&mut tx, schema, mode).await?;
     if report.applied.is_empty() {
@@ -114,7 +120,10 @@ fn exec_script<'c>(
 }
 
 fn db(reason: sqlx::Error) -> Error {
-    Error::Database { operation: "migrate", reason: reason.to_string() }
+    Error::Database {
+        operation: "migrate",
+        reason: reason.to_string(),
+    }
 }
 
 async fn run_in_transaction(
@@ -136,18 +145,23 @@ async fn run_in_transaction(
         .await
         .map_err(db)?;
     let applied: Vec<(i64, String)> = if ledger_exists {
-        sqlx::query(&format!("SELECT version, name FROM {qschema}.{LEDGER_TABLE} ORDER BY version"))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?
-            .iter()
-            .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
-            .collect()
+        sqlx::query(&format!(
+            "SELECT version, name FROM {qschema}.{LEDGER_TABLE} ORDER BY version"
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
+        .collect()
     } else {
         Vec::new()
     };
 
-    if let Some((version, name)) = applied.iter().find(|(v, _)| !MIGRATIONS.iter().any(|m| m.version == *v)) {
+    if let Some((version, name)) = applied
+        .iter()
+        .find(|(v, _)| !MIGRATIONS.iter().any(|m| m.version == *v))
+    {
         return Err(Error::UnknownMigration {
             schema: schema.to_string(),
             version: *version,
@@ -155,8 +169,10 @@ async fn run_in_transaction(
             latest_known: latest_version(),
         });
     }
-    let pending: Vec<&Migration> =
-        MIGRATIONS.iter().filter(|m| !applied.iter().any(|(v, _)| *v == m.version)).collect();
+    let pending: Vec<&Migration> = MIGRATIONS
+        .iter()
+        .filter(|m| !applied.iter().any(|(v, _)| *v == m.version))
+        .collect();
     if pending.is_empty() {
         return Ok(MigrationReport::default());
     }
@@ -180,19 +196,28 @@ async fn run_in_transaction(
 
     let mut report = MigrationReport::default();
     for m in pending {
-        exec_script(&mut *tx, m.sql).await.map_err(|e| Error::Migration {
-            schema: schema.to_string(),
-            version: m.version,
-            name: m.name.to_string(),
-            reason: e.to_string(),
-        })?;
-        sqlx::query(&format!("INSERT INTO {LEDGER_TABLE} (version, name) VALUES ($1, $2)"))
-            .bind(m.version)
-            .bind(m.name)
-            .execute(&mut *tx)
+        exec_script(&mut *tx, m.sql)
             .await
-            .map_err(db)?;
-        tracing::info!(schema, version = m.version, name = m.name, "applied duroxide-pg migration");
+            .map_err(|e| Error::Migration {
+                schema: schema.to_string(),
+                version: m.version,
+                name: m.name.to_string(),
+                reason: e.to_string(),
+            })?;
+        sqlx::query(&format!(
+            "INSERT INTO {LEDGER_TABLE} (version, name) VALUES ($1, $2)"
+        ))
+        .bind(m.version)
+        .bind(m.name)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tracing::info!(
+            schema,
+            version = m.version,
+            name = m.name,
+            "applied duroxide-pg migration"
+        );
         report.applied.push(m.version);
     }
     Ok(report)
@@ -213,10 +238,17 @@ mod tests {
             .filter(|n| n.ends_with(".sql"))
             .collect();
         files.sort();
-        let bundled: Vec<String> = MIGRATIONS.iter().map(|m| format!("{:04}_{}.sql", m.version, m.name)).collect();
+        let bundled: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|m| format!("{:04}_{}.sql", m.version, m.name))
+            .collect();
         assert_eq!(files, bundled);
         for pair in MIGRATIONS.windows(2) {
-            assert_eq!(pair[1].version, pair[0].version + 1, "versions must be consecutive");
+            assert_eq!(
+                pair[1].version,
+                pair[0].version + 1,
+                "versions must be consecutive"
+            );
         }
     }
 }

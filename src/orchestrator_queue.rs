@@ -13,18 +13,25 @@ use sqlx::postgres::PgRow;
 
 use crate::PostgresProvider;
 use crate::codec::{
-    KvOps, OrchestratorRow, WorkerRow, custom_status_change, decode, event_columns, millis, now_ms, to_i64,
-    to_u64,
+    KvOps, OrchestratorRow, WorkerRow, custom_status_change, decode, event_columns, millis, now_ms,
+    to_i64, to_u64,
 };
 use crate::error::provider_error;
 use crate::long_poll::{self, Attempt, Queue};
 
 /// `[major, minor, patch]` as stored-function arguments.
 fn version_triplet(major: u64, minor: u64, patch: u64) -> Vec<i64> {
-    [major, minor, patch].iter().map(|v| i64::try_from(*v).unwrap_or(i64::MAX)).collect()
+    [major, minor, patch]
+        .iter()
+        .map(|v| i64::try_from(*v).unwrap_or(i64::MAX))
+        .collect()
 }
 
-pub(crate) async fn enqueue(p: &PostgresProvider, item: &WorkItem, delay: Option<Duration>) -> Result<(), ProviderError> {
+pub(crate) async fn enqueue(
+    p: &PostgresProvider,
+    item: &WorkItem,
+    delay: Option<Duration>,
+) -> Result<(), ProviderError> {
     const OP: &str = "enqueue_for_orchestrator";
     let row = OrchestratorRow::new(OP, item)?;
     sqlx::query(&p.sql.enqueue_orchestrator_item)
@@ -51,26 +58,39 @@ pub(crate) async fn fetch(
         None => (None, None),
         Some(None) => return Ok(None),
         Some(Some(range)) => (
-            Some(version_triplet(range.min.major, range.min.minor, range.min.patch)),
-            Some(version_triplet(range.max.major, range.max.minor, range.max.patch)),
+            Some(version_triplet(
+                range.min.major,
+                range.min.minor,
+                range.min.patch,
+            )),
+            Some(version_triplet(
+                range.max.major,
+                range.max.minor,
+                range.max.patch,
+            )),
         ),
     };
-    long_poll::poll(p.long_poll.as_ref(), Queue::Orchestrator, poll_timeout, || async {
-        let row = sqlx::query(&p.sql.fetch_orchestration_item)
-            .bind(now_ms())
-            .bind(millis(lock_timeout))
-            .bind(min.as_deref())
-            .bind(max.as_deref())
-            .fetch_one(&p.pool)
-            .await
-            .map_err(|e| provider_error(OP, e))?;
-        let instance: Option<String> = row.try_get(0).map_err(|e| provider_error(OP, e))?;
-        if instance.is_none() {
-            let wake_at: Option<i64> = row.try_get(11).map_err(|e| provider_error(OP, e))?;
-            return Ok(Attempt::Empty { wake_at });
-        }
-        leased_item(&row).map(Attempt::Found)
-    })
+    long_poll::poll(
+        p.long_poll.as_ref(),
+        Queue::Orchestrator,
+        poll_timeout,
+        || async {
+            let row = sqlx::query(&p.sql.fetch_orchestration_item)
+                .bind(now_ms())
+                .bind(millis(lock_timeout))
+                .bind(min.as_deref())
+                .bind(max.as_deref())
+                .fetch_one(&p.pool)
+                .await
+                .map_err(|e| provider_error(OP, e))?;
+            let instance: Option<String> = row.try_get(0).map_err(|e| provider_error(OP, e))?;
+            if instance.is_none() {
+                let wake_at: Option<i64> = row.try_get(11).map_err(|e| provider_error(OP, e))?;
+                return Ok(Attempt::Empty { wake_at });
+            }
+            leased_item(&row).map(Attempt::Found)
+        },
+    )
     .await
 }
 
@@ -100,7 +120,11 @@ fn leased_item(row: &PgRow) -> Result<(OrchestrationItem, String, u32), Provider
             Err(e) => history_error = Some(format!("undecodable queue message: {}", e.message)),
         }
     }
-    let history = match history_texts.iter().map(|t| decode::<Event>(OP, t)).collect::<Result<Vec<_>, _>>() {
+    let history = match history_texts
+        .iter()
+        .map(|t| decode::<Event>(OP, t))
+        .collect::<Result<Vec<_>, _>>()
+    {
         Ok(events) => events,
         Err(e) => {
             history_error = Some(format!("Failed to deserialize history: {}", e.message));
@@ -112,13 +136,23 @@ fn leased_item(row: &PgRow) -> Result<(OrchestrationItem, String, u32), Provider
     // history's start event or from the start message in this batch.
     let (name, version) = match stored_name {
         Some(name) => (name, stored_version),
-        None => start_identity(&history, &messages).unwrap_or_else(|| ("unknown".to_string(), None)),
+        None => {
+            start_identity(&history, &messages).unwrap_or_else(|| ("unknown".to_string(), None))
+        }
     };
     let kv_snapshot: HashMap<String, KvEntry> = kv_keys
         .into_iter()
         .zip(kv_values)
         .zip(kv_updated)
-        .map(|((key, value), at)| (key, KvEntry { value, last_updated_at_ms: u64::try_from(at).unwrap_or(0) }))
+        .map(|((key, value), at)| {
+            (
+                key,
+                KvEntry {
+                    value,
+                    last_updated_at_ms: u64::try_from(at).unwrap_or(0),
+                },
+            )
+        })
         .collect();
 
     let item = OrchestrationItem {
@@ -139,13 +173,23 @@ fn start_identity(history: &[Event], messages: &[WorkItem]) -> Option<(String, O
     history
         .iter()
         .find_map(|e| match &e.kind {
-            EventKind::OrchestrationStarted { name, version, .. } => Some((name.clone(), Some(version.clone()))),
+            EventKind::OrchestrationStarted { name, version, .. } => {
+                Some((name.clone(), Some(version.clone())))
+            }
             _ => None,
         })
         .or_else(|| {
             messages.iter().find_map(|m| match m {
-                WorkItem::StartOrchestration { orchestration, version, .. }
-                | WorkItem::ContinueAsNew { orchestration, version, .. } => Some((orchestration.clone(), version.clone())),
+                WorkItem::StartOrchestration {
+                    orchestration,
+                    version,
+                    ..
+                }
+                | WorkItem::ContinueAsNew {
+                    orchestration,
+                    version,
+                    ..
+                } => Some((orchestration.clone(), version.clone())),
                 _ => None,
             })
         })
@@ -166,24 +210,38 @@ pub(crate) async fn ack(
     let now = now_ms();
     let (event_ids, event_data) = event_columns(OP, history_delta)?;
 
-    let workers = worker_items.iter().map(|w| WorkerRow::new(OP, w)).collect::<Result<Vec<_>, _>>()?;
-    let orchestrators =
-        orchestrator_items.iter().map(|o| OrchestratorRow::new(OP, o)).collect::<Result<Vec<_>, _>>()?;
+    let workers = worker_items
+        .iter()
+        .map(|w| WorkerRow::new(OP, w))
+        .collect::<Result<Vec<_>, _>>()?;
+    let orchestrators = orchestrator_items
+        .iter()
+        .map(|o| OrchestratorRow::new(OP, o))
+        .collect::<Result<Vec<_>, _>>()?;
     // Timers become visible at their fire time; everything else at once.
     let visible_at: Vec<i64> = orchestrator_items
         .iter()
         .map(|o| match o {
-            WorkItem::TimerFired { fire_at_ms, .. } => i64::try_from(*fire_at_ms).unwrap_or(i64::MAX),
+            WorkItem::TimerFired { fire_at_ms, .. } => {
+                i64::try_from(*fire_at_ms).unwrap_or(i64::MAX)
+            }
             _ => now,
         })
         .collect();
     let (custom_status_action, custom_status) = custom_status_change(history_delta);
     let kv = KvOps::from_delta(OP, history_delta)?;
-    let pinned = metadata.pinned_duroxide_version.as_ref().map(|v| version_triplet(v.major, v.minor, v.patch));
-    let cancelled_exec =
-        cancelled.iter().map(|c| to_i64(OP, "execution_id", c.execution_id)).collect::<Result<Vec<_>, _>>()?;
-    let cancelled_act =
-        cancelled.iter().map(|c| to_i64(OP, "activity_id", c.activity_id)).collect::<Result<Vec<_>, _>>()?;
+    let pinned = metadata
+        .pinned_duroxide_version
+        .as_ref()
+        .map(|v| version_triplet(v.major, v.minor, v.patch));
+    let cancelled_exec = cancelled
+        .iter()
+        .map(|c| to_i64(OP, "execution_id", c.execution_id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cancelled_act = cancelled
+        .iter()
+        .map(|c| to_i64(OP, "activity_id", c.activity_id))
+        .collect::<Result<Vec<_>, _>>()?;
 
     sqlx::query(&p.sql.ack_orchestration_item)
         .bind(lock_token)
@@ -192,14 +250,29 @@ pub(crate) async fn ack(
         .bind(event_ids)
         .bind(event_data)
         .bind(workers.iter().map(|w| w.json.as_str()).collect::<Vec<_>>())
-        .bind(workers.iter().map(|w| w.instance.as_str()).collect::<Vec<_>>())
+        .bind(
+            workers
+                .iter()
+                .map(|w| w.instance.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(workers.iter().map(|w| w.execution_id).collect::<Vec<_>>())
         .bind(workers.iter().map(|w| w.activity_id).collect::<Vec<_>>())
-        .bind(workers.iter().map(|w| w.session_id.as_deref()).collect::<Vec<_>>())
+        .bind(
+            workers
+                .iter()
+                .map(|w| w.session_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
         .bind(workers.iter().map(|w| w.tag.as_deref()).collect::<Vec<_>>())
         .bind(orchestrators.iter().map(|o| o.instance).collect::<Vec<_>>())
         .bind(orchestrators.iter().map(|o| o.kind).collect::<Vec<_>>())
-        .bind(orchestrators.iter().map(|o| o.json.as_str()).collect::<Vec<_>>())
+        .bind(
+            orchestrators
+                .iter()
+                .map(|o| o.json.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(visible_at)
         .bind(metadata.status.as_deref())
         .bind(metadata.output.as_deref())
@@ -213,7 +286,12 @@ pub(crate) async fn ack(
         .bind(kv.keys)
         .bind(kv.values)
         .bind(kv.updated_at)
-        .bind(cancelled.iter().map(|c| c.instance.as_str()).collect::<Vec<_>>())
+        .bind(
+            cancelled
+                .iter()
+                .map(|c| c.instance.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(cancelled_exec)
         .bind(cancelled_act)
         .execute(&p.pool)
@@ -240,7 +318,11 @@ pub(crate) async fn abandon(
     Ok(())
 }
 
-pub(crate) async fn renew(p: &PostgresProvider, lock_token: &str, extend_for: Duration) -> Result<(), ProviderError> {
+pub(crate) async fn renew(
+    p: &PostgresProvider,
+    lock_token: &str,
+    extend_for: Duration,
+) -> Result<(), ProviderError> {
     const OP: &str = "renew_orchestration_item_lock";
     sqlx::query(&p.sql.renew_orchestration_item_lock)
         .bind(lock_token)
@@ -251,4 +333,3 @@ pub(crate) async fn renew(p: &PostgresProvider, lock_token: &str, extend_for: Du
         .map_err(|e| provider_error(OP, e))?;
     Ok(())
 }
-

@@ -5,16 +5,17 @@
 use std::time::Duration;
 
 use duroxide::providers::{
-    DeleteInstanceResult, DispatcherCapabilityFilter, ExecutionInfo, ExecutionMetadata, InstanceFilter,
-    InstanceInfo, InstanceTree, OrchestrationItem, Provider, ProviderAdmin, ProviderError, PruneOptions,
-    PruneResult, QueueDepths, ScheduledActivityIdentifier, SessionFetchConfig, SystemMetrics, TagFilter, WorkItem,
+    DeleteInstanceResult, DispatcherCapabilityFilter, ExecutionInfo, ExecutionMetadata,
+    InstanceFilter, InstanceInfo, InstanceTree, OrchestrationItem, Provider, ProviderAdmin,
+    ProviderError, PruneOptions, PruneResult, QueueDepths, ScheduledActivityIdentifier,
+    SessionFetchConfig, SystemMetrics, TagFilter, WorkItem,
 };
 use duroxide::{Event, SystemStats};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::config::{PollMode, PostgresConfig, scrub, validate_schema_name};
-use crate::long_poll::LongPoll;
 use crate::error::Error;
+use crate::long_poll::LongPoll;
 use crate::migrations::{self, MigrationReport, quote_ident};
 use crate::statements::Statements;
 use crate::{admin, history, orchestrator_queue, state, worker_queue};
@@ -34,7 +35,9 @@ pub struct PostgresProvider {
 
 impl std::fmt::Debug for PostgresProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresProvider").field("schema", &self.schema).finish_non_exhaustive()
+        f.debug_struct("PostgresProvider")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
     }
 }
 
@@ -105,19 +108,32 @@ impl PostgresProvider {
         let long_poll = match config.poll_mode {
             PollMode::PollOnly => None,
             PollMode::LongPoll => {
-                let listen_error =
-                    |e: sqlx::Error| Error::Database { operation: "listen for wake-ups", reason: e.to_string() };
-                let channel: String =
-                    sqlx::query_scalar(&sql.notify_channel).fetch_one(&pool).await.map_err(listen_error)?;
+                let listen_error = |e: sqlx::Error| Error::Database {
+                    operation: "listen for wake-ups",
+                    reason: e.to_string(),
+                };
+                let channel: String = sqlx::query_scalar(&sql.notify_channel)
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(listen_error)?;
                 // A pool of its own, so the listener never takes a work connection.
                 let listen_pool = PgPoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(config.connect_timeout)
                     .connect_lazy_with(options);
-                Some(LongPoll::start(&listen_pool, &channel).await.map_err(listen_error)?)
+                Some(
+                    LongPoll::start(&listen_pool, &channel)
+                        .await
+                        .map_err(listen_error)?,
+                )
             }
         };
-        Ok(Self { sql, schema: config.schema, pool, long_poll })
+        Ok(Self {
+            sql,
+            schema: config.schema,
+            pool,
+            long_poll,
+        })
     }
 
     /// The connection pool (for diagnostics and tools; the provider owns the schema).
@@ -135,7 +151,12 @@ impl PostgresProvider {
     /// # Errors
     /// As [`migrations::run`].
     pub async fn migrate(&self) -> Result<MigrationReport, Error> {
-        migrations::run(&self.pool, &self.schema, crate::config::MigrationMode::Apply).await
+        migrations::run(
+            &self.pool,
+            &self.schema,
+            crate::config::MigrationMode::Apply,
+        )
+        .await
     }
 
     /// Drops everything this provider stored: the whole schema, or, for
@@ -145,7 +166,10 @@ impl PostgresProvider {
     /// # Errors
     /// [`Error::Database`] when the server refuses.
     pub async fn cleanup_schema(&self) -> Result<(), Error> {
-        let db = |e: sqlx::Error| Error::Database { operation: "cleanup_schema", reason: e.to_string() };
+        let db = |e: sqlx::Error| Error::Database {
+            operation: "cleanup_schema",
+            reason: e.to_string(),
+        };
         let schema = quote_ident(&self.schema);
         if self.schema != crate::config::DEFAULT_SCHEMA {
             sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
@@ -159,9 +183,14 @@ impl PostgresProvider {
             sql.push_str(&format!("DROP TABLE IF EXISTS {schema}.{table} CASCADE;\n"));
         }
         for function in migrations::owned_functions() {
-            sql.push_str(&format!("DROP FUNCTION IF EXISTS {schema}.{function} CASCADE;\n"));
+            sql.push_str(&format!(
+                "DROP FUNCTION IF EXISTS {schema}.{function} CASCADE;\n"
+            ));
         }
-        sql.push_str(&format!("DROP TABLE IF EXISTS {schema}.{};\n", migrations::LEDGER_TABLE));
+        sql.push_str(&format!(
+            "DROP TABLE IF EXISTS {schema}.{};\n",
+            migrations::LEDGER_TABLE
+        ));
         sqlx::raw_sql(&sql).execute(&self.pool).await.map_err(db)?;
         Ok(())
     }
@@ -222,7 +251,11 @@ impl Provider for PostgresProvider {
         history::read(self, "read", instance, None).await
     }
 
-    async fn read_with_execution(&self, instance: &str, execution_id: u64) -> Result<Vec<Event>, ProviderError> {
+    async fn read_with_execution(
+        &self,
+        instance: &str,
+        execution_id: u64,
+    ) -> Result<Vec<Event>, ProviderError> {
         history::read(self, "read_with_execution", instance, Some(execution_id)).await
     }
 
@@ -249,11 +282,19 @@ impl Provider for PostgresProvider {
         worker_queue::fetch(self, lock_timeout, poll_timeout, session, tag_filter).await
     }
 
-    async fn ack_work_item(&self, token: &str, completion: Option<WorkItem>) -> Result<(), ProviderError> {
+    async fn ack_work_item(
+        &self,
+        token: &str,
+        completion: Option<WorkItem>,
+    ) -> Result<(), ProviderError> {
         worker_queue::ack(self, token, completion.as_ref()).await
     }
 
-    async fn renew_work_item_lock(&self, token: &str, extend_for: Duration) -> Result<(), ProviderError> {
+    async fn renew_work_item_lock(
+        &self,
+        token: &str,
+        extend_for: Duration,
+    ) -> Result<(), ProviderError> {
         worker_queue::renew(self, token, extend_for).await
     }
 
@@ -266,7 +307,10 @@ impl Provider for PostgresProvider {
         worker_queue::renew_sessions(self, owner_ids, extend_for, idle_timeout).await
     }
 
-    async fn cleanup_orphaned_sessions(&self, _idle_timeout: Duration) -> Result<usize, ProviderError> {
+    async fn cleanup_orphaned_sessions(
+        &self,
+        _idle_timeout: Duration,
+    ) -> Result<usize, ProviderError> {
         worker_queue::cleanup_sessions(self).await
     }
 
@@ -279,11 +323,19 @@ impl Provider for PostgresProvider {
         worker_queue::abandon(self, token, delay, ignore_attempt).await
     }
 
-    async fn renew_orchestration_item_lock(&self, token: &str, extend_for: Duration) -> Result<(), ProviderError> {
+    async fn renew_orchestration_item_lock(
+        &self,
+        token: &str,
+        extend_for: Duration,
+    ) -> Result<(), ProviderError> {
         orchestrator_queue::renew(self, token, extend_for).await
     }
 
-    async fn enqueue_for_orchestrator(&self, item: WorkItem, delay: Option<Duration>) -> Result<(), ProviderError> {
+    async fn enqueue_for_orchestrator(
+        &self,
+        item: WorkItem,
+        delay: Option<Duration>,
+    ) -> Result<(), ProviderError> {
         orchestrator_queue::enqueue(self, &item, delay).await
     }
 
@@ -299,7 +351,11 @@ impl Provider for PostgresProvider {
         state::custom_status(self, instance, last_seen_version).await
     }
 
-    async fn get_kv_value(&self, instance: &str, key: &str) -> Result<Option<String>, ProviderError> {
+    async fn get_kv_value(
+        &self,
+        instance: &str,
+        key: &str,
+    ) -> Result<Option<String>, ProviderError> {
         state::kv_value(self, instance, key).await
     }
 
@@ -310,7 +366,10 @@ impl Provider for PostgresProvider {
         state::kv_all_values(self, instance).await
     }
 
-    async fn get_instance_stats(&self, instance: &str) -> Result<Option<SystemStats>, ProviderError> {
+    async fn get_instance_stats(
+        &self,
+        instance: &str,
+    ) -> Result<Option<SystemStats>, ProviderError> {
         state::instance_stats(self, instance).await
     }
 }
@@ -334,7 +393,13 @@ impl ProviderAdmin for PostgresProvider {
         instance: &str,
         execution_id: u64,
     ) -> Result<Vec<Event>, ProviderError> {
-        history::read(self, "read_history_with_execution_id", instance, Some(execution_id)).await
+        history::read(
+            self,
+            "read_history_with_execution_id",
+            instance,
+            Some(execution_id),
+        )
+        .await
     }
 
     async fn read_history(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
@@ -349,7 +414,11 @@ impl ProviderAdmin for PostgresProvider {
         admin::instance_info(self, instance).await
     }
 
-    async fn get_execution_info(&self, instance: &str, execution_id: u64) -> Result<ExecutionInfo, ProviderError> {
+    async fn get_execution_info(
+        &self,
+        instance: &str,
+        execution_id: u64,
+    ) -> Result<ExecutionInfo, ProviderError> {
         admin::execution_info(self, instance, execution_id).await
     }
 
@@ -373,19 +442,34 @@ impl ProviderAdmin for PostgresProvider {
         admin::instance_tree(self, instance_id).await
     }
 
-    async fn delete_instances_atomic(&self, ids: &[String], force: bool) -> Result<DeleteInstanceResult, ProviderError> {
+    async fn delete_instances_atomic(
+        &self,
+        ids: &[String],
+        force: bool,
+    ) -> Result<DeleteInstanceResult, ProviderError> {
         admin::delete_instances_atomic(self, ids, force).await
     }
 
-    async fn delete_instance(&self, instance_id: &str, force: bool) -> Result<DeleteInstanceResult, ProviderError> {
+    async fn delete_instance(
+        &self,
+        instance_id: &str,
+        force: bool,
+    ) -> Result<DeleteInstanceResult, ProviderError> {
         admin::delete_instance(self, instance_id, force).await
     }
 
-    async fn delete_instance_bulk(&self, filter: InstanceFilter) -> Result<DeleteInstanceResult, ProviderError> {
+    async fn delete_instance_bulk(
+        &self,
+        filter: InstanceFilter,
+    ) -> Result<DeleteInstanceResult, ProviderError> {
         admin::delete_instance_bulk(self, &filter).await
     }
 
-    async fn prune_executions(&self, instance_id: &str, options: PruneOptions) -> Result<PruneResult, ProviderError> {
+    async fn prune_executions(
+        &self,
+        instance_id: &str,
+        options: PruneOptions,
+    ) -> Result<PruneResult, ProviderError> {
         admin::prune_executions(self, instance_id, &options).await
     }
 

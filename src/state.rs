@@ -31,7 +31,12 @@ pub(crate) async fn custom_status(
 }
 
 /// The merged KV view, all keys or one.
-async fn kv_values(p: &PostgresProvider, op: &str, instance: &str, key: Option<&str>) -> Result<Vec<(String, String)>, ProviderError> {
+async fn kv_values(
+    p: &PostgresProvider,
+    op: &str,
+    instance: &str,
+    key: Option<&str>,
+) -> Result<Vec<(String, String)>, ProviderError> {
     sqlx::query_as(&p.sql.get_kv_values)
         .bind(instance)
         .bind(key)
@@ -40,15 +45,32 @@ async fn kv_values(p: &PostgresProvider, op: &str, instance: &str, key: Option<&
         .map_err(|e| provider_error(op, e))
 }
 
-pub(crate) async fn kv_value(p: &PostgresProvider, instance: &str, key: &str) -> Result<Option<String>, ProviderError> {
-    Ok(kv_values(p, "get_kv_value", instance, Some(key)).await?.into_iter().next().map(|(_, v)| v))
+pub(crate) async fn kv_value(
+    p: &PostgresProvider,
+    instance: &str,
+    key: &str,
+) -> Result<Option<String>, ProviderError> {
+    Ok(kv_values(p, "get_kv_value", instance, Some(key))
+        .await?
+        .into_iter()
+        .next()
+        .map(|(_, v)| v))
 }
 
-pub(crate) async fn kv_all_values(p: &PostgresProvider, instance: &str) -> Result<HashMap<String, String>, ProviderError> {
-    Ok(kv_values(p, "get_kv_all_values", instance, None).await?.into_iter().collect())
+pub(crate) async fn kv_all_values(
+    p: &PostgresProvider,
+    instance: &str,
+) -> Result<HashMap<String, String>, ProviderError> {
+    Ok(kv_values(p, "get_kv_all_values", instance, None)
+        .await?
+        .into_iter()
+        .collect())
 }
 
-pub(crate) async fn instance_stats(p: &PostgresProvider, instance: &str) -> Result<Option<SystemStats>, ProviderError> {
+pub(crate) async fn instance_stats(
+    p: &PostgresProvider,
+    instance: &str,
+) -> Result<Option<SystemStats>, ProviderError> {
     const OP: &str = "get_instance_stats";
     let row: Option<(i64, i64, i64, i64, i64)> = sqlx::query_as(&p.sql.get_instance_stats)
         .bind(instance)
@@ -66,4 +88,3 @@ pub(crate) async fn instance_stats(p: &PostgresProvider, instance: &str) -> Resu
     })
     .transpose()
 }
-

@@ -70,7 +70,13 @@ mod tests {
     #[test]
     fn calls_are_schema_qualified() {
         let s = Statements::new("tenant_a");
-        assert_eq!(s.get_system_metrics, "SELECT * FROM \"tenant_a\".get_system_metrics()");
-        assert_eq!(s.read_history, "SELECT * FROM \"tenant_a\".read_history($1, $2)");
+        assert_eq!(
+            s.get_system_metrics,
+            "SELECT * FROM \"tenant_a\".get_system_metrics()"
+        );
+        assert_eq!(
+            s.read_history,
+            "SELECT * FROM \"tenant_a\".read_history($1, $2)"
+        );
     }
 }

@@ -56,31 +56,46 @@ pub(crate) async fn fetch(
     let Some((tag_mode, tags)) = tag_arguments(tag_filter) else {
         return Ok(None);
     };
-    long_poll::poll(p.long_poll.as_ref(), Queue::Worker, poll_timeout, || async {
-        let row = sqlx::query(&p.sql.fetch_work_item)
-            .bind(now_ms())
-            .bind(millis(lock_timeout))
-            .bind(session.map(|s| s.owner_id.as_str()))
-            .bind(session.map_or(0, |s| millis(s.lock_timeout)))
-            .bind(tag_mode)
-            .bind(&tags)
-            .fetch_one(&p.pool)
-            .await
-            .map_err(|e| provider_error(OP, e))?;
-        let get = |e| provider_error(OP, e);
-        let Some(text) = row.try_get::<Option<String>, _>(0).map_err(get)? else {
-            return Ok(Attempt::Empty { wake_at: row.try_get(3).map_err(get)? });
-        };
-        let token: String = row.try_get(1).map_err(get)?;
-        let attempts: i32 = row.try_get(2).map_err(get)?;
-        // An undecodable row stays locked and expires; the error names it.
-        let item = decode::<WorkItem>(OP, &text)?;
-        Ok(Attempt::Found((item, token, u32::try_from(attempts).unwrap_or(0))))
-    })
+    long_poll::poll(
+        p.long_poll.as_ref(),
+        Queue::Worker,
+        poll_timeout,
+        || async {
+            let row = sqlx::query(&p.sql.fetch_work_item)
+                .bind(now_ms())
+                .bind(millis(lock_timeout))
+                .bind(session.map(|s| s.owner_id.as_str()))
+                .bind(session.map_or(0, |s| millis(s.lock_timeout)))
+                .bind(tag_mode)
+                .bind(&tags)
+                .fetch_one(&p.pool)
+                .await
+                .map_err(|e| provider_error(OP, e))?;
+            let get = |e| provider_error(OP, e);
+            let Some(text) = row.try_get::<Option<String>, _>(0).map_err(get)? else {
+                return Ok(Attempt::Empty {
+                    wake_at: row.try_get(3).map_err(get)?,
+                });
+            };
+            let token: String = row.try_get(1).map_err(get)?;
+            let attempts: i32 = row.try_get(2).map_err(get)?;
+            // An undecodable row stays locked and expires; the error names it.
+            let item = decode::<WorkItem>(OP, &text)?;
+            Ok(Attempt::Found((
+                item,
+                token,
+                u32::try_from(attempts).unwrap_or(0),
+            )))
+        },
+    )
     .await
 }
 
-pub(crate) async fn ack(p: &PostgresProvider, token: &str, completion: Option<&WorkItem>) -> Result<(), ProviderError> {
+pub(crate) async fn ack(
+    p: &PostgresProvider,
+    token: &str,
+    completion: Option<&WorkItem>,
+) -> Result<(), ProviderError> {
     const OP: &str = "ack_work_item";
     let completion = match completion {
         None => None,
@@ -88,7 +103,10 @@ pub(crate) async fn ack(p: &PostgresProvider, token: &str, completion: Option<&W
             Some(OrchestratorRow::new(OP, item)?)
         }
         Some(_) => {
-            return Err(invalid_input(OP, "a worker ack completes with ActivityCompleted or ActivityFailed only"));
+            return Err(invalid_input(
+                OP,
+                "a worker ack completes with ActivityCompleted or ActivityFailed only",
+            ));
         }
     };
     sqlx::query(&p.sql.ack_work_item)
@@ -103,7 +121,11 @@ pub(crate) async fn ack(p: &PostgresProvider, token: &str, completion: Option<&W
     Ok(())
 }
 
-pub(crate) async fn renew(p: &PostgresProvider, token: &str, extend_for: Duration) -> Result<(), ProviderError> {
+pub(crate) async fn renew(
+    p: &PostgresProvider,
+    token: &str,
+    extend_for: Duration,
+) -> Result<(), ProviderError> {
     const OP: &str = "renew_work_item_lock";
     sqlx::query(&p.sql.renew_work_item_lock)
         .bind(token)

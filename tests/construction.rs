@@ -12,11 +12,16 @@ use duroxide_pg::{Error, MigrationMode, PostgresConfig, PostgresProvider};
 use sqlx::PgPool;
 
 async fn admin_pool() -> PgPool {
-    PgPool::connect(&database_url()).await.expect("admin connection")
+    PgPool::connect(&database_url())
+        .await
+        .expect("admin connection")
 }
 
 async fn schema_count(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM pg_namespace").fetch_one(pool).await.unwrap()
+    sqlx::query_scalar("SELECT count(*) FROM pg_namespace")
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 async fn schema_exists(pool: &PgPool, schema: &str) -> bool {
@@ -32,29 +37,56 @@ async fn bad_schema_names_are_rejected_and_create_nothing() {
     let pool = admin_pool().await;
     let before = schema_count(&pool).await;
     let long = "a".repeat(64);
-    for bad in ["bad\"quote", "semi;colon", "has space", "", long.as_str(), "x'; DROP SCHEMA public; --", "Upper"] {
-        let err = PostgresProvider::new_with_schema(&database_url(), Some(bad)).await.unwrap_err();
+    for bad in [
+        "bad\"quote",
+        "semi;colon",
+        "has space",
+        "",
+        long.as_str(),
+        "x'; DROP SCHEMA public; --",
+        "Upper",
+    ] {
+        let err = PostgresProvider::new_with_schema(&database_url(), Some(bad))
+            .await
+            .unwrap_err();
         match &err {
             Error::InvalidSchemaName { name, .. } => assert_eq!(name, bad),
             other => panic!("{bad:?}: expected InvalidSchemaName, got {other:?}"),
         }
         assert!(err.to_string().contains("invalid schema name"), "{err}");
     }
-    assert_eq!(schema_count(&pool).await, before, "no schema may be created for a rejected name");
+    assert_eq!(
+        schema_count(&pool).await,
+        before,
+        "no schema may be created for a rejected name"
+    );
 }
 
 #[tokio::test]
 async fn refused_connection_names_host_and_port_not_password() {
     // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("postgres://app:S3cr3t-pw@127.0.0.1:{port}/db");
     let started = Instant::now();
-    let err = PostgresProvider::connect(PostgresConfig::new(&url).with_connect_timeout(Duration::from_secs(2)))
-        .await
-        .unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    let err = PostgresProvider::connect(
+        PostgresConfig::new(&url).with_connect_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
     let text = format!("{err} {err:?}");
-    assert!(text.contains("127.0.0.1") && text.contains(&port.to_string()), "{text}");
+    assert!(
+        text.contains("127.0.0.1") && text.contains(&port.to_string()),
+        "{text}"
+    );
     assert!(!text.contains("S3cr3t-pw"), "password leaked: {text}");
     assert!(matches!(err, Error::Connect { .. }));
 }
@@ -72,11 +104,16 @@ async fn silent_server_times_out_within_connect_timeout() {
     });
     let url = format!("postgres://app:hunter2-pw@127.0.0.1:{port}/db");
     let started = Instant::now();
-    let err = PostgresProvider::connect(PostgresConfig::new(&url).with_connect_timeout(Duration::from_millis(700)))
-        .await
-        .unwrap_err();
+    let err = PostgresProvider::connect(
+        PostgresConfig::new(&url).with_connect_timeout(Duration::from_millis(700)),
+    )
+    .await
+    .unwrap_err();
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(600) && elapsed < Duration::from_secs(3), "took {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(600) && elapsed < Duration::from_secs(3),
+        "took {elapsed:?}"
+    );
     let text = format!("{err} {err:?}");
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
     assert!(!text.contains("hunter2-pw"), "password leaked: {text}");
@@ -85,7 +122,9 @@ async fn silent_server_times_out_within_connect_timeout() {
 
 #[tokio::test]
 async fn malformed_url_is_rejected_without_echoing_the_password() {
-    let err = PostgresProvider::new("postgres://app:pa55word@127.0.0.1:notaport/db").await.unwrap_err();
+    let err = PostgresProvider::new("postgres://app:pa55word@127.0.0.1:notaport/db")
+        .await
+        .unwrap_err();
     let text = format!("{err} {err:?}");
     assert!(matches!(err, Error::InvalidUrl { .. }), "{text}");
     assert!(!text.contains("pa55word"), "password leaked: {text}");
@@ -94,15 +133,21 @@ async fn malformed_url_is_rejected_without_echoing_the_password() {
 #[tokio::test]
 async fn ledger_with_newer_migration_is_refused() {
     let schema = fresh_schema_name("newer");
-    let provider = PostgresProvider::new_with_schema(&database_url(), Some(&schema)).await.unwrap();
-    let future = MIGRATIONS.last().unwrap().version + 1;
-    sqlx::query(&format!("INSERT INTO \"{schema}\".{LEDGER_TABLE} (version, name) VALUES ($1, 'from_the_future')"))
-        .bind(future)
-        .execute(provider.pool())
+    let provider = PostgresProvider::new_with_schema(&database_url(), Some(&schema))
         .await
         .unwrap();
+    let future = MIGRATIONS.last().unwrap().version + 1;
+    sqlx::query(&format!(
+        "INSERT INTO \"{schema}\".{LEDGER_TABLE} (version, name) VALUES ($1, 'from_the_future')"
+    ))
+    .bind(future)
+    .execute(provider.pool())
+    .await
+    .unwrap();
 
-    let err = PostgresProvider::new_with_schema(&database_url(), Some(&schema)).await.unwrap_err();
+    let err = PostgresProvider::new_with_schema(&database_url(), Some(&schema))
+        .await
+        .unwrap_err();
     match &err {
         Error::UnknownMigration { version, name, .. } => {
             assert_eq!(*version, future);
@@ -118,14 +163,20 @@ async fn ledger_with_newer_migration_is_refused() {
 async fn verify_only_refuses_an_unmigrated_schema_and_creates_nothing() {
     let pool = admin_pool().await;
     let schema = fresh_schema_name("verify");
-    let config = PostgresConfig::new(database_url()).with_schema(&schema).with_migrations(MigrationMode::VerifyOnly);
+    let config = PostgresConfig::new(database_url())
+        .with_schema(&schema)
+        .with_migrations(MigrationMode::VerifyOnly);
     let err = PostgresProvider::connect(config.clone()).await.unwrap_err();
     assert!(matches!(err, Error::PendingMigrations { .. }), "{err:?}");
     assert!(!schema_exists(&pool, &schema).await);
 
     // Once migrated, verify-only succeeds.
-    let migrated = PostgresProvider::new_with_schema(&database_url(), Some(&schema)).await.unwrap();
-    PostgresProvider::connect(config).await.expect("verify-only on an up-to-date schema");
+    let migrated = PostgresProvider::new_with_schema(&database_url(), Some(&schema))
+        .await
+        .unwrap();
+    PostgresProvider::connect(config)
+        .await
+        .expect("verify-only on an up-to-date schema");
     migrated.cleanup_schema().await.unwrap();
 }
 
@@ -136,11 +187,19 @@ async fn sixteen_concurrent_providers_apply_each_migration_once() {
     let starts = (0..16).map(|_| {
         let (url, schema) = (url.clone(), schema.clone());
         tokio::spawn(async move {
-            PostgresProvider::connect(PostgresConfig::new(url).with_schema(schema).with_max_connections(2)).await
+            PostgresProvider::connect(
+                PostgresConfig::new(url)
+                    .with_schema(schema)
+                    .with_max_connections(2),
+            )
+            .await
         })
     });
-    let providers: Vec<PostgresProvider> =
-        futures_join(starts).await.into_iter().map(|r| r.expect("provider")).collect();
+    let providers: Vec<PostgresProvider> = futures_join(starts)
+        .await
+        .into_iter()
+        .map(|r| r.expect("provider"))
+        .collect();
     assert_eq!(providers.len(), 16);
 
     let ledger: Vec<(i64, i64)> = sqlx::query_as(&format!(
@@ -166,7 +225,9 @@ async fn futures_join<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T
 async fn cleanup_schema_removes_everything() {
     let pool = admin_pool().await;
     let schema = fresh_schema_name("cleanup");
-    let provider = PostgresProvider::new_with_schema(&database_url(), Some(&schema)).await.unwrap();
+    let provider = PostgresProvider::new_with_schema(&database_url(), Some(&schema))
+        .await
+        .unwrap();
     assert!(schema_exists(&pool, &schema).await);
     provider.cleanup_schema().await.unwrap();
     assert!(!schema_exists(&pool, &schema).await);

@@ -34,11 +34,13 @@ async fn statement_counts(admin: &PgPool, db: &str) -> Vec<(String, i64)> {
 }
 
 async fn reset_counts(admin: &PgPool, db: &str) {
-    sqlx::query("SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = $1), 0)")
-        .bind(db)
-        .execute(admin)
-        .await
-        .expect("reset pg_stat_statements");
+    sqlx::query(
+        "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = $1), 0)",
+    )
+    .bind(db)
+    .execute(admin)
+    .await
+    .expect("reset pg_stat_statements");
 }
 
 fn start(instance: &str) -> WorkItem {
@@ -70,8 +72,14 @@ fn activity(instance: &str) -> WorkItem {
 /// one activity (fetch + ack) and a read: 8 provider calls.
 async fn one_cycle(p: &PostgresProvider, instance: &str) {
     let lock = Duration::from_secs(30);
-    p.enqueue_for_orchestrator(start(instance), None).await.unwrap();
-    let (_item, token, _) = p.fetch_orchestration_item(lock, Duration::ZERO, None).await.unwrap().unwrap();
+    p.enqueue_for_orchestrator(start(instance), None)
+        .await
+        .unwrap();
+    let (_item, token, _) = p
+        .fetch_orchestration_item(lock, Duration::ZERO, None)
+        .await
+        .unwrap()
+        .unwrap();
     let started = Event::with_event_id(
         1,
         instance,
@@ -93,19 +101,53 @@ async fn one_cycle(p: &PostgresProvider, instance: &str) {
         orchestration_version: Some("1.0.0".into()),
         ..Default::default()
     };
-    p.ack_orchestration_item(&token, 1, vec![started], vec![activity(instance)], vec![], metadata, vec![])
+    p.ack_orchestration_item(
+        &token,
+        1,
+        vec![started],
+        vec![activity(instance)],
+        vec![],
+        metadata,
+        vec![],
+    )
+    .await
+    .unwrap();
+    let (_w, wtoken, _) = p
+        .fetch_work_item(lock, Duration::ZERO, None, &TagFilter::DefaultOnly)
         .await
+        .unwrap()
         .unwrap();
-    let (_w, wtoken, _) =
-        p.fetch_work_item(lock, Duration::ZERO, None, &TagFilter::DefaultOnly).await.unwrap().unwrap();
-    let done = WorkItem::ActivityCompleted { instance: instance.into(), execution_id: 1, id: 2, result: "r".into() };
+    let done = WorkItem::ActivityCompleted {
+        instance: instance.into(),
+        execution_id: 1,
+        id: 2,
+        result: "r".into(),
+    };
     p.ack_work_item(&wtoken, Some(done)).await.unwrap();
     // The completion turn: consumes the activity result and completes.
-    let (item, token, _) = p.fetch_orchestration_item(lock, Duration::ZERO, None).await.unwrap().unwrap();
+    let (item, token, _) = p
+        .fetch_orchestration_item(lock, Duration::ZERO, None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(item.instance, instance);
-    let completed = Event::with_event_id(2, instance, 1, None, EventKind::OrchestrationCompleted { output: "ok".into() });
-    let metadata = ExecutionMetadata { status: Some("Completed".into()), output: Some("ok".into()), ..Default::default() };
-    p.ack_orchestration_item(&token, 1, vec![completed], vec![], vec![], metadata, vec![]).await.unwrap();
+    let completed = Event::with_event_id(
+        2,
+        instance,
+        1,
+        None,
+        EventKind::OrchestrationCompleted {
+            output: "ok".into(),
+        },
+    );
+    let metadata = ExecutionMetadata {
+        status: Some("Completed".into()),
+        output: Some("ok".into()),
+        ..Default::default()
+    };
+    p.ack_orchestration_item(&token, 1, vec![completed], vec![], vec![], metadata, vec![])
+        .await
+        .unwrap();
     assert_eq!(p.read(instance).await.unwrap().len(), 2);
 }
 
@@ -118,11 +160,16 @@ async fn each_provider_call_is_one_statement() {
         .await
         .expect("pg_stat_statements must be available (shared_preload_libraries)");
     let db = fresh_schema_name("stmts");
-    sqlx::query(&format!("CREATE DATABASE \"{db}\"")).execute(&admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE \"{db}\""))
+        .execute(&admin)
+        .await
+        .unwrap();
 
     // One connection, so the measured calls reuse its prepared statements.
     let provider = PostgresProvider::connect(
-        PostgresConfig::new(with_database(&url, &db)).with_schema("counted").with_max_connections(1),
+        PostgresConfig::new(with_database(&url, &db))
+            .with_schema("counted")
+            .with_max_connections(1),
     )
     .await
     .unwrap();
@@ -134,7 +181,11 @@ async fn each_provider_call_is_one_statement() {
 
     let total: i64 = counts.iter().map(|(_, n)| n).sum();
     let calls = |function: &str| -> i64 {
-        counts.iter().filter(|(q, _)| q.contains(&format!(".{function}("))).map(|(_, n)| n).sum()
+        counts
+            .iter()
+            .filter(|(q, _)| q.contains(&format!(".{function}(")))
+            .map(|(_, n)| n)
+            .sum()
     };
     let expected = [
         ("enqueue_orchestrator_item", 1),
@@ -147,14 +198,26 @@ async fn each_provider_call_is_one_statement() {
     for (function, n) in expected {
         assert_eq!(calls(function), n, "{function}: {counts:#?}");
     }
-    assert_eq!(total, 8, "statements other than the 8 provider calls were issued: {counts:#?}");
+    assert_eq!(
+        total, 8,
+        "statements other than the 8 provider calls were issued: {counts:#?}"
+    );
 
     provider.pool().close().await;
-    sqlx::query(&format!("DROP DATABASE \"{db}\" WITH (FORCE)")).execute(&admin).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE \"{db}\" WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
 }
 
 #[test]
 fn database_swap_in_url() {
-    assert_eq!(with_database("postgres://u@h:1/postgres", "x"), "postgres://u@h:1/x");
-    assert_eq!(with_database("postgres://u@h/postgres?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+    assert_eq!(
+        with_database("postgres://u@h:1/postgres", "x"),
+        "postgres://u@h:1/x"
+    );
+    assert_eq!(
+        with_database("postgres://u@h/postgres?sslmode=disable", "x"),
+        "postgres://u@h/x?sslmode=disable"
+    );
 }

@@ -26,7 +26,10 @@ pub fn database_url() -> String {
 /// A schema name no other test (or test process) uses.
 pub fn fresh_schema_name(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!(
         "{prefix}_{}_{}_{:08x}",
         std::process::id(),
@@ -42,8 +45,12 @@ pub async fn fresh_provider(prefix: &str) -> PostgresProvider {
 
 /// A provider on a fresh schema with the given poll mode.
 pub async fn fresh_provider_with(prefix: &str, mode: PollMode) -> PostgresProvider {
-    let config = PostgresConfig::new(database_url()).with_schema(fresh_schema_name(prefix)).with_poll_mode(mode);
-    PostgresProvider::connect(config).await.expect("provider on a fresh schema")
+    let config = PostgresConfig::new(database_url())
+        .with_schema(fresh_schema_name(prefix))
+        .with_poll_mode(mode);
+    PostgresProvider::connect(config)
+        .await
+        .expect("provider on a fresh schema")
 }
 
 /// `ProviderFactory` for the validation suite: each `create_provider()` gets
@@ -56,12 +63,18 @@ pub struct PgTestFactory {
 impl PgTestFactory {
     /// Providers in the default (long-polling) mode.
     pub async fn new() -> Self {
-        Self { mode: PollMode::LongPoll, providers: Mutex::new(Vec::new()) }
+        Self {
+            mode: PollMode::LongPoll,
+            providers: Mutex::new(Vec::new()),
+        }
     }
 
     /// Providers in poll-only mode.
     pub async fn short_poll() -> Self {
-        Self { mode: PollMode::PollOnly, providers: Mutex::new(Vec::new()) }
+        Self {
+            mode: PollMode::PollOnly,
+            providers: Mutex::new(Vec::new()),
+        }
     }
 
     fn all(&self) -> Vec<Arc<PostgresProvider>> {
@@ -95,7 +108,11 @@ impl ProviderFactory for PgTestFactory {
                 "UPDATE \"{}\".history SET event_data = 'NOT_VALID_JSON{{{{{{' WHERE instance_id = $1",
                 p.schema_name()
             );
-            sqlx::query(&sql).bind(instance).execute(p.pool()).await.expect("corrupt history");
+            sqlx::query(&sql)
+                .bind(instance)
+                .execute(p.pool())
+                .await
+                .expect("corrupt history");
         }
     }
 
@@ -106,7 +123,11 @@ impl ProviderFactory for PgTestFactory {
                 "SELECT COALESCE(MAX(attempt_count), 0) FROM \"{}\".orchestrator_queue WHERE instance_id = $1",
                 p.schema_name()
             );
-            let n: i32 = sqlx::query_scalar(&sql).bind(instance).fetch_one(p.pool()).await.expect("attempt count");
+            let n: i32 = sqlx::query_scalar(&sql)
+                .bind(instance)
+                .fetch_one(p.pool())
+                .await
+                .expect("attempt count");
             max = max.max(n as u32);
         }
         max
