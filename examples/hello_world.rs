@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use duroxide::runtime::registry::ActivityRegistry;
 use duroxide::runtime::{self};
-use duroxide::{ActivityContext, Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus};
+use duroxide::{
+    ActivityContext, Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus,
+};
 use duroxide_pg::PostgresProvider;
 
 #[tokio::main]
@@ -18,17 +20,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = Arc::new(PostgresProvider::new_with_schema(&url, Some(&schema)).await?);
 
     let activities = ActivityRegistry::builder()
-        .register("Greet", |_ctx: ActivityContext, name: String| async move { Ok(format!("Hello, {name}!")) })
+        .register("Greet", |_ctx: ActivityContext, name: String| async move {
+            Ok(format!("Hello, {name}!"))
+        })
         .build();
     let orchestrations = OrchestrationRegistry::builder()
-        .register("HelloWorld", |ctx: OrchestrationContext, name: String| async move {
-            ctx.schedule_activity("Greet", name).await
-        })
+        .register(
+            "HelloWorld",
+            |ctx: OrchestrationContext, name: String| async move {
+                ctx.schedule_activity("Greet", name).await
+            },
+        )
         .build();
 
     let rt = runtime::Runtime::start_with_store(store.clone(), activities, orchestrations).await;
     let client = Client::new(store.clone());
-    client.start_orchestration("hello-1", "HelloWorld", "PostgreSQL").await?;
+    client
+        .start_orchestration("hello-1", "HelloWorld", "PostgreSQL")
+        .await?;
     let status = client
         .wait_for_orchestration("hello-1", Duration::from_secs(30))
         .await
