@@ -11,7 +11,8 @@ use duroxide::providers::{
     SessionFetchConfig, SystemMetrics, TagFilter, WorkItem,
 };
 use duroxide::{Event, SystemStats};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 
 use crate::config::{PollMode, PostgresConfig, scrub, validate_schema_name};
 use crate::error::Error;
@@ -86,14 +87,14 @@ impl PostgresProvider {
             reason: scrub(&reason, &config.url),
         };
 
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(config.acquire_timeout)
-            // A ping before every checkout would double the round trips of each call.
-            .test_before_acquire(false)
-            .connect_lazy_with(options.clone());
-        match tokio::time::timeout(config.connect_timeout, pool.acquire()).await {
-            Ok(Ok(conn)) => drop(conn),
+        // Probe with a direct connection: it fails fast on a refused connection
+        // (a pool would keep retrying until its timeout) and proves the URL works.
+        match tokio::time::timeout(config.connect_timeout, PgConnection::connect_with(&options))
+            .await
+        {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+            }
             Ok(Err(e)) => return Err(connect_error(e.to_string())),
             Err(_) => {
                 return Err(connect_error(format!(
@@ -102,6 +103,12 @@ impl PostgresProvider {
                 )));
             }
         }
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            // A ping before every checkout would double the round trips of each call.
+            .test_before_acquire(false)
+            .connect_lazy_with(options.clone());
 
         migrations::run(&pool, &config.schema, config.migrations).await?;
         let sql = Statements::new(&config.schema);

@@ -1,0 +1,221 @@
+//! pg-stress: duroxide's stress scenarios against duroxide-pg (and, for
+//! comparison, duroxide's SQLite provider) over a concurrency matrix.
+//!
+//! The library holds everything the `pg-stress` binary and the stress tests
+//! share: the matrix and scenario types, the provider factories (a fresh
+//! schema or file per run), the runner with its progress line, and the report
+//! formats (table, JSON, tracked markdown).
+
+pub mod progress;
+pub mod report;
+pub mod runner;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use duroxide::provider_stress_tests::parallel_orchestrations::ProviderStressFactory;
+use duroxide::providers::Provider;
+use duroxide_pg::{PostgresConfig, PostgresProvider};
+
+pub use runner::{RunOptions, RunRecord, run_all};
+
+/// Why a stress run could not be carried out (not: a run with failures).
+#[derive(Debug, thiserror::Error)]
+pub enum StressError {
+    /// A command-line value is malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The provider could not be built (connection, schema, migrations).
+    #[error("{0}")]
+    Provider(#[from] duroxide_pg::Error),
+    /// The local throwaway cluster could not be started.
+    #[error("{0}")]
+    Cluster(#[from] duroxide_pg::local_cluster::ClusterError),
+    /// Anything else that stopped a run.
+    #[error("{0}")]
+    Run(String),
+}
+
+/// One orchestrator:worker dispatcher-slot pair of the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Concurrency {
+    /// Orchestration dispatcher slots.
+    pub orch: usize,
+    /// Worker dispatcher slots.
+    pub worker: usize,
+}
+
+impl fmt::Display for Concurrency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.orch, self.worker)
+    }
+}
+
+/// The concurrency matrix: `1:1,2:2,4:4` (the default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matrix(pub Vec<Concurrency>);
+
+impl Default for Matrix {
+    fn default() -> Self {
+        Self(vec![
+            Concurrency { orch: 1, worker: 1 },
+            Concurrency { orch: 2, worker: 2 },
+            Concurrency { orch: 4, worker: 4 },
+        ])
+    }
+}
+
+impl FromStr for Matrix {
+    type Err = StressError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| {
+            StressError::InvalidArgument(format!(
+                "invalid matrix {s:?}: {why} (expected orch:worker pairs such as 1:1,2:2,4:4)"
+            ))
+        };
+        let mut entries = Vec::new();
+        for part in s.split(',').map(str::trim) {
+            let (o, w) = part
+                .split_once(':')
+                .ok_or_else(|| bad(&format!("{part:?} has no ':'")))?;
+            let parse = |v: &str| match v.trim().parse::<usize>() {
+                Ok(n) if (1..=256).contains(&n) => Ok(n),
+                _ => Err(bad(&format!("{v:?} is not a slot count between 1 and 256"))),
+            };
+            entries.push(Concurrency {
+                orch: parse(o)?,
+                worker: parse(w)?,
+            });
+        }
+        Ok(Self(entries))
+    }
+}
+
+/// Which stress scenario to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Scenario {
+    /// Fan-out/fan-in orchestrations launched continuously.
+    Parallel,
+    /// Long sequential chains with 10-100 KB payloads and sub-orchestrations.
+    LargePayload,
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Scenario::Parallel => "parallel",
+            Scenario::LargePayload => "large-payload",
+        })
+    }
+}
+
+/// The providers a run compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum ProviderKind {
+    /// duroxide-pg.
+    Postgres,
+    /// duroxide's bundled SQLite provider, file-backed.
+    Sqlite,
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProviderKind::Postgres => "postgres",
+            ProviderKind::Sqlite => "sqlite",
+        })
+    }
+}
+
+/// `ProviderStressFactory` for PostgreSQL: every provider gets a schema of
+/// its own (`<prefix>_<pid>_<n>`), dropped by [`PgStressFactory::cleanup`].
+pub struct PgStressFactory {
+    url: String,
+    prefix: String,
+    created: std::sync::Mutex<Vec<Arc<PostgresProvider>>>,
+    counter: AtomicU64,
+}
+
+impl PgStressFactory {
+    /// A factory on `url` whose schemas start with `prefix`.
+    pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: prefix.into(),
+            created: Default::default(),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// Builds a provider on a fresh schema.
+    ///
+    /// # Errors
+    /// The provider's construction error.
+    pub async fn try_create(&self) -> Result<Arc<PostgresProvider>, duroxide_pg::Error> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let schema = format!("{}_{}_{n}", self.prefix, std::process::id());
+        let provider = Arc::new(
+            PostgresProvider::connect(PostgresConfig::new(&self.url).with_schema(schema)).await?,
+        );
+        self.created
+            .lock()
+            .expect("factory lock")
+            .push(Arc::clone(&provider));
+        Ok(provider)
+    }
+
+    /// Drops every schema this factory created.
+    ///
+    /// # Errors
+    /// The first failure to drop a schema.
+    pub async fn cleanup(&self) -> Result<(), duroxide_pg::Error> {
+        let created = std::mem::take(&mut *self.created.lock().expect("factory lock"));
+        for p in created {
+            p.cleanup_schema().await?;
+            p.pool().close().await;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ProviderStressFactory for PgStressFactory {
+    async fn create_provider(&self) -> Arc<dyn Provider> {
+        // The trait cannot report errors; the binary calls try_create instead.
+        self.try_create()
+            .await
+            .unwrap_or_else(|e| panic!("cannot create a stress provider: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matrix_parses_pairs() {
+        let m: Matrix = "1:1, 8:8".parse().unwrap();
+        assert_eq!(
+            m.0,
+            vec![
+                Concurrency { orch: 1, worker: 1 },
+                Concurrency { orch: 8, worker: 8 }
+            ]
+        );
+        assert_eq!(Matrix::default().0.len(), 3);
+    }
+
+    #[test]
+    fn matrix_rejects_garbage() {
+        for bad in [
+            "", "1", "1:", "a:b", "0:1", "1:1,,2:2", "1:1:1", "1:-2", "999:1",
+        ] {
+            let e = bad.parse::<Matrix>().unwrap_err().to_string();
+            assert!(e.starts_with("invalid matrix"), "{bad}: {e}");
+            assert!(!e.contains('\n'));
+        }
+    }
+}

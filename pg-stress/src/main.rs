@@ -1,0 +1,163 @@
+//! `pg-stress`: load-test duroxide-pg with duroxide's stress scenarios.
+//!
+//! ```text
+//! cargo run --release -p duroxide-pg-stress -- --duration 10 --compare-sqlite
+//! ```
+//! Without `--database-url` or `DATABASE_URL` it starts the throwaway local
+//! PostgreSQL cluster. Exits 1 when any run is below 100 % success, 2 when a
+//! run could not be carried out (bad arguments, unreachable server).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use duroxide_pg_stress::report::{self, Environment};
+use duroxide_pg_stress::{Matrix, RunOptions, Scenario, StressError, run_all};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ScenarioArg {
+    Parallel,
+    LargePayload,
+    All,
+}
+
+/// Load-test duroxide-pg with duroxide's stress scenarios over a concurrency matrix.
+#[derive(Debug, Parser)]
+#[command(name = "pg-stress", version)]
+struct Cli {
+    /// Seconds to keep launching orchestrations in each run (then it drains).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// PostgreSQL URL; without it (and without DATABASE_URL) a throwaway local cluster is started.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Which scenario to run.
+    #[arg(long, value_enum, default_value = "parallel")]
+    scenario: ScenarioArg,
+    /// Concurrency matrix as orch:worker pairs.
+    #[arg(long, default_value = "1:1,2:2,4:4")]
+    matrix: String,
+    /// Orchestrations in flight at once (default: 20 parallel, 5 large-payload).
+    #[arg(long)]
+    max_concurrent: Option<usize>,
+    /// Activities per orchestration in the parallel scenario (default 5).
+    #[arg(long)]
+    tasks: Option<usize>,
+    /// Duration of each activity in ms (default: 10 parallel, 5 large-payload).
+    #[arg(long)]
+    activity_delay_ms: Option<u64>,
+    /// Seconds to wait for one orchestration (default: 60 parallel, 120 large-payload).
+    #[arg(long)]
+    wait_timeout: Option<u64>,
+    /// Also run duroxide's SQLite provider (file-backed) and report the ratio.
+    #[arg(long)]
+    compare_sqlite: bool,
+    /// Repetitions of every cell (medians are reported when > 1).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Append this run (date, commit, environment, PostgreSQL version, config, table) to FILE.
+    #[arg(long, value_name = "FILE")]
+    track: Option<PathBuf>,
+    /// Print machine-readable JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+async fn run(cli: Cli, command: String) -> Result<bool, StressError> {
+    let matrix: Matrix = cli.matrix.parse()?;
+    if cli.duration == 0 {
+        return Err(StressError::InvalidArgument(
+            "--duration must be at least 1 second".into(),
+        ));
+    }
+    let url = match cli.database_url.filter(|u| !u.trim().is_empty()) {
+        Some(url) => url,
+        None => duroxide_pg::local_cluster::database_url()?,
+    };
+    let options = RunOptions {
+        duration_secs: cli.duration,
+        scenarios: match cli.scenario {
+            ScenarioArg::Parallel => vec![Scenario::Parallel],
+            ScenarioArg::LargePayload => vec![Scenario::LargePayload],
+            ScenarioArg::All => vec![Scenario::Parallel, Scenario::LargePayload],
+        },
+        matrix,
+        max_concurrent: cli.max_concurrent,
+        tasks: cli.tasks,
+        activity_delay_ms: cli.activity_delay_ms,
+        wait_timeout_secs: cli.wait_timeout,
+        compare_sqlite: cli.compare_sqlite,
+        repeat: cli.repeat,
+        show_progress: !cli.json,
+    };
+
+    // Fail fast, with a one-line error, on a wrong URL or unreachable server.
+    let probe = duroxide_pg::PostgresProvider::connect(
+        duroxide_pg::PostgresConfig::new(&url)
+            .with_schema(format!("stress_probe_{}", std::process::id())),
+    )
+    .await?;
+    let version: String = sqlx::query_scalar("SELECT version()")
+        .fetch_one(probe.pool())
+        .await
+        .map_err(|e| StressError::Run(format!("query the server version: {e}")))?;
+    probe.cleanup_schema().await?;
+    let env = Environment::gather(version, &url);
+    if !cli.json {
+        println!(
+            "pg-stress on {} ({})",
+            env.database_url, env.postgres_version
+        );
+    }
+
+    let records = run_all(&url, &options).await?;
+    if cli.json {
+        println!("{}", report::json(&env, &command, &records));
+    } else {
+        print!("{}", report::table(&records));
+    }
+    if let Some(path) = cli.track {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| StressError::Run(format!("open {}: {e}", path.display())))?;
+        f.write_all(report::tracked_section(&env, &command, &records).as_bytes())
+            .map_err(|e| StressError::Run(format!("write {}: {e}", path.display())))?;
+    }
+    Ok(records.iter().all(|r| r.is_clean()))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let command = std::env::args()
+        .map(|a| duroxide_pg::redact_url(&a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli, command)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("error: at least one run was below 100 % success");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

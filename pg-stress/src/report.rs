@@ -1,0 +1,223 @@
+//! Reports: the comparison table, machine-readable JSON, and the markdown
+//! section `--track` appends to a results file.
+
+use std::fmt::Write as _;
+use std::process::Command;
+
+use crate::runner::RunRecord;
+use crate::{Concurrency, ProviderKind, Scenario};
+
+/// Median of the values (mean of the middle two for an even count).
+pub fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
+}
+
+/// The per-run table followed, when there are repetitions or two providers,
+/// by medians per cell and the PostgreSQL/SQLite throughput ratio.
+pub fn table(records: &[RunRecord]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<14} {:<9} {:>6} {:>4} {:>9} {:>7} {:>6} {:>6} {:>5} {:>9} {:>9} {:>10} {:>12}",
+        "scenario",
+        "provider",
+        "o:w",
+        "rep",
+        "completed",
+        "failed",
+        "infra",
+        "config",
+        "app",
+        "success%",
+        "orch/s",
+        "activity/s",
+        "latency ms"
+    );
+    let _ = writeln!(out, "{}", "-".repeat(120));
+    for r in records {
+        let _ = writeln!(
+            out,
+            "{:<14} {:<9} {:>6} {:>4} {:>9} {:>7} {:>6} {:>6} {:>5} {:>9.2} {:>9.2} {:>10.2} {:>12.1}",
+            r.scenario.to_string(),
+            r.provider.to_string(),
+            r.concurrency.to_string(),
+            r.repetition,
+            r.completed,
+            r.failed,
+            r.failed_infrastructure,
+            r.failed_configuration,
+            r.failed_application,
+            r.success_percent,
+            r.orch_per_sec,
+            r.activities_per_sec,
+            r.avg_latency_ms
+        );
+    }
+    let cells = cells(records);
+    let compare = records.iter().any(|r| r.provider == ProviderKind::Sqlite);
+    let repeated = records.iter().any(|r| r.repetition > 1);
+    if compare || repeated {
+        let _ = writeln!(out, "\nmedians per cell:");
+        let _ = writeln!(
+            out,
+            "{:<14} {:>6} {:>14} {:>14} {:>10}",
+            "scenario", "o:w", "postgres orch/s", "sqlite orch/s", "pg/sqlite"
+        );
+        for (scenario, c) in cells {
+            let med = |kind| {
+                let v: Vec<f64> = records
+                    .iter()
+                    .filter(|r| r.scenario == scenario && r.concurrency == c && r.provider == kind)
+                    .map(|r| r.orch_per_sec)
+                    .collect();
+                (!v.is_empty()).then(|| median(&v))
+            };
+            let pg = med(ProviderKind::Postgres);
+            let sq = med(ProviderKind::Sqlite);
+            let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+            let ratio = match (pg, sq) {
+                (Some(p), Some(s)) if s > 0.0 => format!("{:.2}x", p / s),
+                _ => "-".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<14} {:>6} {:>14} {:>14} {:>10}",
+                scenario.to_string(),
+                c.to_string(),
+                fmt(pg),
+                fmt(sq),
+                ratio
+            );
+        }
+    }
+    out
+}
+
+/// Distinct (scenario, concurrency) cells in run order.
+fn cells(records: &[RunRecord]) -> Vec<(Scenario, Concurrency)> {
+    let mut seen = Vec::new();
+    for r in records {
+        if !seen.contains(&(r.scenario, r.concurrency)) {
+            seen.push((r.scenario, r.concurrency));
+        }
+    }
+    seen
+}
+
+/// Facts about where a run happened, for tracked results.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Environment {
+    /// UTC time of the report, `YYYY-MM-DD HH:MM:SS UTC`.
+    pub date: String,
+    /// `git rev-parse --short HEAD`, when available.
+    pub git_commit: String,
+    /// Logical CPUs.
+    pub cpus: usize,
+    /// `uname -sr`.
+    pub os: String,
+    /// `SELECT version()` of the server.
+    pub postgres_version: String,
+    /// The database URL with its password masked.
+    pub database_url: String,
+}
+
+impl Environment {
+    /// Gathers the facts (the server version is passed in).
+    pub fn gather(postgres_version: String, database_url: &str) -> Self {
+        let output = |cmd: &str, args: &[&str]| {
+            Command::new(cmd)
+                .args(args)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_else(|| "unknown".to_string())
+        };
+        Self {
+            date: utc_now(),
+            git_commit: output("git", &["rev-parse", "--short", "HEAD"]),
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            os: output("uname", &["-sr"]),
+            postgres_version,
+            database_url: duroxide_pg::redact_url(database_url),
+        }
+    }
+}
+
+/// The current UTC time as `YYYY-MM-DD HH:MM:SS UTC` (civil-from-days).
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The JSON document `--json` prints.
+pub fn json(env: &Environment, command: &str, records: &[RunRecord]) -> String {
+    serde_json::to_string_pretty(&serde_json::json!({
+        "environment": env,
+        "command": command,
+        "runs": records,
+    }))
+    .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// The markdown section `--track` appends.
+pub fn tracked_section(env: &Environment, command: &str, records: &[RunRecord]) -> String {
+    format!(
+        "\n## {date} — commit {commit}\n\n- command: `{command}`\n- machine: {cpus} CPUs, {os}\n- PostgreSQL: \
+         {pg}\n- database: `{url}`\n\n```text\n{table}```\n",
+        date = env.date,
+        commit = env.git_commit,
+        cpus = env.cpus,
+        os = env.os,
+        pg = env.postgres_version,
+        url = env.database_url,
+        table = table(records),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+
+    #[test]
+    fn utc_format() {
+        let s = utc_now();
+        assert_eq!(s.len(), "2026-11-23 07:00:00 UTC".len(), "{s}");
+        assert!(s.starts_with("20"));
+    }
+}

@@ -1,0 +1,272 @@
+//! Runs the matrix: every scenario × concurrency × repetition, each provider
+//! in turn (interleaved, so a noisy machine hurts both alike), each run on a
+//! fresh store that is removed afterwards.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duroxide::provider_stress_tests::StressTestConfig;
+use duroxide::provider_stress_tests::large_payload::{
+    LargePayloadConfig, run_large_payload_test_with_config,
+};
+use duroxide::provider_stress_tests::parallel_orchestrations::{
+    ProviderStressFactory, run_parallel_orchestrations_test_with_config,
+};
+use duroxide::providers::Provider;
+use duroxide::providers::sqlite::SqliteProvider;
+
+use crate::progress::{Progress, ProgressProvider};
+use crate::{Concurrency, Matrix, PgStressFactory, ProviderKind, Scenario, StressError};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Seconds of launching per run (then the runner drains).
+    pub duration_secs: u64,
+    /// Scenarios, in order.
+    pub scenarios: Vec<Scenario>,
+    /// Concurrency pairs, in order.
+    pub matrix: Matrix,
+    /// Orchestrations in flight at once (scenario default when `None`).
+    pub max_concurrent: Option<usize>,
+    /// Activities per orchestration (parallel scenario).
+    pub tasks: Option<usize>,
+    /// Activity duration in ms.
+    pub activity_delay_ms: Option<u64>,
+    /// How long the runner waits for one orchestration.
+    pub wait_timeout_secs: Option<u64>,
+    /// Also run duroxide's SQLite provider.
+    pub compare_sqlite: bool,
+    /// Repetitions of every cell.
+    pub repeat: usize,
+    /// Print a progress line to stderr while a run goes.
+    pub show_progress: bool,
+}
+
+/// One finished run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRecord {
+    /// Scenario run.
+    pub scenario: Scenario,
+    /// Provider run.
+    pub provider: ProviderKind,
+    /// Dispatcher slots.
+    pub concurrency: Concurrency,
+    /// 1-based repetition.
+    pub repetition: usize,
+    /// The stress configuration used.
+    pub config: StressTestConfig,
+    /// Orchestrations launched.
+    pub launched: usize,
+    /// Completed.
+    pub completed: usize,
+    /// Failed (all causes, including wait timeouts).
+    pub failed: usize,
+    /// Failed with an infrastructure error (provider, poison).
+    pub failed_infrastructure: usize,
+    /// Failed with a configuration error.
+    pub failed_configuration: usize,
+    /// Failed with an application error.
+    pub failed_application: usize,
+    /// completed / launched, in percent.
+    pub success_percent: f64,
+    /// Completed orchestrations per second (launch + drain time).
+    pub orch_per_sec: f64,
+    /// Completed activities per second.
+    pub activities_per_sec: f64,
+    /// Wall time per completed orchestration, ms (duroxide's "avg latency").
+    pub avg_latency_ms: f64,
+    /// Launch + drain time, seconds.
+    pub total_secs: f64,
+}
+
+impl RunRecord {
+    /// Whether the run is clean: everything launched completed.
+    pub fn is_clean(&self) -> bool {
+        self.failed == 0 && self.launched > 0 && self.completed == self.launched
+    }
+}
+
+/// The stress configuration of one cell, starting from the scenario's defaults.
+pub fn cell_config(options: &RunOptions, scenario: Scenario, c: Concurrency) -> StressTestConfig {
+    let mut config = match scenario {
+        Scenario::Parallel => StressTestConfig::default(),
+        Scenario::LargePayload => LargePayloadConfig::default().base,
+    };
+    config.duration_secs = options.duration_secs;
+    config.orch_concurrency = c.orch;
+    config.worker_concurrency = c.worker;
+    if let Some(v) = options.max_concurrent {
+        config.max_concurrent = v;
+    }
+    if let Some(v) = options.tasks {
+        config.tasks_per_instance = v;
+    }
+    if let Some(v) = options.activity_delay_ms {
+        config.activity_delay_ms = v;
+    }
+    if let Some(v) = options.wait_timeout_secs {
+        config.wait_timeout_secs = v;
+    }
+    config
+}
+
+/// Hands the already-built (wrapped) provider to duroxide's scenario runners.
+struct Prepared(Arc<dyn Provider>);
+
+#[async_trait::async_trait]
+impl ProviderStressFactory for Prepared {
+    async fn create_provider(&self) -> Arc<dyn Provider> {
+        Arc::clone(&self.0)
+    }
+}
+
+/// A store for one run, removed by `finish`.
+enum Store {
+    Postgres,
+    Sqlite(std::path::PathBuf),
+}
+
+async fn open_store(
+    kind: ProviderKind,
+    pg: &PgStressFactory,
+    run_id: usize,
+) -> Result<(Arc<dyn Provider>, Store), StressError> {
+    match kind {
+        ProviderKind::Postgres => {
+            Ok((pg.try_create().await? as Arc<dyn Provider>, Store::Postgres))
+        }
+        ProviderKind::Sqlite => {
+            let path = std::env::temp_dir().join(format!(
+                "pg-stress-sqlite-{}-{run_id}.db",
+                std::process::id()
+            ));
+            std::fs::File::create(&path)
+                .map_err(|e| StressError::Run(format!("create {}: {e}", path.display())))?;
+            let url = format!("sqlite:{}", path.display());
+            let provider = SqliteProvider::new(&url, None).await.map_err(|e| {
+                StressError::Run(format!("open SQLite store {}: {e}", path.display()))
+            })?;
+            Ok((Arc::new(provider) as Arc<dyn Provider>, Store::Sqlite(path)))
+        }
+    }
+}
+
+async fn finish(store: Store, pg: &PgStressFactory) -> Result<(), StressError> {
+    match store {
+        Store::Postgres => pg.cleanup().await.map_err(StressError::from),
+        Store::Sqlite(path) => {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Prints `label elapsed launched completed failed` to stderr until stopped:
+/// rewritten in place every second on a terminal, a new line every 5 s otherwise.
+fn spawn_progress_line(label: String, progress: Arc<Progress>) -> tokio::task::JoinHandle<()> {
+    let terminal = std::io::stderr().is_terminal();
+    let every = Duration::from_secs(if terminal { 1 } else { 5 });
+    tokio::spawn(async move {
+        let started = Instant::now();
+        loop {
+            tokio::time::sleep(every).await;
+            let (launched, completed, failed) = progress.snapshot();
+            let line = format!(
+                "{label} {:>5.1}s  launched {launched:>6}  completed {completed:>6}  failed {failed:>4}",
+                started.elapsed().as_secs_f64()
+            );
+            if terminal {
+                eprint!("\r{line}   ");
+                let _ = std::io::stderr().flush();
+            } else {
+                eprintln!("{line}");
+            }
+        }
+    })
+}
+
+/// Runs every cell of `options` on `database_url` (and SQLite when asked).
+/// Stops at the first infrastructure error (a store that cannot be built);
+/// runs with failed orchestrations are recorded, not errors.
+///
+/// # Errors
+/// [`StressError`] when a store cannot be created or a runner fails outright.
+pub async fn run_all(
+    database_url: &str,
+    options: &RunOptions,
+) -> Result<Vec<RunRecord>, StressError> {
+    let pg = PgStressFactory::new(database_url, "stress");
+    let mut providers = vec![ProviderKind::Postgres];
+    if options.compare_sqlite {
+        providers.push(ProviderKind::Sqlite);
+    }
+    let mut records = Vec::new();
+    let mut run_id = 0;
+    for &scenario in &options.scenarios {
+        for &concurrency in &options.matrix.0 {
+            for repetition in 1..=options.repeat.max(1) {
+                for &kind in &providers {
+                    run_id += 1;
+                    let config = cell_config(options, scenario, concurrency);
+                    let (inner, store) = open_store(kind, &pg, run_id).await?;
+                    let progress = Arc::new(Progress::default());
+                    let provider: Arc<dyn Provider> =
+                        Arc::new(ProgressProvider::new(inner, Arc::clone(&progress)));
+                    let label = format!("[{kind} {scenario} {concurrency} #{repetition}]");
+                    let ticker = options
+                        .show_progress
+                        .then(|| spawn_progress_line(label, Arc::clone(&progress)));
+                    let factory = Prepared(provider);
+                    let outcome = match scenario {
+                        Scenario::Parallel => {
+                            run_parallel_orchestrations_test_with_config(&factory, config.clone())
+                                .await
+                        }
+                        Scenario::LargePayload => {
+                            let large = LargePayloadConfig {
+                                base: config.clone(),
+                                ..LargePayloadConfig::default()
+                            };
+                            run_large_payload_test_with_config(&factory, large).await
+                        }
+                    }
+                    .map_err(|e| e.to_string());
+                    if let Some(t) = ticker {
+                        t.abort();
+                        if std::io::stderr().is_terminal() {
+                            eprintln!();
+                        }
+                    }
+                    drop(factory);
+                    finish(store, &pg).await?;
+                    let r = outcome.map_err(|e| {
+                        StressError::Run(format!("{kind} {scenario} {concurrency}: {e}"))
+                    })?;
+                    records.push(RunRecord {
+                        scenario,
+                        provider: kind,
+                        concurrency,
+                        repetition,
+                        config,
+                        launched: r.launched,
+                        completed: r.completed,
+                        failed: r.failed,
+                        failed_infrastructure: r.failed_infrastructure,
+                        failed_configuration: r.failed_configuration,
+                        failed_application: r.failed_application,
+                        success_percent: r.success_rate(),
+                        orch_per_sec: r.orch_throughput,
+                        activities_per_sec: r.activity_throughput,
+                        avg_latency_ms: r.avg_latency_ms,
+                        total_secs: r.total_time.as_secs_f64(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(records)
+}

@@ -1,0 +1,64 @@
+//! pg-stress's command line: bad input gives a one-line error and a non-zero
+//! exit, never a panic, and passwords never reach the output.
+
+use std::process::{Command, Output};
+
+fn pg_stress(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pg-stress"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run")
+}
+
+fn one_line_error(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert!(stderr.starts_with("error:"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn bad_matrix() {
+    let e = one_line_error(&pg_stress(&["--matrix", "2x2"]));
+    assert!(e.contains("invalid matrix"), "{e}");
+}
+
+#[test]
+fn wrong_url() {
+    let e = one_line_error(&pg_stress(&["--database-url", "mysql://u:pw-secret@h/db"]));
+    assert!(!e.contains("pw-secret"), "{e}");
+}
+
+#[test]
+fn unreachable_server() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://u:pw-secret@127.0.0.1:{port}/db");
+    let e = one_line_error(&pg_stress(&["--database-url", &url, "--duration", "1"]));
+    assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+    assert!(!e.contains("pw-secret"), "{e}");
+}
+
+#[test]
+fn help_lists_the_options() {
+    let out = pg_stress(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--duration",
+        "--database-url",
+        "--scenario",
+        "--matrix",
+        "--compare-sqlite",
+        "--track",
+        "--json",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+}
