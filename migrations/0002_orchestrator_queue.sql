@@ -39,9 +39,26 @@ AS $$
     SELECT pg_notify(notify_channel(), p_queue || p_count::TEXT) WHERE p_count > 0
 $$;
 
+-- Whether p_instance_id is leased by a dispatcher that will see new messages
+-- when it acks (its ack re-checks the instance's queue and notifies). Takes a
+-- FOR SHARE lock on the lease row, without waiting (SKIP LOCKED), and holds it
+-- to commit: an ack that starts afterwards waits for the caller's commit and
+-- then sees its message. A lease row being changed right now counts as "not
+-- leased", so the caller notifies: a wake-up is never lost, only spared.
+CREATE OR REPLACE FUNCTION instance_is_leased(p_instance_id TEXT, p_now_ms BIGINT)
+RETURNS BOOLEAN
+LANGUAGE sql
+SET search_path FROM CURRENT
+AS $$
+    SELECT EXISTS (SELECT 1 FROM instance_locks l
+                    WHERE l.instance_id = p_instance_id AND l.locked_until > p_now_ms
+                      FOR SHARE SKIP LOCKED)
+$$;
+
 -- enqueue_for_orchestrator: inserts one message, visible at p_now_ms + p_delay_ms.
 -- Touches: one orchestrator_queue row. Locks: none. Never creates the instance.
--- Notifies waiting fetchers when the message is visible at once.
+-- Notifies waiting fetchers when the message is visible at once and the
+-- instance is not leased (see instance_is_leased).
 CREATE OR REPLACE FUNCTION enqueue_orchestrator_item(
     p_instance_id TEXT,
     p_kind        TEXT,
@@ -55,7 +72,7 @@ AS $$
 BEGIN
     INSERT INTO orchestrator_queue (instance_id, kind, work_item, visible_at)
     VALUES (p_instance_id, p_kind, p_work_item, p_now_ms + GREATEST(p_delay_ms, 0));
-    IF p_delay_ms <= 0 THEN
+    IF p_delay_ms <= 0 AND NOT instance_is_leased(p_instance_id, p_now_ms) THEN
         PERFORM notify_work('o', 1);
     END IF;
 END;
@@ -381,7 +398,7 @@ $$;
 -- visible at p_now_ms + p_delay_ms; with p_ignore_attempt their attempt_count
 -- goes down by one (never below zero). Unknown token: DXT01, nothing changed.
 -- Touches: one instance_locks row (deleted), the tagged queue rows. Notifies
--- waiting fetchers when the messages are visible again at once.
+-- waiting fetchers when the instance has messages visible now.
 CREATE OR REPLACE FUNCTION abandon_orchestration_item(
     p_lock_token     TEXT,
     p_now_ms         BIGINT,
@@ -391,8 +408,11 @@ CREATE OR REPLACE FUNCTION abandon_orchestration_item(
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
+DECLARE
+    v_instance TEXT;
 BEGIN
-    DELETE FROM instance_locks l WHERE l.lock_token = p_lock_token;
+    DELETE FROM instance_locks l WHERE l.lock_token = p_lock_token
+    RETURNING l.instance_id INTO v_instance;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'Invalid lock token: no orchestration lease holds this lock_token'
             USING ERRCODE = 'DXT01';
@@ -404,7 +424,10 @@ BEGIN
            attempt_count = CASE WHEN p_ignore_attempt THEN GREATEST(q.attempt_count - 1, 0)
                                 ELSE q.attempt_count END
      WHERE q.lock_token = p_lock_token;
-    IF p_delay_ms IS NULL OR p_delay_ms <= 0 THEN
+    -- The released instance may have messages visible now: this batch (no
+    -- delay) or ones that arrived during the lease.
+    IF EXISTS (SELECT 1 FROM orchestrator_queue q
+                WHERE q.instance_id = v_instance AND q.visible_at <= p_now_ms) THEN
         PERFORM notify_work('o', 1);
     END IF;
 END;

@@ -118,12 +118,24 @@ BEGIN
 END;
 $$;
 
+-- Records activity on a session that is still held (no-op for NULL or an
+-- expired session): keeps an active session from being treated as idle.
+CREATE OR REPLACE FUNCTION touch_session(p_session_id TEXT, p_now_ms BIGINT)
+RETURNS VOID
+LANGUAGE sql
+SET search_path FROM CURRENT
+AS $$
+    UPDATE sessions s SET last_activity_at = p_now_ms
+     WHERE s.session_id = p_session_id AND s.locked_until > p_now_ms
+$$;
+
 -- ack_work_item: deletes the locked row and, when given, enqueues the
 -- completion for the orchestrator, atomically. Fails with DXT02 (nothing
 -- changed) when the row is gone (cancelled, deleted) or its lease expired.
 -- A session row's last_activity_at is bumped while the session is held.
 -- Touches: one worker_queue row, at most one sessions row, one orchestrator_queue row.
--- Notifies waiting orchestration fetchers of the completion.
+-- Notifies waiting orchestration fetchers of the completion unless the
+-- instance is leased (its holder's ack notifies; see instance_is_leased).
 CREATE OR REPLACE FUNCTION ack_work_item(
     p_lock_token          TEXT,
     p_now_ms              BIGINT,
@@ -144,14 +156,13 @@ BEGIN
         RAISE EXCEPTION 'Activity was cancelled or its lock expired (lock_token not held)'
             USING ERRCODE = 'DXT02';
     END IF;
-    IF v_session IS NOT NULL THEN
-        UPDATE sessions s SET last_activity_at = p_now_ms
-         WHERE s.session_id = v_session AND s.locked_until > p_now_ms;
-    END IF;
+    PERFORM touch_session(v_session, p_now_ms);
     IF p_completion IS NOT NULL THEN
         INSERT INTO orchestrator_queue (instance_id, kind, work_item, visible_at)
         VALUES (p_completion_instance, p_completion_kind, p_completion, p_now_ms);
-        PERFORM notify_work('o', 1);
+        IF NOT instance_is_leased(p_completion_instance, p_now_ms) THEN
+            PERFORM notify_work('o', 1);
+        END IF;
     END IF;
 END;
 $$;
@@ -179,10 +190,7 @@ BEGIN
         RAISE EXCEPTION 'Lock renewal failed: activity was cancelled or its lock expired (lock_token not held)'
             USING ERRCODE = 'DXT02';
     END IF;
-    IF v_session IS NOT NULL THEN
-        UPDATE sessions s SET last_activity_at = p_now_ms
-         WHERE s.session_id = v_session AND s.locked_until > p_now_ms;
-    END IF;
+    PERFORM touch_session(v_session, p_now_ms);
 END;
 $$;
 

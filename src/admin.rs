@@ -185,19 +185,31 @@ pub(crate) async fn parent_id(
         .map_err(|e| provider_error(OP, e))
 }
 
+/// The first `N` columns of a row as non-negative counters.
+fn counters<const N: usize>(r: &PgRow) -> Result<[u64; N], sqlx::Error> {
+    let mut out = [0; N];
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = u64::try_from(r.try_get::<i64, _>(i)?).unwrap_or(0);
+    }
+    Ok(out)
+}
+
 /// The four counters every delete function returns.
 struct DeleteCounts(DeleteInstanceResult);
 
 impl FromRow<'_, PgRow> for DeleteCounts {
     fn from_row(r: &PgRow) -> Result<Self, sqlx::Error> {
-        let count = |i: usize| -> Result<u64, sqlx::Error> {
-            Ok(u64::try_from(r.try_get::<i64, _>(i)?).unwrap_or(0))
-        };
+        let [
+            instances_deleted,
+            executions_deleted,
+            events_deleted,
+            queue_messages_deleted,
+        ] = counters(r)?;
         Ok(Self(DeleteInstanceResult {
-            instances_deleted: count(0)?,
-            executions_deleted: count(1)?,
-            events_deleted: count(2)?,
-            queue_messages_deleted: count(3)?,
+            instances_deleted,
+            executions_deleted,
+            events_deleted,
+            queue_messages_deleted,
         }))
     }
 }
@@ -207,13 +219,11 @@ struct PruneCounts(PruneResult);
 
 impl FromRow<'_, PgRow> for PruneCounts {
     fn from_row(r: &PgRow) -> Result<Self, sqlx::Error> {
-        let count = |i: usize| -> Result<u64, sqlx::Error> {
-            Ok(u64::try_from(r.try_get::<i64, _>(i)?).unwrap_or(0))
-        };
+        let [instances_processed, executions_deleted, events_deleted] = counters(r)?;
         Ok(Self(PruneResult {
-            instances_processed: count(0)?,
-            executions_deleted: count(1)?,
-            events_deleted: count(2)?,
+            instances_processed,
+            executions_deleted,
+            events_deleted,
         }))
     }
 }

@@ -29,6 +29,7 @@ pub mod migrations;
 mod admin;
 mod codec;
 mod history;
+mod lease;
 mod long_poll;
 mod orchestrator_queue;
 mod provider;

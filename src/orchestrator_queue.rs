@@ -17,6 +17,7 @@ use crate::codec::{
     to_i64, to_u64,
 };
 use crate::error::provider_error;
+use crate::lease;
 use crate::long_poll::{self, Attempt, Queue};
 
 /// `[major, minor, patch]` as stored-function arguments.
@@ -306,16 +307,16 @@ pub(crate) async fn abandon(
     delay: Option<Duration>,
     ignore_attempt: bool,
 ) -> Result<(), ProviderError> {
-    const OP: &str = "abandon_orchestration_item";
-    sqlx::query(&p.sql.abandon_orchestration_item)
-        .bind(lock_token)
-        .bind(now_ms())
-        .bind(delay.map(millis))
-        .bind(ignore_attempt)
-        .execute(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
-    Ok(())
+    let op = "abandon_orchestration_item";
+    lease::abandon(
+        p,
+        op,
+        &p.sql.abandon_orchestration_item,
+        lock_token,
+        delay,
+        ignore_attempt,
+    )
+    .await
 }
 
 pub(crate) async fn renew(
@@ -323,13 +324,13 @@ pub(crate) async fn renew(
     lock_token: &str,
     extend_for: Duration,
 ) -> Result<(), ProviderError> {
-    const OP: &str = "renew_orchestration_item_lock";
-    sqlx::query(&p.sql.renew_orchestration_item_lock)
-        .bind(lock_token)
-        .bind(now_ms())
-        .bind(millis(extend_for))
-        .execute(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
-    Ok(())
+    let op = "renew_orchestration_item_lock";
+    lease::renew(
+        p,
+        op,
+        &p.sql.renew_orchestration_item_lock,
+        lock_token,
+        extend_for,
+    )
+    .await
 }

@@ -9,6 +9,7 @@ use sqlx::Row;
 use crate::PostgresProvider;
 use crate::codec::{OrchestratorRow, WorkerRow, decode, millis, now_ms};
 use crate::error::{invalid_input, provider_error};
+use crate::lease;
 use crate::long_poll::{self, Attempt, Queue};
 
 pub(crate) async fn enqueue(p: &PostgresProvider, item: &WorkItem) -> Result<(), ProviderError> {
@@ -126,15 +127,8 @@ pub(crate) async fn renew(
     token: &str,
     extend_for: Duration,
 ) -> Result<(), ProviderError> {
-    const OP: &str = "renew_work_item_lock";
-    sqlx::query(&p.sql.renew_work_item_lock)
-        .bind(token)
-        .bind(now_ms())
-        .bind(millis(extend_for))
-        .execute(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
-    Ok(())
+    let op = "renew_work_item_lock";
+    lease::renew(p, op, &p.sql.renew_work_item_lock, token, extend_for).await
 }
 
 pub(crate) async fn abandon(
@@ -143,16 +137,16 @@ pub(crate) async fn abandon(
     delay: Option<Duration>,
     ignore_attempt: bool,
 ) -> Result<(), ProviderError> {
-    const OP: &str = "abandon_work_item";
-    sqlx::query(&p.sql.abandon_work_item)
-        .bind(token)
-        .bind(now_ms())
-        .bind(delay.map(millis))
-        .bind(ignore_attempt)
-        .execute(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
-    Ok(())
+    let op = "abandon_work_item";
+    lease::abandon(
+        p,
+        op,
+        &p.sql.abandon_work_item,
+        token,
+        delay,
+        ignore_attempt,
+    )
+    .await
 }
 
 pub(crate) async fn renew_sessions(

@@ -1,0 +1,49 @@
+//! The lease calls both queues share: renew a held lease, abandon it. Each is
+//! one stored-function call taking (token, now, duration[, flag]).
+
+use std::time::Duration;
+
+use duroxide::providers::ProviderError;
+
+use crate::PostgresProvider;
+use crate::codec::{millis, now_ms};
+use crate::error::provider_error;
+
+/// Extends the lease `token` by `extend_for` through `sql`.
+pub(crate) async fn renew(
+    p: &PostgresProvider,
+    operation: &str,
+    sql: &str,
+    token: &str,
+    extend_for: Duration,
+) -> Result<(), ProviderError> {
+    sqlx::query(sql)
+        .bind(token)
+        .bind(now_ms())
+        .bind(millis(extend_for))
+        .execute(&p.pool)
+        .await
+        .map_err(|e| provider_error(operation, e))?;
+    Ok(())
+}
+
+/// Releases the lease `token` through `sql`, optionally delaying the items and
+/// undoing the fetch's attempt increment.
+pub(crate) async fn abandon(
+    p: &PostgresProvider,
+    operation: &str,
+    sql: &str,
+    token: &str,
+    delay: Option<Duration>,
+    ignore_attempt: bool,
+) -> Result<(), ProviderError> {
+    sqlx::query(sql)
+        .bind(token)
+        .bind(now_ms())
+        .bind(delay.map(millis))
+        .bind(ignore_attempt)
+        .execute(&p.pool)
+        .await
+        .map_err(|e| provider_error(operation, e))?;
+    Ok(())
+}
