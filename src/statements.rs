@@ -18,6 +18,12 @@ macro_rules! statements {
                 let schema = quote_ident(schema);
                 Self { $( $field: call(&schema, $function, $arity), )* }
             }
+
+            /// Every (function, call text) pair, for checks against the database.
+            #[cfg(test)]
+            pub(crate) fn all(&self) -> Vec<(&'static str, &str)> {
+                vec![$( ($function, self.$field.as_str()), )*]
+            }
         }
     };
 }
@@ -66,6 +72,30 @@ statements! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every call text prepares against a migrated schema: the function exists
+    /// with exactly that many parameters (a wrong arity fails here, not in use).
+    #[tokio::test]
+    async fn every_statement_matches_its_function() {
+        let url = crate::local_cluster::database_url().expect("database");
+        let schema = format!("stmt_check_{}", std::process::id());
+        let provider = crate::PostgresProvider::new_with_schema(&url, Some(&schema))
+            .await
+            .expect("provider");
+        for (function, sql) in provider.sql.all() {
+            if let Err(e) = sqlx::Executor::prepare(provider.pool(), sql).await {
+                panic!("{function}: {sql}: {e}");
+            }
+        }
+        let bundled = crate::migrations::owned_functions();
+        for (function, _) in provider.sql.all() {
+            assert!(
+                bundled.contains(&function),
+                "{function} is not created by any migration"
+            );
+        }
+        provider.cleanup_schema().await.expect("cleanup");
+    }
 
     #[test]
     fn calls_are_schema_qualified() {
