@@ -178,8 +178,8 @@ $$;
 
 -- delete_instances_atomic: removes the given instances and everything they own
 -- (history, executions, both queues, leases, KV) in one transaction.
--- Locks: the instance rows (FOR UPDATE), so a concurrent ack of one of them
--- waits and then finds its lease gone. Without p_force a Running instance
+-- Locks: the lease rows, then the instance rows (FOR UPDATE; the order acks
+-- use), so a concurrent ack of one of them finishes first or finds its lease gone. Without p_force a Running instance
 -- aborts the call (DXP01); a child not in p_ids aborts it too (DXP01: the tree
 -- changed since it was read). Returns the counts removed.
 CREATE OR REPLACE FUNCTION delete_instances_atomic(p_ids TEXT[], p_force BOOLEAN)
@@ -198,6 +198,9 @@ DECLARE
     v_orch   BIGINT;
     v_work   BIGINT;
 BEGIN
+    -- Same lock order as ack_orchestration_item (lease row, then instance row),
+    -- so a delete racing an ack waits for it instead of deadlocking with it.
+    PERFORM 1 FROM instance_locks l WHERE l.instance_id = ANY (p_ids) ORDER BY l.instance_id FOR UPDATE;
     PERFORM 1 FROM instances i WHERE i.instance_id = ANY (p_ids) ORDER BY i.instance_id FOR UPDATE;
 
     IF NOT p_force THEN
