@@ -16,10 +16,13 @@
 //! ```
 //!
 //! Layout: every provider operation is one stored function in
-//! `migrations/*.sql`; the Rust modules only marshal arguments and map errors.
-//! [`orchestrator_queue`](crate) (instance leases), `worker_queue` (peek-locks
-//! and sessions), `history`, `state` (custom status, KV, stats), `admin`
-//! (`ProviderAdmin`), [`migrations`], [`config`], [`error`].
+//! `migrations/*.sql`; the Rust modules only marshal arguments and map errors:
+//! `orchestrator_queue` (instance leases), `worker_queue` (peek-locks and
+//! sessions), `history`, `state` (custom status, KV, stats), `admin`
+//! (`ProviderAdmin`), `lease` (renew/abandon shared by both queues),
+//! `long_poll` (wake-ups), and the public [`config`], [`error`],
+//! [`migrations`] and [`local_cluster`] (throwaway PostgreSQL for tests,
+//! examples and tools).
 
 pub mod config;
 pub mod error;

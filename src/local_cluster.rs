@@ -163,10 +163,16 @@ fn ensure_running(base: &Path) -> Result<String, ClusterError> {
     if data.join("postmaster.pid").exists() {
         let mut status = pg_command(&bin, "pg_ctl", root);
         status.arg("status").arg("-D").arg(&data);
-        if run(status, "pg_ctl status").is_ok()
-            && let Ok(port) = fs::read_to_string(&port_file)
-        {
-            return Ok(url(port.trim()));
+        if run(status, "pg_ctl status").is_ok() {
+            if let Ok(port) = fs::read_to_string(&port_file) {
+                return Ok(url(port.trim()));
+            }
+            // Running but unusable (no port recorded): stop it before starting afresh.
+            let mut stop = pg_command(&bin, "pg_ctl", root);
+            stop.arg("-D")
+                .arg(&data)
+                .args(["-m", "immediate", "-w", "stop"]);
+            let _ = run(stop, "pg_ctl stop");
         }
     }
 
