@@ -55,10 +55,22 @@ AS $$
                       FOR SHARE SKIP LOCKED)
 $$;
 
+-- Wake-up hint for items that become visible later (timers, delays):
+-- payload '<queue>@<visible_at ms>'. Waiting fetchers then also wake at that
+-- time, without a query now.
+CREATE OR REPLACE FUNCTION notify_later(p_queue TEXT, p_visible_at BIGINT)
+RETURNS VOID
+LANGUAGE sql
+SET search_path FROM CURRENT
+AS $$
+    SELECT pg_notify(notify_channel(), p_queue || '@' || p_visible_at::TEXT) WHERE p_visible_at IS NOT NULL
+$$;
+
 -- enqueue_for_orchestrator: inserts one message, visible at p_now_ms + p_delay_ms.
 -- Touches: one orchestrator_queue row. Locks: none. Never creates the instance.
 -- Notifies waiting fetchers when the message is visible at once and the
--- instance is not leased (see instance_is_leased).
+-- instance is not leased (see instance_is_leased); a delayed message is
+-- announced for its visible time (notify_later).
 CREATE OR REPLACE FUNCTION enqueue_orchestrator_item(
     p_instance_id TEXT,
     p_kind        TEXT,
@@ -72,7 +84,9 @@ AS $$
 BEGIN
     INSERT INTO orchestrator_queue (instance_id, kind, work_item, visible_at)
     VALUES (p_instance_id, p_kind, p_work_item, p_now_ms + GREATEST(p_delay_ms, 0));
-    IF p_delay_ms <= 0 AND NOT instance_is_leased(p_instance_id, p_now_ms) THEN
+    IF p_delay_ms > 0 THEN
+        PERFORM notify_later('o', p_now_ms + p_delay_ms);
+    ELSIF NOT instance_is_leased(p_instance_id, p_now_ms) THEN
         PERFORM notify_work('o', 1);
     END IF;
 END;
@@ -249,7 +263,8 @@ $$;
 -- scheduled and cancelled in one turn is gone), enqueues orchestrator items,
 -- deletes the messages this fetch tagged, and releases the lease. Notifies
 -- waiting fetchers of the new worker items, of orchestrator items visible at
--- once, and of messages that arrived for this instance while it was leased.
+-- once, of messages that arrived for this instance while it was leased, and of
+-- the earliest future item (a timer) for its fire time.
 CREATE OR REPLACE FUNCTION ack_orchestration_item(
     p_lock_token      TEXT,
     p_now_ms          BIGINT,
@@ -385,6 +400,7 @@ BEGIN
     DELETE FROM instance_locks l WHERE l.lock_token = p_lock_token;
 
     PERFORM notify_work('w', cardinality(p_w_work_items));
+    PERFORM notify_later('o', (SELECT min(v.at) FROM unnest(p_o_visible_at) AS v(at) WHERE v.at > p_now_ms));
     PERFORM notify_work('o',
         (SELECT count(*) FROM unnest(p_o_visible_at) AS v(at) WHERE v.at <= p_now_ms)
         + (SELECT count(*) FROM (SELECT 1 FROM orchestrator_queue q
@@ -429,6 +445,9 @@ BEGIN
     IF EXISTS (SELECT 1 FROM orchestrator_queue q
                 WHERE q.instance_id = v_instance AND q.visible_at <= p_now_ms) THEN
         PERFORM notify_work('o', 1);
+    END IF;
+    IF p_delay_ms > 0 THEN
+        PERFORM notify_later('o', p_now_ms + p_delay_ms);
     END IF;
 END;
 $$;

@@ -198,7 +198,7 @@ $$;
 -- p_now_ms + p_delay_ms (otherwise at once, keeping its place in the queue);
 -- with p_ignore_attempt its attempt_count goes down by one (never below zero).
 -- Unknown token: DXT01. Touches: one worker_queue row. Notifies waiting
--- fetchers when the row is visible again at once.
+-- fetchers now, or for the delayed visible time.
 CREATE OR REPLACE FUNCTION abandon_work_item(
     p_lock_token     TEXT,
     p_now_ms         BIGINT,
@@ -223,6 +223,8 @@ BEGIN
     END IF;
     IF p_delay_ms IS NULL OR p_delay_ms <= 0 THEN
         PERFORM notify_work('w', 1);
+    ELSE
+        PERFORM notify_later('w', p_now_ms + p_delay_ms);
     END IF;
 END;
 $$;

@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use duroxide::providers::ProviderError;
@@ -42,14 +43,50 @@ pub(crate) enum Attempt<T> {
     Empty { wake_at: Option<i64> },
 }
 
+/// Wake-up state of one queue.
+#[derive(Default)]
+struct QueueWakeups {
+    /// Work became visible now: wakes as many waiters as items.
+    work: Notify,
+    /// `later_at` changed: waiters recompute when to wake.
+    reschedule: Notify,
+    /// Earliest announced future visible time (ms since epoch; 0 = none).
+    later_at: AtomicI64,
+}
+
+impl QueueWakeups {
+    /// Records that something becomes visible at `at` (keeps the earliest
+    /// time still in the future) and tells waiters to recompute.
+    fn later(&self, at: i64) {
+        let now = now_ms();
+        let mut current = self.later_at.load(Ordering::Acquire);
+        while current == 0 || current <= now || at < current {
+            match self
+                .later_at
+                .compare_exchange(current, at, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(seen) => current = seen,
+            }
+        }
+        self.reschedule.notify_waiters();
+    }
+
+    /// The announced future visible time, if it is still ahead.
+    fn later_at(&self) -> Option<i64> {
+        let at = self.later_at.load(Ordering::Acquire);
+        (at > now_ms()).then_some(at)
+    }
+}
+
 #[derive(Default)]
 struct Wakeups {
-    orchestrator: Notify,
-    worker: Notify,
+    orchestrator: QueueWakeups,
+    worker: QueueWakeups,
 }
 
 impl Wakeups {
-    fn of(&self, queue: Queue) -> &Notify {
+    fn of(&self, queue: Queue) -> &QueueWakeups {
         match queue {
             Queue::Orchestrator => &self.orchestrator,
             Queue::Worker => &self.worker,
@@ -57,23 +94,29 @@ impl Wakeups {
     }
 
     fn wake_all(&self) {
-        self.orchestrator.notify_waiters();
-        self.worker.notify_waiters();
+        for q in [&self.orchestrator, &self.worker] {
+            q.work.notify_waiters();
+        }
     }
 
-    /// Applies one `notify_work` payload: `o<count>` or `w<count>`.
+    /// Applies one hint: `o<count>` / `w<count>` (items visible now) or
+    /// `o@<ms>` / `w@<ms>` (an item becomes visible at that time).
     fn apply(&self, payload: &str) {
         let queue = match payload.as_bytes().first() {
-            Some(b'o') => Queue::Orchestrator,
-            Some(b'w') => Queue::Worker,
+            Some(b'o') => self.of(Queue::Orchestrator),
+            Some(b'w') => self.of(Queue::Worker),
             _ => return,
         };
-        let count = payload[1..]
-            .parse::<u32>()
-            .unwrap_or(1)
-            .clamp(1, MAX_WAKE_PER_HINT);
+        let rest = &payload[1..];
+        if let Some(at) = rest.strip_prefix('@') {
+            if let Ok(at) = at.parse::<i64>() {
+                queue.later(at);
+            }
+            return;
+        }
+        let count = rest.parse::<u32>().unwrap_or(1).clamp(1, MAX_WAKE_PER_HINT);
         for _ in 0..count {
-            self.of(queue).notify_one();
+            queue.work.notify_one();
         }
     }
 }
@@ -143,28 +186,38 @@ where
     loop {
         // Register before querying, so a hint sent after the query's snapshot
         // but before the wait starts is not missed.
-        let notified = long_poll.map(|lp| lp.wakeups.of(queue).notified());
-        let mut notified = std::pin::pin!(notified);
-        if let Some(n) = notified.as_mut().as_pin_mut() {
+        let wakeups = long_poll.map(|lp| lp.wakeups.of(queue));
+        let work = wakeups.map(|w| w.work.notified());
+        let mut work = std::pin::pin!(work);
+        if let Some(n) = work.as_mut().as_pin_mut() {
             n.enable();
         }
         let wake_at = match attempt().await? {
             Attempt::Found(found) => return Ok(Some(found)),
             Attempt::Empty { wake_at } => wake_at,
         };
-        let now = Instant::now();
-        if long_poll.is_none() || now >= deadline {
+        let (Some(wakeups), Some(mut work)) = (wakeups, work.as_mut().as_pin_mut()) else {
+            return Ok(None);
+        };
+        if Instant::now() >= deadline {
             return Ok(None);
         }
-        let mut until = deadline.min(now + FALLBACK_POLL_INTERVAL);
-        if let Some(at) = wake_at {
-            let in_ms = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
-            until = until.min(now + Duration::from_millis(in_ms));
-        }
-        if let Some(n) = notified.as_mut().as_pin_mut() {
+        let fallback = Instant::now() + FALLBACK_POLL_INTERVAL;
+        // Wait for work, for the earliest known future item, or the fallback;
+        // an announced future item only moves the alarm, it costs no query.
+        loop {
+            let reschedule = wakeups.reschedule.notified();
+            let mut reschedule = std::pin::pin!(reschedule);
+            reschedule.as_mut().enable();
+            let mut until = deadline.min(fallback);
+            for at in [wake_at, wakeups.later_at()].into_iter().flatten() {
+                let in_ms = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
+                until = until.min(Instant::now() + Duration::from_millis(in_ms));
+            }
             tokio::select! {
-                () = n => {}
-                () = tokio::time::sleep_until(until) => {}
+                () = work.as_mut() => break,
+                () = reschedule => {}
+                () = tokio::time::sleep_until(until) => break,
             }
         }
     }
@@ -177,8 +230,8 @@ mod tests {
     #[tokio::test]
     async fn hint_wakes_as_many_waiters_as_items() {
         let w = Wakeups::default();
-        let a = w.worker.notified();
-        let b = w.worker.notified();
+        let a = w.worker.work.notified();
+        let b = w.worker.work.notified();
         let mut a = std::pin::pin!(a);
         let mut b = std::pin::pin!(b);
         a.as_mut().enable();
@@ -195,7 +248,7 @@ mod tests {
     #[tokio::test]
     async fn hint_for_one_queue_leaves_the_other_asleep() {
         let w = Wakeups::default();
-        let o = w.orchestrator.notified();
+        let o = w.orchestrator.work.notified();
         let mut o = std::pin::pin!(o);
         o.as_mut().enable();
         w.apply("w1");
@@ -206,11 +259,34 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn later_hint_keeps_the_earliest_future_time_and_reschedules() {
+        let w = Wakeups::default();
+        let r = w.orchestrator.reschedule.notified();
+        let mut r = std::pin::pin!(r);
+        r.as_mut().enable();
+        let soon = now_ms() + 5_000;
+        w.apply(&format!("o@{}", soon + 1_000));
+        w.apply(&format!("o@{soon}"));
+        w.apply(&format!("o@{}", soon + 2_000));
+        assert_eq!(w.orchestrator.later_at(), Some(soon));
+        assert_eq!(w.worker.later_at(), None);
+        tokio::time::timeout(Duration::from_millis(100), r)
+            .await
+            .expect("waiters told to reschedule");
+        // A time already past is replaced by the next announcement.
+        w.apply(&format!("w@{}", now_ms() - 10));
+        assert_eq!(w.worker.later_at(), None);
+        w.apply(&format!("w@{soon}"));
+        assert_eq!(w.worker.later_at(), Some(soon));
+    }
+
     #[test]
     fn malformed_payloads_are_ignored_or_bounded() {
         let w = Wakeups::default();
         w.apply("");
         w.apply("x5");
         w.apply("o999999"); // clamped, must not spin for long
+        w.apply("o@notanumber");
     }
 }

@@ -1,0 +1,113 @@
+//! Long polling, behaviour rather than speed: a waiting fetch returns work
+//! that arrives during its wait, and work that becomes visible later (a
+//! delayed message, a timer), long before the fallback poll would find it.
+//! (Latency figures live in BENCHMARKS.md.)
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duroxide::providers::{Provider, TagFilter, WorkItem};
+
+/// The fallback poll is 10 s: anything found well before that was woken.
+const WELL_BEFORE_FALLBACK: Duration = Duration::from_secs(4);
+const LOCK: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_secs(20);
+
+fn start(instance: &str) -> WorkItem {
+    WorkItem::StartOrchestration {
+        instance: instance.into(),
+        orchestration: "Waited".into(),
+        input: "{}".into(),
+        version: Some("1.0.0".into()),
+        parent_instance: None,
+        parent_id: None,
+        parent_execution_id: None,
+        execution_id: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_fetches_return_new_work() {
+    let p = Arc::new(common::fresh_provider("longpoll").await);
+    let (po, pw) = (p.clone(), p.clone());
+    let orch = tokio::spawn(async move { po.fetch_orchestration_item(LOCK, POLL, None).await });
+    let work = tokio::spawn(async move {
+        pw.fetch_work_item(LOCK, POLL, None, &TagFilter::DefaultOnly)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await; // both are waiting by now (or will find the rows)
+    let started = Instant::now();
+    p.enqueue_for_orchestrator(start("arrives"), None)
+        .await
+        .unwrap();
+    let activity = WorkItem::ActivityExecute {
+        instance: "arrives".into(),
+        execution_id: 1,
+        id: 2,
+        name: "A".into(),
+        input: "x".into(),
+        session_id: None,
+        tag: None,
+    };
+    p.enqueue_for_worker(activity).await.unwrap();
+    let (item, _, _) = orch.await.unwrap().unwrap().expect("orchestration item");
+    assert_eq!(item.instance, "arrives");
+    work.await.unwrap().unwrap().expect("work item");
+    assert!(
+        started.elapsed() < WELL_BEFORE_FALLBACK,
+        "woken only by the fallback: {:?}",
+        started.elapsed()
+    );
+    p.cleanup_schema().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_fetch_wakes_for_a_delayed_message_at_its_visible_time() {
+    let p = Arc::new(common::fresh_provider("longpoll").await);
+    let po = p.clone();
+    let orch = tokio::spawn(async move { po.fetch_orchestration_item(LOCK, POLL, None).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let delay = Duration::from_millis(500);
+    let started = Instant::now();
+    p.enqueue_for_orchestrator(start("delayed"), Some(delay))
+        .await
+        .unwrap();
+    let (item, _, _) = orch.await.unwrap().unwrap().expect("the delayed item");
+    let waited = started.elapsed();
+    assert_eq!(item.instance, "delayed");
+    assert!(
+        waited >= delay,
+        "returned before the item was visible: {waited:?}"
+    );
+    assert!(
+        waited < WELL_BEFORE_FALLBACK,
+        "woken only by the fallback: {waited:?}"
+    );
+    p.cleanup_schema().await.unwrap();
+}
+
+#[tokio::test]
+async fn poll_only_mode_returns_at_once() {
+    let p = common::fresh_provider_with("pollonly", duroxide_pg::PollMode::PollOnly).await;
+    let started = Instant::now();
+    assert!(
+        p.fetch_orchestration_item(LOCK, POLL, None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        p.fetch_work_item(LOCK, POLL, None, &TagFilter::DefaultOnly)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        started.elapsed() < POLL / 4,
+        "poll-only fetches waited {:?}",
+        started.elapsed()
+    );
+    p.cleanup_schema().await.unwrap();
+}
