@@ -11,28 +11,14 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use duroxide::providers::{ExecutionMetadata, Provider, WorkItem};
-use duroxide::{Event, EventKind};
+use duroxide::providers::{Provider, WorkItem};
 use duroxide_pg::PostgresProvider;
 use sqlx::Connection;
-
-fn start(instance: &str) -> WorkItem {
-    WorkItem::StartOrchestration {
-        instance: instance.into(),
-        orchestration: "Locked".into(),
-        input: "{}".into(),
-        version: Some("1.0.0".into()),
-        parent_instance: None,
-        parent_id: None,
-        parent_execution_id: None,
-        execution_id: 1,
-    }
-}
 
 /// Creates the instance and leaves it leased by a second fetch.
 async fn leased_instance(p: &PostgresProvider, instance: &str) {
     let lock = Duration::from_secs(30);
-    p.enqueue_for_orchestrator(start(instance), None)
+    p.enqueue_for_orchestrator(common::start_item(instance, "Locked"), None)
         .await
         .unwrap();
     let (_, token, _) = p
@@ -40,27 +26,8 @@ async fn leased_instance(p: &PostgresProvider, instance: &str) {
         .await
         .unwrap()
         .unwrap();
-    let started = Event::with_event_id(
-        1,
-        instance,
-        1,
-        None,
-        EventKind::OrchestrationStarted {
-            name: "Locked".into(),
-            version: "1.0.0".into(),
-            input: "{}".into(),
-            parent_instance: None,
-            parent_id: None,
-            parent_execution_id: None,
-            carry_forward_events: None,
-            initial_custom_status: None,
-        },
-    );
-    let metadata = ExecutionMetadata {
-        orchestration_name: Some("Locked".into()),
-        orchestration_version: Some("1.0.0".into()),
-        ..Default::default()
-    };
+    let started = common::started_event(instance, "Locked");
+    let metadata = common::naming_metadata("Locked");
     p.ack_orchestration_item(&token, 1, vec![started], vec![], vec![], metadata, vec![])
         .await
         .unwrap();

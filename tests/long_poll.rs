@@ -8,25 +8,12 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use duroxide::providers::{Provider, TagFilter, WorkItem};
+use duroxide::providers::{Provider, TagFilter};
 
 /// The fallback poll is 10 s: anything found well before that was woken.
 const WELL_BEFORE_FALLBACK: Duration = Duration::from_secs(4);
 const LOCK: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_secs(20);
-
-fn start(instance: &str) -> WorkItem {
-    WorkItem::StartOrchestration {
-        instance: instance.into(),
-        orchestration: "Waited".into(),
-        input: "{}".into(),
-        version: Some("1.0.0".into()),
-        parent_instance: None,
-        parent_id: None,
-        parent_execution_id: None,
-        execution_id: 1,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_fetches_return_new_work() {
@@ -39,18 +26,10 @@ async fn waiting_fetches_return_new_work() {
     });
     tokio::time::sleep(Duration::from_millis(200)).await; // both are waiting by now (or will find the rows)
     let started = Instant::now();
-    p.enqueue_for_orchestrator(start("arrives"), None)
+    p.enqueue_for_orchestrator(common::start_item("arrives", "Waited"), None)
         .await
         .unwrap();
-    let activity = WorkItem::ActivityExecute {
-        instance: "arrives".into(),
-        execution_id: 1,
-        id: 2,
-        name: "A".into(),
-        input: "x".into(),
-        session_id: None,
-        tag: None,
-    };
+    let activity = common::activity_item("arrives", 2);
     p.enqueue_for_worker(activity).await.unwrap();
     let (item, _, _) = orch.await.unwrap().unwrap().expect("orchestration item");
     assert_eq!(item.instance, "arrives");
@@ -71,7 +50,7 @@ async fn waiting_fetch_wakes_for_a_delayed_message_at_its_visible_time() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let delay = Duration::from_millis(500);
     let started = Instant::now();
-    p.enqueue_for_orchestrator(start("delayed"), Some(delay))
+    p.enqueue_for_orchestrator(common::start_item("delayed", "Waited"), Some(delay))
         .await
         .unwrap();
     let (item, _, _) = orch.await.unwrap().unwrap().expect("the delayed item");

@@ -43,36 +43,11 @@ async fn reset_counts(admin: &PgPool, db: &str) {
     .expect("reset pg_stat_statements");
 }
 
-fn start(instance: &str) -> WorkItem {
-    WorkItem::StartOrchestration {
-        instance: instance.into(),
-        orchestration: "Counted".into(),
-        input: "{}".into(),
-        version: Some("1.0.0".into()),
-        parent_instance: None,
-        parent_id: None,
-        parent_execution_id: None,
-        execution_id: 1,
-    }
-}
-
-fn activity(instance: &str) -> WorkItem {
-    WorkItem::ActivityExecute {
-        instance: instance.into(),
-        execution_id: 1,
-        id: 2,
-        name: "Act".into(),
-        input: "x".into(),
-        session_id: None,
-        tag: None,
-    }
-}
-
 /// A whole orchestration with one activity: enqueue, two turns (fetch + ack),
 /// one activity (fetch + ack) and a read: 8 provider calls.
 async fn one_cycle(p: &PostgresProvider, instance: &str) {
     let lock = Duration::from_secs(30);
-    p.enqueue_for_orchestrator(start(instance), None)
+    p.enqueue_for_orchestrator(common::start_item(instance, "Counted"), None)
         .await
         .unwrap();
     let (_item, token, _) = p
@@ -80,32 +55,13 @@ async fn one_cycle(p: &PostgresProvider, instance: &str) {
         .await
         .unwrap()
         .unwrap();
-    let started = Event::with_event_id(
-        1,
-        instance,
-        1,
-        None,
-        EventKind::OrchestrationStarted {
-            name: "Counted".into(),
-            version: "1.0.0".into(),
-            input: "{}".into(),
-            parent_instance: None,
-            parent_id: None,
-            parent_execution_id: None,
-            carry_forward_events: None,
-            initial_custom_status: None,
-        },
-    );
-    let metadata = ExecutionMetadata {
-        orchestration_name: Some("Counted".into()),
-        orchestration_version: Some("1.0.0".into()),
-        ..Default::default()
-    };
+    let started = common::started_event(instance, "Counted");
+    let metadata = common::naming_metadata("Counted");
     p.ack_orchestration_item(
         &token,
         1,
         vec![started],
-        vec![activity(instance)],
+        vec![common::activity_item(instance, 2)],
         vec![],
         metadata,
         vec![],

@@ -12,7 +12,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use duroxide::providers::{Provider, TagFilter, WorkItem};
+use duroxide::providers::{Provider, TagFilter};
 use duroxide_pg::PostgresProvider;
 
 const SAMPLES: usize = 200;
@@ -32,19 +32,6 @@ fn report(what: &str, mut ms: Vec<f64>) -> (f64, f64) {
         ms[ms.len() - 1]
     );
     (p50, p99)
-}
-
-fn start(i: usize) -> WorkItem {
-    WorkItem::StartOrchestration {
-        instance: format!("wake-{i}"),
-        orchestration: "Wake".into(),
-        input: "{}".into(),
-        version: Some("1.0.0".into()),
-        parent_instance: None,
-        parent_id: None,
-        parent_execution_id: None,
-        execution_id: 1,
-    }
 }
 
 /// Starts a waiting fetch, gives it time to park, then runs `enqueue`; returns
@@ -94,22 +81,16 @@ async fn wake_up_latency() {
     for i in 0..SAMPLES {
         worker.push(
             one_sample(&p, true, Duration::ZERO, || async {
-                let item = WorkItem::ActivityExecute {
-                    instance: format!("w{i}"),
-                    execution_id: 1,
-                    id: 1,
-                    name: "A".into(),
-                    input: "x".into(),
-                    session_id: None,
-                    tag: None,
-                };
+                let item = common::activity_item(&format!("w{i}"), 1);
                 p.enqueue_for_worker(item).await.unwrap();
             })
             .await,
         );
         orchestrator.push(
             one_sample(&p, false, Duration::ZERO, || async {
-                p.enqueue_for_orchestrator(start(i), None).await.unwrap();
+                p.enqueue_for_orchestrator(common::start_item(&format!("wake-{i}"), "Wake"), None)
+                    .await
+                    .unwrap();
             })
             .await,
         );
@@ -118,9 +99,12 @@ async fn wake_up_latency() {
     for i in 0..SAMPLES / 4 {
         timer.push(
             one_sample(&p, false, delay, || async {
-                p.enqueue_for_orchestrator(start(SAMPLES + i), Some(delay))
-                    .await
-                    .unwrap();
+                p.enqueue_for_orchestrator(
+                    common::start_item(&format!("wake-{}", SAMPLES + i), "Wake"),
+                    Some(delay),
+                )
+                .await
+                .unwrap();
             })
             .await,
         );

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use duroxide::provider_validations::ProviderFactory;
-use duroxide::providers::Provider;
+use duroxide::providers::{ExecutionMetadata, Provider, WorkItem};
+use duroxide::{Event, EventKind};
 use duroxide_pg::{PollMode, PostgresConfig, PostgresProvider};
 
 /// Lock timeout the validation suite is told the provider honours.
@@ -51,6 +52,62 @@ pub async fn fresh_provider_with(prefix: &str, mode: PollMode) -> PostgresProvid
     PostgresProvider::connect(config)
         .await
         .expect("provider on a fresh schema")
+}
+
+/// A `StartOrchestration` item for `instance` running orchestration `name` 1.0.0.
+pub fn start_item(instance: &str, name: &str) -> WorkItem {
+    WorkItem::StartOrchestration {
+        instance: instance.into(),
+        orchestration: name.into(),
+        input: "{}".into(),
+        version: Some("1.0.0".into()),
+        parent_instance: None,
+        parent_id: None,
+        parent_execution_id: None,
+        execution_id: 1,
+    }
+}
+
+/// An `ActivityExecute` item (execution 1, activity id `id`) for `instance`.
+pub fn activity_item(instance: &str, id: u64) -> WorkItem {
+    WorkItem::ActivityExecute {
+        instance: instance.into(),
+        execution_id: 1,
+        id,
+        name: "Act".into(),
+        input: "x".into(),
+        session_id: None,
+        tag: None,
+    }
+}
+
+/// The first history event (id 1, execution 1) of `instance` running `name` 1.0.0.
+pub fn started_event(instance: &str, name: &str) -> Event {
+    Event::with_event_id(
+        1,
+        instance,
+        1,
+        None,
+        EventKind::OrchestrationStarted {
+            name: name.into(),
+            version: "1.0.0".into(),
+            input: "{}".into(),
+            parent_instance: None,
+            parent_id: None,
+            parent_execution_id: None,
+            carry_forward_events: None,
+            initial_custom_status: None,
+        },
+    )
+}
+
+/// Metadata that creates the instance row for orchestration `name` 1.0.0.
+pub fn naming_metadata(name: &str) -> ExecutionMetadata {
+    ExecutionMetadata {
+        orchestration_name: Some(name.into()),
+        orchestration_version: Some("1.0.0".into()),
+        ..Default::default()
+    }
 }
 
 /// `ProviderFactory` for the validation suite: each `create_provider()` gets
