@@ -66,9 +66,10 @@ impl PostgresProvider {
 
     /// Builds a provider from a full configuration.
     ///
-    /// Validates the configuration before touching the database, opens the
-    /// pool, waits up to the connect timeout for a first connection, then
-    /// applies (or verifies) the migrations.
+    /// Validates the configuration before touching the database, proves the
+    /// server is reachable with one direct connection (within the connect
+    /// timeout), opens the pool lazily, applies (or verifies) the migrations,
+    /// and in long-poll mode starts the wake-up listener.
     ///
     /// # Errors
     /// [`Error::InvalidSchemaName`], [`Error::InvalidUrl`] or
