@@ -275,6 +275,76 @@ fn filter_arguments(op: &str, f: &InstanceFilter) -> Result<FilterArguments, Pro
     ))
 }
 
+/// One queue as an operator sees it (see [`PostgresProvider::queue_overview`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStatus {
+    /// `orchestrator` (messages other than timers), `timer` or `worker`.
+    pub queue: String,
+    /// Messages visible now and not held by a live lease.
+    pub ready: u64,
+    /// Messages not held whose visible time is still in the future.
+    pub delayed: u64,
+    /// Messages held by a live lease.
+    pub locked: u64,
+    /// How long the oldest ready message has been visible; `None` when none is ready.
+    pub oldest_ready_age: Option<std::time::Duration>,
+}
+
+impl PostgresProvider {
+    /// Ready, delayed and locked counts of the orchestrator, timer and worker
+    /// queues, with the age of each queue's oldest ready message. One
+    /// read-only statement; takes no locks.
+    ///
+    /// # Errors
+    /// [`ProviderError`] when the server refuses the query.
+    pub async fn queue_overview(&self) -> Result<Vec<QueueStatus>, ProviderError> {
+        const OP: &str = "queue_overview";
+        let rows: Vec<(String, i64, i64, i64, Option<i64>)> =
+            sqlx::query_as(&self.sql.queue_overview)
+                .bind(now_ms())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| provider_error(OP, e))?;
+        rows.into_iter()
+            .map(|(queue, ready, delayed, locked, oldest)| {
+                Ok(QueueStatus {
+                    queue,
+                    ready: to_u64(OP, "ready", ready)?,
+                    delayed: to_u64(OP, "delayed", delayed)?,
+                    locked: to_u64(OP, "locked", locked)?,
+                    oldest_ready_age: oldest
+                        .map(|ms| to_u64(OP, "oldest_ready_ms", ms))
+                        .transpose()?
+                        .map(std::time::Duration::from_millis),
+                })
+            })
+            .collect()
+    }
+
+    /// The root instances [`ProviderAdmin::delete_instance_bulk`] would delete
+    /// for `filter` right now (each goes with its whole tree), oldest
+    /// completion first: a dry run of a purge. Reads only.
+    ///
+    /// [`ProviderAdmin::delete_instance_bulk`]: duroxide::providers::ProviderAdmin::delete_instance_bulk
+    ///
+    /// # Errors
+    /// [`ProviderError`] for an out-of-range filter or when the server refuses.
+    pub async fn bulk_delete_candidates(
+        &self,
+        filter: &InstanceFilter,
+    ) -> Result<Vec<String>, ProviderError> {
+        const OP: &str = "bulk_delete_roots";
+        let (ids, completed_before, limit) = filter_arguments(OP, filter)?;
+        sqlx::query_scalar(&self.sql.bulk_delete_roots)
+            .bind(ids)
+            .bind(completed_before)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| provider_error(OP, e))
+    }
+}
+
 pub(crate) async fn delete_instance_bulk(
     p: &PostgresProvider,
     filter: &InstanceFilter,

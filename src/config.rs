@@ -3,7 +3,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::PgConnectOptions;
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use crate::error::Error;
 
@@ -156,6 +157,54 @@ impl PostgresConfig {
         Ok(max)
     }
 
+    /// Opens the connection pool this configuration describes, without
+    /// touching the schema: validates the configuration, proves the server is
+    /// reachable with one direct connection (within the connect timeout), then
+    /// returns a lazily filled pool. [`crate::PostgresProvider::connect`] uses
+    /// it; tools that only inspect a schema (the migration ledger, say) can too.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSchemaName`], [`Error::InvalidUrl`] or
+    /// [`Error::InvalidConfig`] for bad input; [`Error::Connect`] naming host
+    /// and port when the server cannot be reached in time.
+    pub async fn open_pool(&self) -> Result<PgPool, Error> {
+        validate_schema_name(&self.schema)?;
+        let max_connections = self.resolved_max_connections()?;
+        let options = self.driver_options()?;
+        let connect_error = |reason: String| Error::Connect {
+            host: options.get_host().to_string(),
+            port: options.get_port(),
+            reason: scrub(&reason, &self.url),
+        };
+
+        // Probe with a direct connection: it fails fast on a refused connection
+        // (a pool would keep retrying until its timeout) and proves the URL works.
+        match tokio::time::timeout(self.connect_timeout, PgConnection::connect_with(&options)).await
+        {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+            }
+            Ok(Err(e)) => return Err(connect_error(e.to_string())),
+            Err(_) => {
+                return Err(connect_error(format!(
+                    "no connection within the connect timeout of {:?}",
+                    self.connect_timeout
+                )));
+            }
+        }
+        Ok(PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(self.acquire_timeout)
+            // A ping before every checkout would double the round trips of each call.
+            .test_before_acquire(false)
+            .connect_lazy_with(options))
+    }
+
+    /// Driver options for every connection the provider opens.
+    pub(crate) fn driver_options(&self) -> Result<PgConnectOptions, Error> {
+        Ok(self.connect_options()?.application_name("duroxide-pg"))
+    }
+
     /// Parses the URL into driver options.
     pub(crate) fn connect_options(&self) -> Result<PgConnectOptions, Error> {
         PgConnectOptions::from_str(&self.url).map_err(|e| Error::InvalidUrl {
@@ -240,7 +289,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Removes the URL's password (as written and percent-decoded) from a message.
-pub(crate) fn scrub(message: &str, url: &str) -> String {
+pub fn scrub(message: &str, url: &str) -> String {
     let mut out = message.to_string();
     for range in password_ranges(url) {
         let raw = &url[range];

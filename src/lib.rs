@@ -40,6 +40,9 @@ mod state;
 mod statements;
 mod worker_queue;
 
-pub use config::{MigrationMode, PollMode, PostgresConfig, redact_url, validate_schema_name};
+pub use admin::QueueStatus;
+pub use config::{
+    MigrationMode, PollMode, PostgresConfig, redact_url, scrub, validate_schema_name,
+};
 pub use error::Error;
 pub use provider::PostgresProvider;

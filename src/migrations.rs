@@ -12,7 +12,7 @@ use crate::config::MigrationMode;
 use crate::error::Error;
 
 /// One bundled migration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Migration {
     /// Version number (the `NNNN` of the file name).
     pub version: i64,
@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003", "worker_queue"),
     migration!(4, "0004", "history_and_state"),
     migration!(5, "0005", "admin"),
+    migration!(6, "0006", "operator"),
 ];
 
 /// Name of the per-schema ledger table.
@@ -110,6 +111,88 @@ pub async fn run(
     Ok(report)
 }
 
+/// One row of a schema's migration ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedMigration {
+    /// Version number.
+    pub version: i64,
+    /// Name recorded when it was applied.
+    pub name: String,
+    /// When it was applied (UTC, RFC 3339).
+    pub applied_at: String,
+}
+
+/// A schema's ledger compared with the migrations bundled in this build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationStatus {
+    /// The schema inspected.
+    pub schema: String,
+    /// Ledger rows this build knows, oldest first.
+    pub applied: Vec<AppliedMigration>,
+    /// Bundled migrations the schema has not had yet, oldest first.
+    pub pending: Vec<Migration>,
+    /// Ledger rows this build does not bundle (written by a newer duroxide-pg).
+    pub unknown: Vec<AppliedMigration>,
+}
+
+/// Reads `schema`'s ledger and compares it with [`MIGRATIONS`]; changes nothing.
+/// A schema without a ledger (or that does not exist) has every migration pending.
+///
+/// # Errors
+/// [`Error::InvalidSchemaName`] for a bad name, [`Error::Database`] when the
+/// server refuses the query.
+pub async fn status(pool: &PgPool, schema: &str) -> Result<MigrationStatus, Error> {
+    crate::config::validate_schema_name(schema)?;
+    let mut conn = pool.acquire().await.map_err(db)?;
+    let (applied, unknown): (Vec<_>, Vec<_>) = read_ledger(&mut conn, schema)
+        .await?
+        .into_iter()
+        .partition(|a| MIGRATIONS.iter().any(|m| m.version == a.version));
+    let pending = MIGRATIONS
+        .iter()
+        .filter(|m| !applied.iter().any(|a| a.version == m.version))
+        .copied()
+        .collect();
+    Ok(MigrationStatus {
+        schema: schema.to_string(),
+        applied,
+        pending,
+        unknown,
+    })
+}
+
+/// The ledger's rows, oldest first (none when the ledger does not exist).
+async fn read_ledger(
+    conn: &mut PgConnection,
+    schema: &str,
+) -> Result<Vec<AppliedMigration>, Error> {
+    let qschema = quote_ident(schema);
+    let ledger_exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(format!("{qschema}.{LEDGER_TABLE}"))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db)?;
+    if !ledger_exists {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(&format!(
+        "SELECT version, name,
+                to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+           FROM {qschema}.{LEDGER_TABLE} ORDER BY version"
+    ))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(rows
+        .iter()
+        .map(|r| AppliedMigration {
+            version: r.get(0),
+            name: r.get(1),
+            applied_at: r.get(2),
+        })
+        .collect())
+}
+
 /// Runs a multi-statement script (simple query protocol). A named, concrete
 /// function keeps the future `Send` for callers that spawn it.
 fn exec_script<'c>(
@@ -139,24 +222,11 @@ async fn run_in_transaction(
         .await
         .map_err(db)?;
 
-    let ledger_exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(format!("{qschema}.{LEDGER_TABLE}"))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?;
-    let applied: Vec<(i64, String)> = if ledger_exists {
-        sqlx::query(&format!(
-            "SELECT version, name FROM {qschema}.{LEDGER_TABLE} ORDER BY version"
-        ))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?
-        .iter()
-        .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
-        .collect()
-    } else {
-        Vec::new()
-    };
+    let applied: Vec<(i64, String)> = read_ledger(&mut *tx, schema)
+        .await?
+        .into_iter()
+        .map(|m| (m.version, m.name))
+        .collect();
 
     if let Some((version, name)) = applied
         .iter()

@@ -11,10 +11,9 @@ use duroxide::providers::{
     SessionFetchConfig, SystemMetrics, TagFilter, WorkItem,
 };
 use duroxide::{Event, SystemStats};
-use sqlx::Connection;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use crate::config::{PollMode, PostgresConfig, scrub, validate_schema_name};
+use crate::config::{PollMode, PostgresConfig};
 use crate::error::Error;
 use crate::long_poll::LongPoll;
 use crate::migrations::{self, MigrationReport, quote_ident};
@@ -77,40 +76,7 @@ impl PostgresProvider {
     /// [`Error::Connect`] naming host and port when the server cannot be
     /// reached in time; the migration errors of [`migrations::run`].
     pub async fn connect(config: PostgresConfig) -> Result<Self, Error> {
-        validate_schema_name(&config.schema)?;
-        let max_connections = config.resolved_max_connections()?;
-        let options = config.connect_options()?.application_name("duroxide-pg");
-        let host = options.get_host().to_string();
-        let port = options.get_port();
-        let connect_error = |reason: String| Error::Connect {
-            host: host.clone(),
-            port,
-            reason: scrub(&reason, &config.url),
-        };
-
-        // Probe with a direct connection: it fails fast on a refused connection
-        // (a pool would keep retrying until its timeout) and proves the URL works.
-        match tokio::time::timeout(config.connect_timeout, PgConnection::connect_with(&options))
-            .await
-        {
-            Ok(Ok(conn)) => {
-                let _ = conn.close().await;
-            }
-            Ok(Err(e)) => return Err(connect_error(e.to_string())),
-            Err(_) => {
-                return Err(connect_error(format!(
-                    "no connection within the connect timeout of {:?}",
-                    config.connect_timeout
-                )));
-            }
-        }
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(config.acquire_timeout)
-            // A ping before every checkout would double the round trips of each call.
-            .test_before_acquire(false)
-            .connect_lazy_with(options.clone());
-
+        let pool = config.open_pool().await?;
         migrations::run(&pool, &config.schema, config.migrations).await?;
         let sql = Statements::new(&config.schema);
         let long_poll = match config.poll_mode {
@@ -128,7 +94,7 @@ impl PostgresProvider {
                 let listen_pool = PgPoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(config.connect_timeout)
-                    .connect_lazy_with(options);
+                    .connect_lazy_with(config.driver_options()?);
                 Some(
                     LongPoll::start(&listen_pool, &channel)
                         .await

@@ -67,6 +67,8 @@ statements! {
     delete_instance_bulk => "delete_instance_bulk"(3),
     prune_executions => "prune_executions"(3),
     prune_executions_bulk => "prune_executions_bulk"(5),
+    queue_overview => "queue_overview"(1),
+    bulk_delete_roots => "bulk_delete_roots"(3),
 }
 
 #[cfg(test)]

@@ -95,7 +95,7 @@ async fn run(cli: Cli, command: String) -> Result<bool, StressError> {
     // Fail fast, with a one-line error, on a wrong URL or unreachable server.
     let probe = duroxide_pg::PostgresProvider::connect(
         duroxide_pg::PostgresConfig::new(&url)
-            .with_schema(format!("stress_probe_{}", std::process::id())),
+            .with_schema(format!("dxstress_probe_{}", std::process::id())),
     )
     .await?;
     let version: String = sqlx::query_scalar("SELECT version()")

@@ -199,7 +199,7 @@ pub async fn run_all(
     database_url: &str,
     options: &RunOptions,
 ) -> Result<Vec<RunRecord>, StressError> {
-    let pg = PgStressFactory::new(database_url, "stress");
+    let pg = PgStressFactory::new(database_url, "dxstress");
     let mut providers = vec![ProviderKind::Postgres];
     if options.compare_sqlite {
         providers.push(ProviderKind::Sqlite);

@@ -24,6 +24,10 @@ pub fn database_url() -> String {
     duroxide_pg::local_cluster::database_url().unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Every schema a test creates starts with this, so
+/// `scripts/cleanup_test_schemas` can find the ones a killed run left behind.
+pub const TEST_SCHEMA_PREFIX: &str = "dxtest_";
+
 /// A schema name no other test (or test process) uses.
 pub fn fresh_schema_name(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -32,7 +36,7 @@ pub fn fresh_schema_name(prefix: &str) -> String {
         .unwrap()
         .subsec_nanos();
     format!(
-        "{prefix}_{}_{}_{:08x}",
+        "{TEST_SCHEMA_PREFIX}{prefix}_{}_{}_{:08x}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed),
         nanos

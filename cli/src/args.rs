@@ -1,0 +1,161 @@
+//! The command line: every command, argument and flag, with the help text
+//! `--help` prints.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// See and fix what a duroxide-pg store holds, without writing SQL.
+///
+/// Every command works on one schema of one database. Commands other than
+/// `migrate` refuse a schema whose migrations are not all applied.
+#[derive(Debug, Parser)]
+#[command(name = "duroxide-pg", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Which store to work on.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// PostgreSQL URL (postgres://user:password@host:port/db); the password is never printed.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<String>,
+    /// Schema holding the store.
+    #[arg(long, default_value = "public", global = true)]
+    pub schema: String,
+    /// Print JSON instead of tables (read commands and command results).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations (or, with `status`, compare applied and bundled ones).
+    Migrate {
+        #[command(subcommand)]
+        action: Option<MigrateAction>,
+    },
+    /// Instance listings.
+    Instances {
+        #[command(subcommand)]
+        action: InstancesAction,
+    },
+    /// One instance: its details or its tree of sub-orchestrations.
+    Instance {
+        #[command(subcommand)]
+        action: InstanceAction,
+    },
+    /// Queue depths: ready, delayed and locked messages, age of the oldest ready one.
+    Queues,
+    /// Instance, execution and event totals.
+    Metrics,
+    /// Delete a root instance with its whole tree of sub-orchestrations.
+    Delete {
+        /// Instance id (a root; delete a sub-orchestration through its root).
+        id: String,
+        /// Delete even if the instance is still running.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete terminal root instances (with their trees) completed before a moment.
+    Purge {
+        /// A UTC date or time (2026-01-31, 2026-01-31T12:00:00Z) or an age (30d, 12h, 15m).
+        #[arg(long, value_name = "WHEN")]
+        completed_before: String,
+        /// Delete at most this many root instances.
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete old executions (ContinueAsNew generations) of one instance.
+    Prune {
+        /// Instance id.
+        id: String,
+        /// How many of the newest executions to keep (the current one is always kept).
+        #[arg(long, value_name = "N")]
+        keep_last: u32,
+    },
+    /// Send an external event to a running instance.
+    RaiseEvent {
+        /// Instance id.
+        id: String,
+        /// Event name the orchestration waits for.
+        name: String,
+        /// Event payload, passed to the orchestration as is.
+        data: String,
+    },
+    /// Ask a running instance (and its sub-orchestrations) to cancel.
+    Cancel {
+        /// Instance id.
+        id: String,
+        /// Reason recorded in the history.
+        #[arg(default_value = "cancelled by operator")]
+        reason: String,
+    },
+}
+
+/// `migrate` sub-actions.
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Applied versus bundled migrations: applied, pending, unknown (newer than this build).
+    Status,
+}
+
+/// `instances` sub-actions.
+#[derive(Debug, Subcommand)]
+pub enum InstancesAction {
+    /// List instances, newest first.
+    List {
+        /// Only instances with this status.
+        #[arg(long, value_enum)]
+        status: Option<Status>,
+        /// At most this many instances.
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        limit: usize,
+    },
+}
+
+/// `instance` sub-actions.
+#[derive(Debug, Subcommand)]
+pub enum InstanceAction {
+    /// Info, executions, custom status, key/values and history of one instance.
+    Show {
+        /// Instance id.
+        id: String,
+        /// Show the history of this execution instead of the current one.
+        #[arg(long, value_name = "N")]
+        execution: Option<u64>,
+    },
+    /// The instance and its sub-orchestrations, as a tree.
+    Tree {
+        /// Instance id.
+        id: String,
+    },
+}
+
+/// Instance statuses as duroxide records them.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Status {
+    Running,
+    Completed,
+    Failed,
+    #[value(name = "continued-as-new")]
+    ContinuedAsNew,
+}
+
+impl Status {
+    /// The status string the store holds.
+    pub fn as_stored(self) -> &'static str {
+        match self {
+            Status::Running => "Running",
+            Status::Completed => "Completed",
+            Status::Failed => "Failed",
+            Status::ContinuedAsNew => "ContinuedAsNew",
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Commands that delete: `delete`, `purge`, `prune`.
+
+use duroxide::providers::{DeleteInstanceResult, InstanceFilter, ProviderAdmin, PruneOptions};
+use duroxide_pg::PostgresProvider;
+use serde_json::json;
+
+use super::{CliResult, instance_error};
+use crate::output::{Table, print_json};
+use crate::time::format_ms;
+
+/// Roots deleted per statement, so one purge never holds locks on an unbounded set.
+const PURGE_BATCH: u32 = 500;
+
+fn print_deleted(json: bool, what: &str, r: &DeleteInstanceResult) {
+    if json {
+        print_json(&json!({
+            "instances_deleted": r.instances_deleted,
+            "executions_deleted": r.executions_deleted,
+            "events_deleted": r.events_deleted,
+            "queue_messages_deleted": r.queue_messages_deleted,
+        }));
+    } else {
+        println!(
+            "{what}: deleted {} instances, {} executions, {} events, {} queued messages",
+            r.instances_deleted, r.executions_deleted, r.events_deleted, r.queue_messages_deleted
+        );
+    }
+}
+
+/// `delete ID [--force]`.
+pub async fn delete(p: &PostgresProvider, json: bool, id: &str, force: bool) -> CliResult {
+    let r = p
+        .delete_instance(id, force)
+        .await
+        .map_err(|e| instance_error(id, e))?;
+    print_deleted(json, &format!("instance {id:?}"), &r);
+    Ok(())
+}
+
+/// `purge --completed-before WHEN [--limit N] [--dry-run]`: terminal roots
+/// completed before `before_ms`, with their trees; batches until none is left.
+pub async fn purge(
+    p: &PostgresProvider,
+    json: bool,
+    before_ms: u64,
+    limit: Option<u32>,
+    dry_run: bool,
+) -> CliResult {
+    let filter = |ids: Option<Vec<String>>, n: u32| InstanceFilter {
+        instance_ids: ids,
+        completed_before: Some(before_ms),
+        limit: Some(n),
+    };
+    if dry_run {
+        let roots = p
+            .bulk_delete_candidates(&filter(None, limit.unwrap_or(u32::MAX)))
+            .await?;
+        let mut rows = Vec::new();
+        for root in &roots {
+            rows.push((root.clone(), p.get_instance_tree(root).await?.size()));
+        }
+        if json {
+            print_json(&json!({
+                "dry_run": true,
+                "completed_before": format_ms(before_ms),
+                "roots": rows.iter().map(|(id, size)| json!({ "instance_id": id, "tree_size": size })).collect::<Vec<_>>(),
+            }));
+        } else {
+            let mut t = Table::new(&["instance", "instances in tree"]);
+            for (id, size) in &rows {
+                t.row(vec![id.clone(), size.to_string()]);
+            }
+            print!("{}", t.render());
+            println!(
+                "dry run: would delete {} root instances ({} with sub-orchestrations) completed before {}",
+                rows.len(),
+                rows.iter().map(|(_, s)| s).sum::<usize>(),
+                format_ms(before_ms)
+            );
+        }
+        return Ok(());
+    }
+
+    let mut total = DeleteInstanceResult::default();
+    let mut remaining = limit.unwrap_or(u32::MAX);
+    while remaining > 0 {
+        let roots = p
+            .bulk_delete_candidates(&filter(None, remaining.min(PURGE_BATCH)))
+            .await?;
+        if roots.is_empty() {
+            break;
+        }
+        let n = roots.len() as u32;
+        let r = p.delete_instance_bulk(filter(Some(roots), n)).await?;
+        if r.instances_deleted == 0 {
+            break; // someone else deleted them first; nothing left for us
+        }
+        total.instances_deleted += r.instances_deleted;
+        total.executions_deleted += r.executions_deleted;
+        total.events_deleted += r.events_deleted;
+        total.queue_messages_deleted += r.queue_messages_deleted;
+        remaining = remaining.saturating_sub(n);
+    }
+    print_deleted(
+        json,
+        &format!("purge before {}", format_ms(before_ms)),
+        &total,
+    );
+    Ok(())
+}
+
+/// `prune ID --keep-last N`.
+pub async fn prune(p: &PostgresProvider, json: bool, id: &str, keep_last: u32) -> CliResult {
+    let options = PruneOptions {
+        keep_last: Some(keep_last),
+        completed_before: None,
+    };
+    let r = p
+        .prune_executions(id, options)
+        .await
+        .map_err(|e| instance_error(id, e))?;
+    if json {
+        print_json(&json!({
+            "executions_deleted": r.executions_deleted,
+            "events_deleted": r.events_deleted,
+        }));
+    } else {
+        println!(
+            "instance {id:?}: pruned {} executions ({} events)",
+            r.executions_deleted, r.events_deleted
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! The maintainer scripts against a real PostgreSQL: the migration diff
+//! generator (a fixture migration and every committed diff), the CI check
+//! that catches a missing diff, and the test-schema cleanup.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use duroxide_pg::{PostgresConfig, PostgresProvider};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/migration_diff")
+}
+
+/// A fresh, empty temporary directory.
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(common::fresh_schema_name(name));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the diff generator for `version` of `dir` and returns the document.
+fn generate(dir: &Path, version: u32) -> String {
+    let tmp = temp_dir("diffout");
+    let out = tmp.join("diff.md");
+    let run = Command::new(env!("CARGO_BIN_EXE_migration-diff"))
+        .env("DATABASE_URL", common::database_url())
+        .arg(version.to_string())
+        .arg("--migrations-dir")
+        .arg(dir)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let doc = std::fs::read_to_string(out).unwrap();
+    std::fs::remove_dir_all(tmp).unwrap();
+    doc
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn diff_of_a_fixture_migration_is_the_documented_markdown() {
+    let doc = generate(&fixture_dir(), 2);
+    let expected = std::fs::read_to_string(fixture_dir().join("expected_0002_diff.md")).unwrap();
+    assert_eq!(
+        doc, expected,
+        "regenerate the fixture only if the format changed on purpose"
+    );
+    // What the format promises, independent of the golden file.
+    assert!(doc.contains("```diff\n CREATE OR REPLACE FUNCTION widget_name(p_id bigint)\n"));
+    assert!(doc.contains("\n+    color text NOT NULL DEFAULT 'red'::text,\n"));
+    assert!(doc.contains("\n-    SELECT w.name FROM widgets w WHERE w.id = p_id\n"));
+    assert!(doc.contains("`count_widgets() → bigint` → `count_widgets(p_color text) → bigint`"));
+    assert!(doc.contains("### `paints`\n\n```sql\nCREATE TABLE paints ("));
+    assert!(doc.contains("CREATE INDEX widgets_color_idx ON widgets USING btree (color);"));
+    assert!(
+        !doc.contains("dxdiff_"),
+        "temporary schema name leaked into the document"
+    );
+}
+
+#[test]
+fn committed_migration_diffs_are_current() {
+    let dir = repo().join("migrations");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let Some(version) = name.strip_suffix("_diff.md") else {
+            continue;
+        };
+        let version: u32 = version.parse().unwrap();
+        let committed = std::fs::read_to_string(dir.join(&name)).unwrap();
+        assert_eq!(
+            generate(&dir, version),
+            committed,
+            "{name} is stale: run scripts/generate_migration_diff {version}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 1, "no committed diff documents found");
+}
+
+#[test]
+fn generator_refuses_a_missing_version_clearly() {
+    let run = Command::new(env!("CARGO_BIN_EXE_migration-diff"))
+        .env("DATABASE_URL", common::database_url())
+        .args(["7", "--migrations-dir"])
+        .arg(fixture_dir())
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        stderr(&run).contains("no migration 0007"),
+        "{}",
+        stderr(&run)
+    );
+}
+
+#[test]
+fn ci_check_catches_a_missing_diff() {
+    let check = repo().join("scripts/check_migration_diffs");
+    let run = |dir: &Path| Command::new(&check).arg(dir).output().unwrap();
+
+    // The repository itself passes.
+    let ok = run(&repo().join("migrations"));
+    assert!(ok.status.success(), "{}", stderr(&ok));
+
+    // Migration 2 comes after the first release (1) and has no diff.
+    let dir = temp_dir("diffcheck");
+    for f in ["0001_base.sql", "0002_color.sql"] {
+        std::fs::copy(fixture_dir().join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(dir.join("FIRST_RELEASE"), "1\n").unwrap();
+    let missing = run(&dir);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("0002_color.sql has no 0002_diff.md"),
+        "{}",
+        stderr(&missing)
+    );
+
+    std::fs::copy(
+        fixture_dir().join("expected_0002_diff.md"),
+        dir.join("0002_diff.md"),
+    )
+    .unwrap();
+    assert!(run(&dir).status.success());
+
+    // A diff for a migration that does not exist is caught too.
+    std::fs::write(dir.join("0003_diff.md"), "stale\n").unwrap();
+    let orphan = run(&dir);
+    assert_eq!(orphan.status.code(), Some(1));
+    assert!(
+        stderr(&orphan).contains("0003_diff.md describes migration 0003"),
+        "{}",
+        stderr(&orphan)
+    );
+
+    // Without the first-release marker the check cannot decide: it says so.
+    std::fs::remove_file(dir.join("FIRST_RELEASE")).unwrap();
+    let unmarked = run(&dir);
+    assert_eq!(unmarked.status.code(), Some(1));
+    assert!(stderr(&unmarked).contains("FIRST_RELEASE is missing"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn cleanup_drops_only_old_enough_test_stores_under_the_prefix() {
+    let url = common::database_url();
+    let prefix = format!("dxtest_cleanup_{}_", std::process::id());
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    // Two test stores, a prefixed schema that is not a store, and a store
+    // under another prefix.
+    let stores = [
+        format!("{prefix}a"),
+        format!("{prefix}b"),
+        format!("keep_{prefix}c"),
+    ];
+    for s in &stores {
+        let p = PostgresProvider::connect(PostgresConfig::new(&url).with_schema(s.clone()))
+            .await
+            .unwrap();
+        drop(p);
+    }
+    let foreign = format!("{prefix}foreign");
+    sqlx::query(&format!("CREATE SCHEMA {foreign}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let exists = |s: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            )
+            .bind(s)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let script = repo().join("scripts/cleanup_test_schemas");
+    let run = |args: &[&str]| {
+        let out = Command::new(&script)
+            .env("DATABASE_URL", &url)
+            .args(["--prefix", &prefix])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    let listed = run(&["--dry-run", "--min-age", "0"]);
+    assert_eq!(
+        listed,
+        format!(
+            "would drop {prefix}a\nwould drop {prefix}b\ndry run: 2 schemas would be dropped\n"
+        )
+    );
+    let young = run(&[]);
+    assert_eq!(
+        young, "dropped 0 schemas\n",
+        "fresh stores must survive the default age"
+    );
+    for s in stores.iter().chain([&foreign]) {
+        assert!(exists(s.clone()).await, "{s} was dropped");
+    }
+
+    let dropped = run(&["--min-age", "0"]);
+    assert_eq!(
+        dropped,
+        format!("dropped {prefix}a\ndropped {prefix}b\ndropped 2 schemas\n")
+    );
+    assert!(!exists(stores[0].clone()).await && !exists(stores[1].clone()).await);
+    assert!(
+        exists(stores[2].clone()).await,
+        "another prefix was touched"
+    );
+    assert!(
+        exists(foreign.clone()).await,
+        "a schema without the ledger was touched"
+    );
+
+    // Prefixes that could reach system schemas are refused before connecting.
+    for bad in ["pub", "pg_temp", "x", "Bad;"] {
+        let out = Command::new(&script)
+            .env("DATABASE_URL", &url)
+            .args(["--prefix", bad, "--min-age", "0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        assert!(
+            stderr(&out).starts_with("error: prefix"),
+            "{bad}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(exists("public".into()).await);
+
+    for s in [&stores[2], &foreign] {
+        sqlx::query(&format!("DROP SCHEMA {s} CASCADE"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+}
