@@ -7,9 +7,12 @@
 
 -- queue_overview: one row per queue: 'orchestrator' (messages other than
 -- timers), 'timer' (TimerFired messages) and 'worker'. A message is locked
--- while a live lease holds it, delayed while its visible time is in the
--- future, ready otherwise; o_oldest_ready_ms is how long the oldest ready
--- message has been visible (NULL when none is ready). Reads only, no locks.
+-- while a live lease keeps fetches from it: for the orchestrator and timer
+-- queues, a live lease on its instance (messages that arrive during a turn
+-- wait for it too); for the worker queue, its own lease. Otherwise it is
+-- delayed while its visible time is in the future, ready after that.
+-- o_oldest_ready_ms is how long the oldest ready message has been visible
+-- (NULL when none is ready). Reads only, no locks.
 CREATE OR REPLACE FUNCTION queue_overview(p_now_ms BIGINT)
 RETURNS TABLE (
     o_queue           TEXT,
@@ -25,7 +28,7 @@ AS $$
         SELECT CASE WHEN q.kind = 'TimerFired' THEN 'timer' ELSE 'orchestrator' END AS queue,
                q.visible_at,
                EXISTS (SELECT 1 FROM instance_locks l
-                        WHERE l.lock_token = q.lock_token AND l.locked_until > p_now_ms) AS locked
+                        WHERE l.instance_id = q.instance_id AND l.locked_until > p_now_ms) AS locked
           FROM orchestrator_queue q
     ), work AS (
         SELECT 'worker'::TEXT AS queue, w.visible_at,

@@ -80,7 +80,7 @@ mod tests {
     #[tokio::test]
     async fn every_statement_matches_its_function() {
         let url = crate::local_cluster::database_url().expect("database");
-        let schema = format!("stmt_check_{}", std::process::id());
+        let schema = format!("dxtest_stmt_check_{}", std::process::id());
         let provider = crate::PostgresProvider::new_with_schema(&url, Some(&schema))
             .await
             .expect("provider");

@@ -66,8 +66,12 @@ pub enum Command {
         #[arg(long, value_name = "WHEN")]
         completed_before: String,
         /// Delete at most this many root instances.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         limit: Option<u32>,
+        /// Root instances deleted per statement (each batch commits on its own).
+        #[arg(long, value_name = "N", default_value_t = 500, hide = true,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        batch_size: u32,
         /// List what would be deleted; delete nothing.
         #[arg(long)]
         dry_run: bool,
@@ -115,8 +119,8 @@ pub enum InstancesAction {
         #[arg(long, value_enum)]
         status: Option<Status>,
         /// At most this many instances.
-        #[arg(long, default_value_t = 100, value_name = "N")]
-        limit: usize,
+        #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: u64,
     },
 }
 

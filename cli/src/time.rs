@@ -22,10 +22,23 @@ pub fn format_ms(ms: u64) -> String {
     )
 }
 
-/// Parses a moment: a UTC date (`2026-01-31`), a UTC time
+/// Parses a past moment: a UTC date (`2026-01-31`), a UTC time
 /// (`2026-01-31T12:00:00Z`, seconds and `Z` optional, space allowed for `T`),
-/// or an age before `now_ms` (`30d`, `12h`, `15m`, `45s`).
+/// or an age before `now_ms` (`30d`, `12h`, `15m`, `45s`). A moment after
+/// `now_ms` is refused: for a purge it would mean "everything", most likely
+/// a typo.
 pub fn parse_moment(text: &str, now_ms: u64) -> Result<u64, String> {
+    let ms = parse_any_moment(text, now_ms)?;
+    if ms > now_ms {
+        return Err(format!(
+            "{text:?} is in the future ({}); give a past date or an age such as 30d",
+            format_ms(ms)
+        ));
+    }
+    Ok(ms)
+}
+
+fn parse_any_moment(text: &str, now_ms: u64) -> Result<u64, String> {
     let t = text.trim();
     let bad = || {
         format!(
@@ -56,7 +69,7 @@ pub fn parse_moment(text: &str, now_ms: u64) -> Result<u64, String> {
         return Err(bad());
     };
     let (y, mo, d) = (num(y)?, num(mo)?, num(d)?);
-    if y < 1970 || !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) {
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) {
         return Err(bad());
     }
     let mut secs = days_from_civil(y as i64, mo, d) as u64 * 86_400;
@@ -122,12 +135,10 @@ mod tests {
 
     #[test]
     fn parses_dates_times_and_ages() {
-        assert_eq!(parse_moment("2000-02-29", 0), Ok(951_782_400_000));
-        assert_eq!(
-            parse_moment("2026-11-23T08:33:37Z", 0),
-            Ok(1_795_422_817_000)
-        );
-        assert_eq!(parse_moment("2026-11-23 08:33", 0), Ok(1_795_422_780_000));
+        let now = 1_795_422_817_000;
+        assert_eq!(parse_moment("2000-02-29", now), Ok(951_782_400_000));
+        assert_eq!(parse_moment("2026-11-23T08:33:37Z", now), Ok(now));
+        assert_eq!(parse_moment("2026-11-23 08:33", now), Ok(1_795_422_780_000));
         assert_eq!(
             parse_moment("2d", 200_000_000),
             Ok(200_000_000 - 172_800_000)
@@ -153,6 +164,10 @@ mod tests {
             assert!(parse_moment(bad, 1_000_000).is_err(), "{bad:?} accepted");
         }
         assert!(parse_moment("5d", 1000).is_err(), "age before the epoch");
+        assert!(parse_moment("99999-01-01", 1000).is_err());
+        assert!(parse_moment("18446744073709551615d", 1000).is_err());
+        let err = parse_moment("2062-01-01", 1_795_422_817_000).unwrap_err();
+        assert!(err.contains("is in the future"), "{err}");
     }
 
     #[test]

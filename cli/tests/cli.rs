@@ -268,20 +268,37 @@ async fn queues_counts_ready_delayed_and_locked_messages() {
     let env = Env::new().await;
     let s = env.schema().to_string();
     let p = &env.provider;
-    // Two ready orchestrator messages, one delayed, and a worker item that a
-    // fetch holds (locked) next to one that is ready.
-    p.enqueue_for_orchestrator(common::start_item("a", "X"), None)
+    let lock = std::time::Duration::from_secs(60);
+    // Orchestrator: a, b ready and c delayed; then a fetch leases one
+    // instance, and a message arriving for it meanwhile waits too (locked).
+    for (id, delay) in [
+        ("a", None),
+        ("b", None),
+        ("c", Some(std::time::Duration::from_secs(600))),
+    ] {
+        p.enqueue_for_orchestrator(common::start_item(id, "X"), delay)
+            .await
+            .unwrap();
+    }
+    let (leased, _token, _) = p
+        .fetch_orchestration_item(lock, std::time::Duration::ZERO, None)
+        .await
+        .unwrap()
+        .unwrap();
+    p.enqueue_for_orchestrator(common::start_item(&leased.instance, "X"), None)
         .await
         .unwrap();
-    p.enqueue_for_orchestrator(common::start_item("b", "X"), None)
+    // Timers: one due in ten minutes.
+    let timer = duroxide::providers::WorkItem::TimerFired {
+        instance: "b".into(),
+        execution_id: 1,
+        id: 7,
+        fire_at_ms: 0,
+    };
+    p.enqueue_for_orchestrator(timer, Some(std::time::Duration::from_secs(600)))
         .await
         .unwrap();
-    p.enqueue_for_orchestrator(
-        common::start_item("c", "X"),
-        Some(std::time::Duration::from_secs(600)),
-    )
-    .await
-    .unwrap();
+    // Worker: one held by a fetch, one ready.
     p.enqueue_for_worker(common::activity_item("a", 1))
         .await
         .unwrap();
@@ -290,7 +307,7 @@ async fn queues_counts_ready_delayed_and_locked_messages() {
         .unwrap();
     let held = p
         .fetch_work_item(
-            std::time::Duration::from_secs(60),
+            lock,
             std::time::Duration::ZERO,
             None,
             &duroxide::providers::TagFilter::default(),
@@ -307,24 +324,30 @@ async fn queues_counts_ready_delayed_and_locked_messages() {
             .unwrap()
             .clone()
     };
-    let orch = by_name("orchestrator");
-    assert_eq!(
+    let counts = |r: &Value| {
         (
-            orch["ready"].as_u64(),
-            orch["delayed"].as_u64(),
-            orch["locked"].as_u64()
-        ),
-        (Some(2), Some(1), Some(0)),
-        "{q}"
-    );
+            r["ready"].as_u64(),
+            r["delayed"].as_u64(),
+            r["locked"].as_u64(),
+        )
+    };
+    let orch = by_name("orchestrator");
+    assert_eq!(counts(&orch), (Some(1), Some(1), Some(2)), "{q}");
     assert!(orch["oldest_ready_ms"].as_u64().is_some(), "{q}");
-    let work = by_name("worker");
+    let timers = by_name("timer");
+    assert_eq!(counts(&timers), (Some(0), Some(1), Some(0)), "{q}");
+    assert_eq!(timers["oldest_ready_ms"], Value::Null);
     assert_eq!(
-        (work["ready"].as_u64(), work["locked"].as_u64()),
-        (Some(1), Some(1)),
+        counts(&by_name("worker")),
+        (Some(1), Some(0), Some(1)),
         "{q}"
     );
-    assert_eq!(by_name("timer")["oldest_ready_ms"], Value::Null);
+    let text = ok(cli(&s, &["queues"]));
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["timer", "0", "1", "0", "-"]),
+        "{text}"
+    );
     drop(held);
     env.finish([]).await;
 }
@@ -344,16 +367,25 @@ async fn raise_event_and_cancel_reach_a_running_runtime() {
     );
     assert_eq!(env.wait_completed("waiter").await, "payload \"quoted\"");
 
-    // Refusals: a finished instance, a missing one; neither enqueues anything.
+    // Refusals: a finished instance, a missing one. Nothing reaches either:
+    // with the runtime stopped, a message sent anyway would sit in the queue.
+    rt.clone().shutdown(None).await;
     let err = fails(cli(&s, &["raise-event", "waiter", "Go", "again"]));
     assert!(err.contains("is Completed, not Running"), "{err}");
     let err = fails(cli(&s, &["cancel", "nope"]));
     assert_eq!(err.trim_end(), "error: instance \"nope\" not found");
+    let err = fails(cli(&s, &["raise-event", "nope", "Go", "x"]));
+    assert_eq!(err.trim_end(), "error: instance \"nope\" not found");
     let depth = json(cli(&s, &["queues", "--json"]));
     assert!(
-        depth.as_array().unwrap().iter().all(|q| q["ready"] == 0),
+        depth
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|q| q["ready"] == 0 && q["delayed"] == 0),
         "{depth}"
     );
+    let rt = env.start(activities(), orchestrations()).await;
 
     let out = json(cli(
         &s,
@@ -388,7 +420,19 @@ async fn delete_purge_and_prune_remove_exactly_what_they_say() {
 
     // delete: a running instance needs --force; a child goes through its root.
     let err = fails(cli(&s, &["delete", "waiter"]));
-    assert!(err.contains("waiter"), "{err}");
+    assert!(err.contains("waiter is still running"), "{err}");
+    for args in [
+        &["delete", "nope"][..],
+        &["prune", "nope", "--keep-last", "1"],
+        &["instance", "tree", "nope"],
+    ] {
+        let err = fails(cli(&s, args));
+        assert_eq!(
+            err.trim_end(),
+            "error: instance \"nope\" not found",
+            "{args:?}"
+        );
+    }
     let child =
         json(cli(&s, &["instance", "tree", "family", "--json"]))["children"][0]["instance_id"]
             .as_str()
@@ -458,7 +502,18 @@ async fn delete_purge_and_prune_remove_exactly_what_they_say() {
         ],
     ));
     assert_eq!(r["instances_deleted"], 1, "{r}");
-    let r = json(cli(&s, &["purge", "--completed-before", "0s", "--json"]));
+    // The rest, one root per batch (so several batches).
+    let r = json(cli(
+        &s,
+        &[
+            "purge",
+            "--completed-before",
+            "0s",
+            "--batch-size",
+            "1",
+            "--json",
+        ],
+    ));
     assert_eq!(r["instances_deleted"], 5, "{r}");
     let left = json(cli(&s, &["instances", "list", "--json"]));
     assert_eq!(left.as_array().unwrap().len(), 1);
@@ -559,6 +614,11 @@ fn bad_arguments_fail_with_one_clear_line_before_connecting() {
         err.contains("cannot read \"last tuesday\" as a time"),
         "{err}"
     );
+    let err = fails(run(
+        Some(nowhere),
+        &["purge", "--completed-before", "2999-01-01"],
+    ));
+    assert!(err.contains("is in the future"), "{err}");
     let err = fails(run(Some(nowhere), &["--schema", "Bad-Name", "queues"]));
     assert!(err.contains("invalid schema name \"Bad-Name\""), "{err}");
     let err = fails(run(Some(nowhere), &["queues"]));
@@ -580,6 +640,8 @@ fn bad_arguments_fail_with_one_clear_line_before_connecting() {
     for args in [
         &["instances", "list", "--status", "bogus"][..],
         &["prune", "x", "--keep-last", "-1"],
+        &["purge", "--completed-before", "1d", "--limit", "0"],
+        &["instances", "list", "--limit", "0"],
         &["purge"],
         &["frobnicate"],
     ] {

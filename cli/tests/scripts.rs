@@ -150,6 +150,22 @@ fn ci_check_catches_a_missing_diff() {
         stderr(&orphan)
     );
 
+    // A marker with leading zeros is a decimal number, never octal: with
+    // FIRST_RELEASE 0009, migration 0010 still needs its diff.
+    let ten = temp_dir("diffcheck_ten");
+    for v in 1..=10 {
+        std::fs::write(ten.join(format!("{v:04}_m.sql")), "SELECT 1;\n").unwrap();
+    }
+    std::fs::write(ten.join("FIRST_RELEASE"), "0009\n").unwrap();
+    let octal = run(&ten);
+    assert_eq!(octal.status.code(), Some(1), "{}", stderr(&octal));
+    assert!(
+        stderr(&octal).contains("0010_m.sql has no 0010_diff.md"),
+        "{}",
+        stderr(&octal)
+    );
+    std::fs::remove_dir_all(ten).unwrap();
+
     // Without the first-release marker the check cannot decide: it says so.
     std::fs::remove_file(dir.join("FIRST_RELEASE")).unwrap();
     let unmarked = run(&dir);
@@ -236,8 +252,9 @@ async fn cleanup_drops_only_old_enough_test_stores_under_the_prefix() {
         "a schema without the ledger was touched"
     );
 
-    // Prefixes that could reach system schemas are refused before connecting.
-    for bad in ["pub", "pg_temp", "x", "Bad;"] {
+    // Prefixes outside the test families are refused before connecting (a
+    // real store such as "orders" must be out of reach whatever its age).
+    for bad in ["ord", "pub", "pg_temp", "dxtestx", "dxtest_Bad;", ""] {
         let out = Command::new(&script)
             .env("DATABASE_URL", &url)
             .args(["--prefix", bad, "--min-age", "0"])
@@ -250,7 +267,22 @@ async fn cleanup_drops_only_old_enough_test_stores_under_the_prefix() {
             stderr(&out)
         );
     }
-    assert!(exists("public".into()).await);
+
+    // The URL's password reaches neither psql's command line nor the output.
+    let out = Command::new(&script)
+        .env(
+            "DATABASE_URL",
+            "postgres://u:hunter2%7Asecret@127.0.0.1:1/db",
+        )
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !all.contains("hunter2") && all.contains("127.0.0.1"),
+        "{all}"
+    );
 
     for s in [&stores[2], &foreign] {
         sqlx::query(&format!("DROP SCHEMA {s} CASCADE"))

@@ -8,7 +8,7 @@ use duroxide::providers::{ExecutionInfo, InstanceInfo, Provider, ProviderAdmin};
 use duroxide_pg::PostgresProvider;
 use serde_json::{Value, json};
 
-use super::{CliError, CliResult, instance_error};
+use super::{CliError, CliResult, instance_error, is_not_found};
 use crate::args::Status;
 use crate::output::{Table, clip, or_dash, print_json};
 use crate::time::format_ms;
@@ -51,11 +51,12 @@ pub async fn list(
     };
     let mut infos = Vec::new();
     for id in ids.iter().take(limit) {
-        infos.push(
-            p.get_instance_info(id)
-                .await
-                .map_err(|e| instance_error(id, e))?,
-        );
+        match p.get_instance_info(id).await {
+            Ok(info) => infos.push(info),
+            // Deleted between the listing and this read: not there any more.
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     if json {
         print_json(&Value::Array(infos.iter().map(info_json).collect()));

@@ -1,15 +1,14 @@
 //! Commands that delete: `delete`, `purge`, `prune`.
 
-use duroxide::providers::{DeleteInstanceResult, InstanceFilter, ProviderAdmin, PruneOptions};
+use duroxide::providers::{
+    DeleteInstanceResult, InstanceFilter, ProviderAdmin, ProviderError, PruneOptions,
+};
 use duroxide_pg::PostgresProvider;
 use serde_json::json;
 
-use super::{CliResult, instance_error};
+use super::{CliError, CliResult, instance_error};
 use crate::output::{Table, print_json};
 use crate::time::format_ms;
-
-/// Roots deleted per statement, so one purge never holds locks on an unbounded set.
-const PURGE_BATCH: u32 = 500;
 
 fn print_deleted(json: bool, what: &str, r: &DeleteInstanceResult) {
     if json {
@@ -38,12 +37,14 @@ pub async fn delete(p: &PostgresProvider, json: bool, id: &str, force: bool) -> 
 }
 
 /// `purge --completed-before WHEN [--limit N] [--dry-run]`: terminal roots
-/// completed before `before_ms`, with their trees; batches until none is left.
+/// completed before `before_ms`, with their trees, `batch` roots per
+/// statement (so one purge never locks an unbounded set) until none is left.
 pub async fn purge(
     p: &PostgresProvider,
     json: bool,
     before_ms: u64,
     limit: Option<u32>,
+    batch: u32,
     dry_run: bool,
 ) -> CliResult {
     let filter = |ids: Option<Vec<String>>, n: u32| InstanceFilter {
@@ -83,15 +84,26 @@ pub async fn purge(
 
     let mut total = DeleteInstanceResult::default();
     let mut remaining = limit.unwrap_or(u32::MAX);
+    // Batches commit one by one: a failure must say what is already gone.
+    let partial = |e: ProviderError, t: &DeleteInstanceResult| {
+        CliError(format!(
+            "{e} (before this failure the purge had deleted {} instances, {} executions, {} events)",
+            t.instances_deleted, t.executions_deleted, t.events_deleted
+        ))
+    };
     while remaining > 0 {
         let roots = p
-            .bulk_delete_candidates(&filter(None, remaining.min(PURGE_BATCH)))
-            .await?;
+            .bulk_delete_candidates(&filter(None, remaining.min(batch)))
+            .await
+            .map_err(|e| partial(e, &total))?;
         if roots.is_empty() {
             break;
         }
         let n = roots.len() as u32;
-        let r = p.delete_instance_bulk(filter(Some(roots), n)).await?;
+        let r = p
+            .delete_instance_bulk(filter(Some(roots), n))
+            .await
+            .map_err(|e| partial(e, &total))?;
         if r.instances_deleted == 0 {
             break; // someone else deleted them first; nothing left for us
         }

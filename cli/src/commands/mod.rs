@@ -54,10 +54,15 @@ impl From<String> for CliError {
 /// Result of a command.
 pub type CliResult = Result<(), CliError>;
 
-/// An error for an instance a provider call did not find (our SQLSTATE DXN01),
-/// else the provider's own message.
+/// Whether the provider reported a missing instance (our SQLSTATE DXN01).
+fn is_not_found(e: &ProviderError) -> bool {
+    e.message.contains("SQLSTATE DXN01")
+}
+
+/// An error for an instance a provider call did not find, else the
+/// provider's own message.
 fn instance_error(id: &str, e: ProviderError) -> CliError {
-    if e.message.contains("SQLSTATE DXN01") {
+    if is_not_found(&e) {
         CliError(format!("instance {id:?} not found"))
     } else {
         e.into()
@@ -112,7 +117,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Migrate { .. } => unreachable!("handled above"),
         Command::Instances {
             action: InstancesAction::List { status, limit },
-        } => inspect::list(&p, json, status, limit).await,
+        } => inspect::list(&p, json, status, limit as usize).await,
         Command::Instance {
             action: InstanceAction::Show { id, execution },
         } => inspect::show(&p, json, &id, execution).await,
@@ -122,9 +127,14 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Queues => inspect::queues(&p, json).await,
         Command::Metrics => inspect::metrics(&p, json).await,
         Command::Delete { id, force } => maintenance::delete(&p, json, &id, force).await,
-        Command::Purge { limit, dry_run, .. } => {
+        Command::Purge {
+            limit,
+            dry_run,
+            batch_size,
+            ..
+        } => {
             let before = purge_before.expect("parsed above");
-            maintenance::purge(&p, json, before, limit, dry_run).await
+            maintenance::purge(&p, json, before, limit, batch_size, dry_run).await
         }
         Command::Prune { id, keep_last } => maintenance::prune(&p, json, &id, keep_last).await,
         Command::RaiseEvent { id, name, data } => {

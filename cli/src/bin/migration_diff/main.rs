@@ -22,7 +22,7 @@ struct Args {
     /// The migration's version number (the NNNN of its file name).
     version: u32,
     /// Folder of the numbered migration files.
-    #[arg(long, default_value = "migrations")]
+    #[arg(long, env = "DUROXIDE_PG_MIGRATIONS_DIR", default_value = "migrations")]
     migrations_dir: PathBuf,
     /// Where to write the document (`-` for stdout); default `<dir>/NNNN_diff.md`.
     #[arg(long)]
