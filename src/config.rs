@@ -8,6 +8,10 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use crate::error::Error;
 
+/// Idle connections of the sqlx pool [`PostgresConfig::open_pool`] returns
+/// close after this: it serves migrations and tools, rarely anything else.
+const TOOLS_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Environment variable that sets the pool size when the configuration does not.
 pub const POOL_MAX_ENV: &str = "DUROXIDE_PG_POOL_MAX";
 /// Pool size used when neither the configuration nor [`POOL_MAX_ENV`] sets one.
@@ -18,6 +22,12 @@ pub const DEFAULT_SCHEMA: &str = "public";
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long building a provider waits for its first connection by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections older than this are replaced by default, so rotated
+/// credentials and failovers reach every connection within this time.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+/// Connections idle longer than this are closed instead of reused by default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// What building a provider does about the schema's migrations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,6 +67,8 @@ pub struct PostgresConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) migrations: MigrationMode,
     pub(crate) poll_mode: PollMode,
+    pub(crate) max_lifetime: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -69,6 +81,8 @@ impl std::fmt::Debug for PostgresConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("migrations", &self.migrations)
             .field("poll_mode", &self.poll_mode)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
 }
@@ -87,6 +101,8 @@ impl PostgresConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             migrations: MigrationMode::Apply,
             poll_mode: PollMode::LongPoll,
+            max_lifetime: Some(DEFAULT_MAX_LIFETIME),
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
         }
     }
 
@@ -123,6 +139,20 @@ impl PostgresConfig {
     /// Long polling (default) or poll-only.
     pub fn with_poll_mode(mut self, mode: PollMode) -> Self {
         self.poll_mode = mode;
+        self
+    }
+
+    /// Replace connections older than `lifetime` (`None`: keep them for
+    /// ever). Default 30 minutes.
+    pub fn with_max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.max_lifetime = lifetime;
+        self
+    }
+
+    /// Close connections idle longer than `timeout` (`None`: keep them).
+    /// Default 10 minutes.
+    pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
         self
     }
 
@@ -194,10 +224,22 @@ impl PostgresConfig {
         }
         Ok(PgPoolOptions::new()
             .max_connections(max_connections)
+            .min_connections(0)
             .acquire_timeout(self.acquire_timeout)
-            // A ping before every checkout would double the round trips of each call.
-            .test_before_acquire(false)
+            .idle_timeout(Some(TOOLS_IDLE_TIMEOUT))
+            .max_lifetime(self.max_lifetime)
             .connect_lazy_with(options))
+    }
+
+    /// Settings of the provider's own connection pool.
+    pub(crate) fn pool_settings(&self) -> Result<crate::connections::PoolSettings, Error> {
+        Ok(crate::connections::PoolSettings {
+            max_connections: self.resolved_max_connections()?,
+            acquire_timeout: self.acquire_timeout,
+            connect_timeout: self.connect_timeout,
+            max_lifetime: self.max_lifetime,
+            idle_timeout: self.idle_timeout,
+        })
     }
 
     /// Driver options for every connection the provider opens.

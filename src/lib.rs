@@ -21,16 +21,19 @@
 //! sessions), `history`, `state` (custom status, KV, stats), `admin`
 //! (`ProviderAdmin`), `lease` (renew/abandon shared by both queues),
 //! `long_poll` (wake-ups), and the public [`config`], [`error`],
-//! [`migrations`] and [`local_cluster`] (throwaway PostgreSQL for tests,
-//! examples and tools).
+//! [`migrations`], [`local_cluster`] (throwaway PostgreSQL for tests,
+//! examples and tools) and [`delay_proxy`] (latency and round-trip counting
+//! for tests and benchmarks).
 
 pub mod config;
+pub mod delay_proxy;
 pub mod error;
 pub mod local_cluster;
 pub mod migrations;
 
 mod admin;
 mod codec;
+mod connections;
 mod history;
 mod lease;
 mod long_poll;
@@ -45,4 +48,4 @@ pub use config::{
     MigrationMode, PollMode, PostgresConfig, redact_url, scrub, validate_schema_name,
 };
 pub use error::Error;
-pub use provider::PostgresProvider;
+pub use provider::{PoolStatus, PostgresProvider};

@@ -14,6 +14,7 @@ use duroxide::{Event, SystemStats};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::config::{PollMode, PostgresConfig};
+use crate::connections::Connections;
 use crate::error::Error;
 use crate::long_poll::LongPoll;
 use crate::migrations::{self, MigrationReport, quote_ident};
@@ -26,11 +27,25 @@ use crate::{admin, history, orchestrator_queue, state, worker_queue};
 /// `duroxide::Client`. Every provider call is one statement (one call of one
 /// stored function in the schema), so one network round trip.
 pub struct PostgresProvider {
-    pub(crate) pool: PgPool,
+    /// Connections for provider calls (one statement, one round trip each).
+    pub(crate) pool: Connections,
+    /// A small sqlx pool for migrations and tools ([`PostgresProvider::pool`]).
+    pub(crate) tools: PgPool,
     pub(crate) schema: String,
     pub(crate) sql: Statements,
     /// The wake-up listener; `None` in poll-only mode.
     pub(crate) long_poll: Option<LongPoll>,
+}
+
+/// A snapshot of the provider's call pool ([`PostgresProvider::pool_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections open (in use or idle).
+    pub open: usize,
+    /// Open connections not in use.
+    pub idle: usize,
+    /// Most connections the pool opens.
+    pub max: u32,
 }
 
 impl std::fmt::Debug for PostgresProvider {
@@ -76,8 +91,9 @@ impl PostgresProvider {
     /// [`Error::Connect`] naming host and port when the server cannot be
     /// reached in time; the migration errors of [`migrations::run`].
     pub async fn connect(config: PostgresConfig) -> Result<Self, Error> {
-        let pool = config.open_pool().await?;
-        migrations::run(&pool, &config.schema, config.migrations).await?;
+        let tools = config.open_pool().await?;
+        migrations::run(&tools, &config.schema, config.migrations).await?;
+        let pool = Connections::new(config.driver_options()?, config.pool_settings()?);
         let sql = Statements::new(&config.schema);
         let long_poll = match config.poll_mode {
             PollMode::PollOnly => None,
@@ -106,13 +122,31 @@ impl PostgresProvider {
             sql,
             schema: config.schema,
             pool,
+            tools,
             long_poll,
         })
     }
 
-    /// The connection pool (for diagnostics and tools; the provider owns the schema).
+    /// A small sqlx pool on the provider's database, for diagnostics and
+    /// tools (provider calls use connections of their own; the provider owns
+    /// the schema). Its connections close after a minute idle.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        &self.tools
+    }
+
+    /// How many connections the provider's call pool holds right now.
+    pub fn pool_status(&self) -> PoolStatus {
+        PoolStatus {
+            open: self.pool.size(),
+            idle: self.pool.num_idle(),
+            max: self.pool.max_connections(),
+        }
+    }
+
+    /// Closes every connection the provider holds (calls fail afterwards).
+    pub async fn close(&self) {
+        self.pool.close().await;
+        self.tools.close().await;
     }
 
     /// The schema this provider stores everything in.
@@ -126,7 +160,7 @@ impl PostgresProvider {
     /// As [`migrations::run`].
     pub async fn migrate(&self) -> Result<MigrationReport, Error> {
         migrations::run(
-            &self.pool,
+            &self.tools,
             &self.schema,
             crate::config::MigrationMode::Apply,
         )
@@ -147,7 +181,7 @@ impl PostgresProvider {
         let schema = quote_ident(&self.schema);
         if self.schema != crate::config::DEFAULT_SCHEMA {
             sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                .execute(&self.pool)
+                .execute(&self.tools)
                 .await
                 .map_err(db)?;
             return Ok(());
@@ -165,7 +199,7 @@ impl PostgresProvider {
             "DROP TABLE IF EXISTS {schema}.{};\n",
             migrations::LEDGER_TABLE
         ));
-        sqlx::raw_sql(&sql).execute(&self.pool).await.map_err(db)?;
+        sqlx::raw_sql(&sql).execute(&self.tools).await.map_err(db)?;
         Ok(())
     }
 }

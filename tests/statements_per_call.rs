@@ -1,7 +1,9 @@
-//! Every provider call is exactly one SQL statement: counted by the server
-//! itself through `pg_stat_statements`, in a database of its own so nothing
-//! else is counted. (The throwaway cluster preloads the extension; with an
-//! external `DATABASE_URL`, that server must preload it too.)
+//! Every provider call is exactly one SQL statement and one network round
+//! trip. Statements are counted by the server itself through
+//! `pg_stat_statements`, in a database of its own so nothing else is counted
+//! (the throwaway cluster preloads the extension; with an external
+//! `DATABASE_URL`, that server must preload it too). Round trips are counted
+//! on the wire by `duroxide_pg::delay_proxy` between provider and server.
 
 mod common;
 
@@ -10,7 +12,8 @@ use std::time::Duration;
 use common::{database_url, fresh_schema_name};
 use duroxide::providers::{ExecutionMetadata, Provider, TagFilter, WorkItem};
 use duroxide::{Event, EventKind};
-use duroxide_pg::{PostgresConfig, PostgresProvider};
+use duroxide_pg::delay_proxy::{self, DelayProxy};
+use duroxide_pg::{PollMode, PostgresConfig, PostgresProvider};
 use sqlx::PgPool;
 
 fn with_database(url: &str, db: &str) -> String {
@@ -44,17 +47,20 @@ async fn reset_counts(admin: &PgPool, db: &str) {
 }
 
 /// A whole orchestration with one activity: enqueue, two turns (fetch + ack),
-/// one activity (fetch + ack) and a read: 8 provider calls.
-async fn one_cycle(p: &PostgresProvider, instance: &str) {
+/// one activity (fetch + ack) and a read: 8 provider calls. `after(call)`
+/// runs after each call, named by its provider method.
+async fn one_cycle(p: &PostgresProvider, instance: &str, after: &mut dyn FnMut(&'static str)) {
     let lock = Duration::from_secs(30);
     p.enqueue_for_orchestrator(common::start_item(instance, "Counted"), None)
         .await
         .unwrap();
+    after("enqueue_for_orchestrator");
     let (_item, token, _) = p
         .fetch_orchestration_item(lock, Duration::ZERO, None)
         .await
         .unwrap()
         .unwrap();
+    after("fetch_orchestration_item");
     let started = common::started_event(instance, "Counted");
     let metadata = common::naming_metadata("Counted");
     p.ack_orchestration_item(
@@ -68,11 +74,13 @@ async fn one_cycle(p: &PostgresProvider, instance: &str) {
     )
     .await
     .unwrap();
+    after("ack_orchestration_item");
     let (_w, wtoken, _) = p
         .fetch_work_item(lock, Duration::ZERO, None, &TagFilter::DefaultOnly)
         .await
         .unwrap()
         .unwrap();
+    after("fetch_work_item");
     let done = WorkItem::ActivityCompleted {
         instance: instance.into(),
         execution_id: 1,
@@ -80,12 +88,14 @@ async fn one_cycle(p: &PostgresProvider, instance: &str) {
         result: "r".into(),
     };
     p.ack_work_item(&wtoken, Some(done)).await.unwrap();
+    after("ack_work_item");
     // The completion turn: consumes the activity result and completes.
     let (item, token, _) = p
         .fetch_orchestration_item(lock, Duration::ZERO, None)
         .await
         .unwrap()
         .unwrap();
+    after("fetch_orchestration_item");
     assert_eq!(item.instance, instance);
     let completed = Event::with_event_id(
         2,
@@ -104,7 +114,9 @@ async fn one_cycle(p: &PostgresProvider, instance: &str) {
     p.ack_orchestration_item(&token, 1, vec![completed], vec![], vec![], metadata, vec![])
         .await
         .unwrap();
+    after("ack_orchestration_item");
     assert_eq!(p.read(instance).await.unwrap().len(), 2);
+    after("read");
 }
 
 #[tokio::test]
@@ -129,10 +141,10 @@ async fn each_provider_call_is_one_statement() {
     )
     .await
     .unwrap();
-    one_cycle(&provider, "warm-up").await;
+    one_cycle(&provider, "warm-up", &mut |_| {}).await;
 
     reset_counts(&admin, &db).await;
-    one_cycle(&provider, "measured").await;
+    one_cycle(&provider, "measured", &mut |_| {}).await;
     let counts = statement_counts(&admin, &db).await;
 
     let total: i64 = counts.iter().map(|(_, n)| n).sum();
@@ -164,6 +176,47 @@ async fn each_provider_call_is_one_statement() {
         .execute(&admin)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn each_provider_call_is_one_round_trip() {
+    let url = database_url();
+    let upstream = delay_proxy::upstream_of(&url).await.unwrap();
+    let proxy = DelayProxy::start(upstream, Duration::ZERO).await.unwrap();
+    // One connection, poll-only (no listener), so every counted exchange is a call's.
+    let provider = PostgresProvider::connect(
+        PostgresConfig::new(delay_proxy::reroute_url(&url, proxy.local_addr()).unwrap())
+            .with_schema(fresh_schema_name("rtt"))
+            .with_max_connections(1)
+            .with_poll_mode(PollMode::PollOnly),
+    )
+    .await
+    .unwrap();
+    // The first use of each statement on a connection also prepares it.
+    one_cycle(&provider, "warm-up", &mut |_| {}).await;
+
+    let mut per_call: Vec<(&'static str, u64)> = Vec::new();
+    proxy.reset();
+    one_cycle(&provider, "measured", &mut |call| {
+        per_call.push((call, proxy.round_trips()));
+        proxy.reset();
+    })
+    .await;
+    let expected: Vec<(&str, u64)> = [
+        "enqueue_for_orchestrator",
+        "fetch_orchestration_item",
+        "ack_orchestration_item",
+        "fetch_work_item",
+        "ack_work_item",
+        "fetch_orchestration_item",
+        "ack_orchestration_item",
+        "read",
+    ]
+    .into_iter()
+    .map(|c| (c, 1))
+    .collect();
+    assert_eq!(per_call, expected, "round trips per call");
+    provider.cleanup_schema().await.unwrap();
 }
 
 #[test]

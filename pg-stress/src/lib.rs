@@ -115,16 +115,28 @@ impl fmt::Display for Scenario {
 /// The providers a run compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum ProviderKind {
-    /// duroxide-pg.
+    /// duroxide-pg (this repository).
     Postgres,
+    /// The published duroxide-pg 0.1.38 crate from crates.io (feature `published`).
+    Published,
     /// duroxide's bundled SQLite provider, file-backed.
     Sqlite,
+}
+
+impl ProviderKind {
+    /// Every kind, in report order.
+    pub const ALL: [ProviderKind; 3] = [
+        ProviderKind::Postgres,
+        ProviderKind::Published,
+        ProviderKind::Sqlite,
+    ];
 }
 
 impl fmt::Display for ProviderKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ProviderKind::Postgres => "postgres",
+            ProviderKind::Published => "published",
             ProviderKind::Sqlite => "sqlite",
         })
     }
@@ -148,6 +160,11 @@ impl PgStressFactory {
             created: Default::default(),
             counter: AtomicU64::new(0),
         }
+    }
+
+    /// The URL this factory connects to.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// Builds a provider on a fresh schema.

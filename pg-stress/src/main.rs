@@ -53,6 +53,13 @@ struct Cli {
     /// Also run duroxide's SQLite provider (file-backed) and report the ratio.
     #[arg(long)]
     compare_sqlite: bool,
+    /// Also run the published duroxide-pg 0.1.38 crate (build with `--features published`).
+    #[arg(long)]
+    compare_published: bool,
+    /// Add this network round-trip time (ms) between the PostgreSQL providers and the
+    /// server, through a built-in delay proxy (half each way); 0 = direct.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    rtt_ms: u64,
     /// Repetitions of every cell (medians are reported when > 1).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
@@ -66,6 +73,14 @@ struct Cli {
 
 async fn run(cli: Cli, command: String) -> Result<bool, StressError> {
     let matrix: Matrix = cli.matrix.parse()?;
+    if cli.compare_published && !cfg!(feature = "published") {
+        return Err(duroxide_pg_stress::runner::published_missing());
+    }
+    if cli.rtt_ms > 10_000 {
+        return Err(StressError::InvalidArgument(
+            "--rtt-ms must be at most 10000".into(),
+        ));
+    }
     if cli.duration == 0 {
         return Err(StressError::InvalidArgument(
             "--duration must be at least 1 second".into(),
@@ -88,6 +103,8 @@ async fn run(cli: Cli, command: String) -> Result<bool, StressError> {
         activity_delay_ms: cli.activity_delay_ms,
         wait_timeout_secs: cli.wait_timeout,
         compare_sqlite: cli.compare_sqlite,
+        compare_published: cli.compare_published,
+        rtt_ms: cli.rtt_ms,
         repeat: cli.repeat,
         show_progress: !cli.json,
     };
@@ -106,8 +123,14 @@ async fn run(cli: Cli, command: String) -> Result<bool, StressError> {
     let env = Environment::gather(version, &url);
     if !cli.json {
         println!(
-            "pg-stress on {} ({})",
-            env.database_url, env.postgres_version
+            "pg-stress on {} ({}){}",
+            env.database_url,
+            env.postgres_version,
+            if cli.rtt_ms > 0 {
+                format!(", +{} ms round trip through a delay proxy", cli.rtt_ms)
+            } else {
+                String::new()
+            }
         );
     }
 

@@ -64,15 +64,26 @@ pub fn table(records: &[RunRecord]) -> String {
         );
     }
     let cells = cells(records);
-    let compare = records.iter().any(|r| r.provider == ProviderKind::Sqlite);
+    let kinds: Vec<ProviderKind> = ProviderKind::ALL
+        .into_iter()
+        .filter(|k| records.iter().any(|r| r.provider == *k))
+        .collect();
+    let others: Vec<ProviderKind> = kinds
+        .iter()
+        .copied()
+        .filter(|k| *k != ProviderKind::Postgres)
+        .collect();
     let repeated = records.iter().any(|r| r.repetition > 1);
-    if compare || repeated {
-        let _ = writeln!(out, "\nmedians per cell:");
-        let _ = writeln!(
-            out,
-            "{:<14} {:>6} {:>14} {:>14} {:>10}",
-            "scenario", "o:w", "postgres orch/s", "sqlite orch/s", "pg/sqlite"
-        );
+    if !others.is_empty() || repeated {
+        let _ = writeln!(out, "\nmedians per cell (orch/s):");
+        let mut header = format!("{:<14} {:>6}", "scenario", "o:w");
+        for k in &kinds {
+            let _ = write!(header, " {:>10}", k.to_string());
+        }
+        for k in &others {
+            let _ = write!(header, " {:>13}", format!("postgres/{}", short(*k)));
+        }
+        let _ = writeln!(out, "{header}");
         for (scenario, c) in cells {
             let med = |kind| {
                 let v: Vec<f64> = records
@@ -82,25 +93,34 @@ pub fn table(records: &[RunRecord]) -> String {
                     .collect();
                 (!v.is_empty()).then(|| median(&v))
             };
-            let pg = med(ProviderKind::Postgres);
-            let sq = med(ProviderKind::Sqlite);
-            let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
-            let ratio = match (pg, sq) {
-                (Some(p), Some(s)) if s > 0.0 => format!("{:.2}x", p / s),
-                _ => "-".to_string(),
-            };
-            let _ = writeln!(
-                out,
-                "{:<14} {:>6} {:>14} {:>14} {:>10}",
-                scenario.to_string(),
-                c.to_string(),
-                fmt(pg),
-                fmt(sq),
-                ratio
-            );
+            let mut line = format!("{:<14} {:>6}", scenario.to_string(), c.to_string());
+            for k in &kinds {
+                let _ = write!(
+                    line,
+                    " {:>10}",
+                    med(*k).map_or("-".to_string(), |v| format!("{v:.2}"))
+                );
+            }
+            for k in &others {
+                let ratio = match (med(ProviderKind::Postgres), med(*k)) {
+                    (Some(p), Some(o)) if o > 0.0 => format!("{:.2}x", p / o),
+                    _ => "-".to_string(),
+                };
+                let _ = write!(line, " {ratio:>13}");
+            }
+            let _ = writeln!(out, "{line}");
         }
     }
     out
+}
+
+/// Short column label of a provider in the ratio columns.
+fn short(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::Postgres => "pg",
+        ProviderKind::Published => "pub",
+        ProviderKind::Sqlite => "sqlite",
+    }
 }
 
 /// Distinct (scenario, concurrency) cells in run order.

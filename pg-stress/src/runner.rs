@@ -18,6 +18,7 @@ use duroxide::providers::sqlite::SqliteProvider;
 
 use crate::progress::{Progress, ProgressProvider};
 use crate::{Concurrency, Matrix, PgStressFactory, ProviderKind, Scenario, StressError};
+use duroxide_pg::delay_proxy::{self, DelayProxy};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -38,6 +39,11 @@ pub struct RunOptions {
     pub wait_timeout_secs: Option<u64>,
     /// Also run duroxide's SQLite provider.
     pub compare_sqlite: bool,
+    /// Also run the published duroxide-pg crate (needs the `published` feature).
+    pub compare_published: bool,
+    /// Added network round-trip time in ms (a delay proxy in front of the
+    /// server for both PostgreSQL providers; 0: direct).
+    pub rtt_ms: u64,
     /// Repetitions of every cell.
     pub repeat: usize,
     /// Print a progress line to stderr while a run goes.
@@ -125,6 +131,8 @@ impl ProviderStressFactory for Prepared {
 /// A store for one run, removed by `finish`.
 enum Store {
     Postgres,
+    #[cfg(feature = "published")]
+    Published(Arc<duroxide_pg_published::PostgresProvider>),
     Sqlite(std::path::PathBuf),
 }
 
@@ -137,6 +145,23 @@ async fn open_store(
         ProviderKind::Postgres => {
             Ok((pg.try_create().await? as Arc<dyn Provider>, Store::Postgres))
         }
+        #[cfg(feature = "published")]
+        ProviderKind::Published => {
+            let schema = format!("dxstress_pub_{}_{run_id}", std::process::id());
+            let provider =
+                duroxide_pg_published::PostgresProvider::new_with_schema(pg.url(), Some(&schema))
+                    .await
+                    .map_err(|e| {
+                        StressError::Run(format!("open published duroxide-pg store: {e}"))
+                    })?;
+            let provider = Arc::new(provider);
+            Ok((
+                Arc::clone(&provider) as Arc<dyn Provider>,
+                Store::Published(provider),
+            ))
+        }
+        #[cfg(not(feature = "published"))]
+        ProviderKind::Published => Err(published_missing()),
         ProviderKind::Sqlite => {
             let path = std::env::temp_dir().join(format!(
                 "pg-stress-sqlite-{}-{run_id}.db",
@@ -156,6 +181,12 @@ async fn open_store(
 async fn finish(store: Store, pg: &PgStressFactory) -> Result<(), StressError> {
     match store {
         Store::Postgres => pg.cleanup().await.map_err(StressError::from),
+        #[cfg(feature = "published")]
+        Store::Published(p) => {
+            let result = p.cleanup_schema().await;
+            p.pool().close().await;
+            result.map_err(|e| StressError::Run(format!("drop published store: {e}")))
+        }
         Store::Sqlite(path) => {
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
@@ -163,6 +194,15 @@ async fn finish(store: Store, pg: &PgStressFactory) -> Result<(), StressError> {
             Ok(())
         }
     }
+}
+
+/// The error for `--compare-published` in a build without the feature.
+pub fn published_missing() -> StressError {
+    StressError::InvalidArgument(
+        "--compare-published needs pg-stress built with the `published` feature \
+         (cargo run --release -p duroxide-pg-stress --features published -- ...)"
+            .into(),
+    )
 }
 
 /// Prints `label elapsed launched completed failed` to stderr until stopped:
@@ -199,8 +239,34 @@ pub async fn run_all(
     database_url: &str,
     options: &RunOptions,
 ) -> Result<Vec<RunRecord>, StressError> {
-    let pg = PgStressFactory::new(database_url, "dxstress");
+    // Both PostgreSQL providers go through the proxy; it lives as long as the runs.
+    let proxy = if options.rtt_ms > 0 {
+        let upstream = delay_proxy::upstream_of(database_url)
+            .await
+            .map_err(StressError::Run)?;
+        let half = Duration::from_micros(options.rtt_ms * 500);
+        Some(
+            DelayProxy::start(upstream, half)
+                .await
+                .map_err(|e| StressError::Run(format!("start the delay proxy: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let url = match &proxy {
+        Some(p) => {
+            delay_proxy::reroute_url(database_url, p.local_addr()).map_err(StressError::Run)?
+        }
+        None => database_url.to_string(),
+    };
+    let pg = PgStressFactory::new(url, "dxstress");
     let mut providers = vec![ProviderKind::Postgres];
+    if options.compare_published {
+        if !cfg!(feature = "published") {
+            return Err(published_missing());
+        }
+        providers.push(ProviderKind::Published);
+    }
     if options.compare_sqlite {
         providers.push(ProviderKind::Sqlite);
     }

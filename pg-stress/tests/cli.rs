@@ -62,3 +62,13 @@ fn help_lists_the_options() {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
 }
+
+#[test]
+fn compare_published_without_the_feature_or_a_huge_rtt_is_refused() {
+    let e = one_line_error(&pg_stress(&["--rtt-ms", "20000"]));
+    assert!(e.contains("--rtt-ms must be at most 10000"), "{e}");
+    if !cfg!(feature = "published") {
+        let e = one_line_error(&pg_stress(&["--compare-published"]));
+        assert!(e.contains("`published` feature"), "{e}");
+    }
+}

@@ -112,3 +112,13 @@ fn large_payload() {
         &[],
     );
 }
+
+/// The default configuration as if the server were 20 ms away (delay proxy).
+#[test]
+#[ignore = "stress: run on demand"]
+fn default_config_at_20ms_round_trip() {
+    pg_stress(
+        &["--duration", "10", "--matrix", "2:2", "--rtt-ms", "20"],
+        &[],
+    );
+}

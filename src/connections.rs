@@ -1,0 +1,371 @@
+//! The provider's connection pool.
+//!
+//! Why not `sqlx::PgPool`: sqlx pings every connection when it goes back to
+//! its pool (sqlx 0.8 `return_to_pool`), so each call costs a second network
+//! round trip that keeps the connection busy; over a 20 ms link that halves
+//! what a connection can do. This pool never talks to the server on its own:
+//! a call is exactly its one statement.
+//!
+//! Safety without the ping: a connection goes back to the idle list only when
+//! its call finished in a known state (success, or an error the server
+//! reported and the protocol completed). A call abandoned half-way (its future
+//! dropped) or failed on I/O discards the connection, so the next call never
+//! inherits a half-read response.
+//!
+//! [`Connections`] implements sqlx's `Executor`, so call sites read as with a
+//! pool: `query.fetch_one(&p.pool)`.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_core::future::BoxFuture;
+use futures_core::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
+use sqlx::postgres::{
+    PgConnectOptions, PgConnection, PgQueryResult, PgRow, PgStatement, PgTypeInfo,
+};
+use sqlx::{Connection, Describe, Either, Execute, Executor, Postgres};
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// Sizing and timing of a [`Connections`] pool.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolSettings {
+    /// Most connections open at once.
+    pub max_connections: u32,
+    /// How long a call waits for a free connection.
+    pub acquire_timeout: Duration,
+    /// How long opening one connection may take.
+    pub connect_timeout: Duration,
+    /// Connections older than this are closed instead of reused.
+    pub max_lifetime: Option<Duration>,
+    /// Connections idle longer than this are closed instead of reused.
+    pub idle_timeout: Option<Duration>,
+}
+
+struct Idle {
+    conn: PgConnection,
+    opened: Instant,
+    idle_since: Instant,
+}
+
+/// A bounded set of PostgreSQL connections, opened on demand, reused LIFO.
+pub(crate) struct Connections {
+    options: std::sync::RwLock<PgConnectOptions>,
+    settings: PoolSettings,
+    idle: Mutex<Vec<Idle>>,
+    permits: Semaphore,
+    open: AtomicUsize,
+    closed: AtomicBool,
+}
+
+impl fmt::Debug for Connections {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connections")
+            .field("max_connections", &self.settings.max_connections)
+            .field("open", &self.open.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connections {
+    /// A pool that opens connections with `options`; none is opened yet.
+    pub(crate) fn new(options: PgConnectOptions, settings: PoolSettings) -> Self {
+        Self {
+            options: std::sync::RwLock::new(options),
+            permits: Semaphore::new(settings.max_connections as usize),
+            settings,
+            idle: Mutex::new(Vec::new()),
+            open: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Most connections open at once.
+    pub(crate) fn max_connections(&self) -> u32 {
+        self.settings.max_connections
+    }
+
+    /// Connections open now (in use or idle).
+    pub(crate) fn size(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Connections open and idle now.
+    pub(crate) fn num_idle(&self) -> usize {
+        self.idle.lock().expect("idle list").len()
+    }
+
+    /// Waits (at most the acquire timeout) for a connection: an idle one if
+    /// any is still fresh, else a new one.
+    pub(crate) async fn acquire(&self) -> Result<Checkout<'_>, sqlx::Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(sqlx::Error::PoolClosed);
+        }
+        let permit = tokio::time::timeout(self.settings.acquire_timeout, self.permits.acquire())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let now = Instant::now();
+        loop {
+            let candidate = self.idle.lock().expect("idle list").pop();
+            let Some(idle) = candidate else { break };
+            if self.is_stale(idle.opened, Some(idle.idle_since), now) {
+                self.retire(idle.conn, true);
+                continue;
+            }
+            return Ok(Checkout {
+                pool: self,
+                conn: Some((idle.conn, idle.opened)),
+                _permit: permit,
+            });
+        }
+        let options = self.options.read().expect("options").clone();
+        let conn = tokio::time::timeout(
+            self.settings.connect_timeout,
+            PgConnection::connect_with(&options),
+        )
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Ok(Checkout {
+            pool: self,
+            conn: Some((conn, Instant::now())),
+            _permit: permit,
+        })
+    }
+
+    fn is_stale(&self, opened: Instant, idle_since: Option<Instant>, now: Instant) -> bool {
+        let too_old = self
+            .settings
+            .max_lifetime
+            .is_some_and(|max| now.duration_since(opened) >= max);
+        let idle_too_long = match (self.settings.idle_timeout, idle_since) {
+            (Some(max), Some(since)) => now.duration_since(since) >= max,
+            _ => false,
+        };
+        too_old || idle_too_long || self.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes a connection that will not be reused: politely (Terminate) when
+    /// its protocol state is known, by dropping the socket otherwise.
+    fn retire(&self, conn: PgConnection, graceful: bool) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        if graceful && let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = conn.close().await;
+            });
+        }
+    }
+
+    /// Stops handing out connections and closes the idle ones; connections in
+    /// use close when their call ends.
+    pub(crate) async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.permits.close();
+        let idle = std::mem::take(&mut *self.idle.lock().expect("idle list"));
+        for i in idle {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            let _ = i.conn.close().await;
+        }
+    }
+}
+
+/// One connection lent out for one call. Returned to the pool only through
+/// [`Checkout::finish`]; dropped any other way, the connection is discarded.
+pub(crate) struct Checkout<'a> {
+    pool: &'a Connections,
+    conn: Option<(PgConnection, Instant)>,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Checkout<'_> {
+    /// The connection, for the one call this checkout serves.
+    pub(crate) fn conn(&mut self) -> &mut PgConnection {
+        &mut self.conn.as_mut().expect("checkout holds a connection").0
+    }
+
+    /// Ends the call: the connection goes back to the pool when `result`
+    /// leaves it in a known protocol state, and is discarded otherwise.
+    pub(crate) fn finish<T>(mut self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        let reusable = match &result {
+            Ok(_) => true,
+            // The server answered (an error, or rows we could not decode):
+            // the exchange completed and the connection is in sync.
+            Err(
+                sqlx::Error::Database(_)
+                | sqlx::Error::RowNotFound
+                | sqlx::Error::ColumnNotFound(_)
+                | sqlx::Error::ColumnIndexOutOfBounds { .. }
+                | sqlx::Error::ColumnDecode { .. }
+                | sqlx::Error::Decode(_)
+                | sqlx::Error::TypeNotFound { .. },
+            ) => true,
+            Err(_) => false,
+        };
+        if let Some((conn, opened)) = self.conn.take() {
+            let now = Instant::now();
+            if reusable && !self.pool.is_stale(opened, None, now) {
+                self.pool.idle.lock().expect("idle list").push(Idle {
+                    conn,
+                    opened,
+                    idle_since: now,
+                });
+            } else {
+                self.pool.retire(conn, reusable);
+            }
+        }
+        result
+    }
+}
+
+impl Drop for Checkout<'_> {
+    fn drop(&mut self) {
+        // Not finished: the call was abandoned mid-way; its state is unknown.
+        if let Some((conn, _)) = self.conn.take() {
+            self.pool.retire(conn, false);
+        }
+    }
+}
+
+impl<'c> Executor<'c> for &'c Connections {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, Result<Either<PgQueryResult, PgRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        // Buffered: our statements return small row sets, and the checkout must
+        // be finished once the whole response has been read.
+        futures_util::stream::once(async move {
+            let mut checkout = self.acquire().await?;
+            let all: Result<Vec<_>, _> = checkout.conn().fetch_many(query).try_collect().await;
+            checkout.finish(all)
+        })
+        .map_ok(|steps| futures_util::stream::iter(steps.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        Box::pin(async move {
+            let mut checkout = self.acquire().await?;
+            let row = checkout.conn().fetch_optional(query).await;
+            checkout.finish(row)
+        })
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [PgTypeInfo],
+    ) -> BoxFuture<'e, Result<PgStatement<'q>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        Box::pin(async move {
+            let mut checkout = self.acquire().await?;
+            let statement = checkout.conn().prepare_with(sql, parameters).await;
+            checkout.finish(statement)
+        })
+    }
+
+    fn describe<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+    ) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        Box::pin(async move {
+            let mut checkout = self.acquire().await?;
+            let described = checkout.conn().describe(sql).await;
+            checkout.finish(described)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn pool(max: u32, settings: impl FnOnce(&mut PoolSettings)) -> Connections {
+        let url = crate::local_cluster::database_url().expect("database");
+        let mut s = PoolSettings {
+            max_connections: max,
+            acquire_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            max_lifetime: None,
+            idle_timeout: None,
+        };
+        settings(&mut s);
+        Connections::new(PgConnectOptions::from_str(&url).unwrap(), s)
+    }
+
+    async fn backend(p: &Connections) -> Result<i32, sqlx::Error> {
+        sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(p)
+            .await
+    }
+
+    #[tokio::test]
+    async fn reuses_a_connection_after_success_and_after_a_server_error() {
+        let p = pool(2, |_| {});
+        let first = backend(&p).await.unwrap();
+        assert_eq!(backend(&p).await.unwrap(), first);
+        let err = sqlx::query("SELECT 1/0").execute(&p).await.unwrap_err();
+        assert!(matches!(err, sqlx::Error::Database(_)), "{err}");
+        assert_eq!(
+            backend(&p).await.unwrap(),
+            first,
+            "a server error keeps the connection"
+        );
+        assert_eq!((p.size(), p.num_idle()), (1, 1));
+        p.close().await;
+        assert!(matches!(backend(&p).await, Err(sqlx::Error::PoolClosed)));
+    }
+
+    #[tokio::test]
+    async fn a_call_abandoned_mid_way_discards_its_connection() {
+        let p = pool(1, |_| {});
+        let first = backend(&p).await.unwrap();
+        let slow = sqlx::query("SELECT pg_sleep(5)").execute(&p);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), slow)
+                .await
+                .is_err()
+        );
+        assert_eq!(p.size(), 0, "the interrupted connection must not be reused");
+        assert_ne!(backend(&p).await.unwrap(), first);
+    }
+
+    #[tokio::test]
+    async fn waits_at_most_the_acquire_timeout_when_all_are_busy() {
+        let p = pool(1, |s| s.acquire_timeout = Duration::from_millis(100));
+        let held = p.acquire().await.unwrap();
+        assert!(matches!(backend(&p).await, Err(sqlx::Error::PoolTimedOut)));
+        drop(held);
+        backend(&p).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn connections_past_their_lifetime_are_replaced() {
+        let p = pool(1, |s| s.max_lifetime = Some(Duration::from_millis(50)));
+        let first = backend(&p).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_ne!(backend(&p).await.unwrap(), first);
+    }
+}

@@ -1,0 +1,284 @@
+//! Test and benchmark support: a userspace TCP proxy that adds a fixed delay
+//! each way, so a run on loopback behaves "as if remote" (pg-stress
+//! `--rtt-ms`), and that counts round trips (the one-round-trip-per-call test).
+//!
+//! Every chunk read from one side is delivered to the other side `one_way`
+//! after it was read, in the order it was read (one FIFO per direction, one
+//! writer per direction), so a connection sees the same bytes in the same
+//! order, just later. Throughput is not limited: only latency is added.
+//!
+//! A *round trip* is counted each time a client starts talking after the
+//! server has answered (or for the first time on a connection): one
+//! request/response exchange, however many TCP segments it took. Bytes the
+//! server sends unprompted (notifications) end a client turn but start none.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Counters shared by every connection of a proxy.
+#[derive(Debug, Default)]
+struct Counters {
+    round_trips: AtomicU64,
+    connections: AtomicU64,
+}
+
+/// A running delay proxy; stops (and drops every connection) when dropped.
+#[derive(Debug)]
+pub struct DelayProxy {
+    addr: SocketAddr,
+    counters: Arc<Counters>,
+    accept: JoinHandle<()>,
+}
+
+impl DelayProxy {
+    /// Listens on a free loopback port and forwards every connection to
+    /// `upstream`, adding `one_way` in each direction (a round trip costs
+    /// `2 × one_way` more than without the proxy).
+    ///
+    /// # Errors
+    /// When no loopback port can be bound.
+    pub async fn start(upstream: SocketAddr, one_way: Duration) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let counters = Arc::new(Counters::default());
+        let shared = Arc::clone(&counters);
+        let accept = tokio::spawn(async move {
+            let mut connections = Vec::new();
+            while let Ok((client, _)) = listener.accept().await {
+                shared.connections.fetch_add(1, Ordering::Relaxed);
+                let counters = Arc::clone(&shared);
+                connections.push(AbortOnDrop(tokio::spawn(async move {
+                    if let Ok(server) = TcpStream::connect(upstream).await {
+                        relay(client, server, one_way, counters).await;
+                    }
+                })));
+                connections.retain(|c| !c.0.is_finished());
+            }
+        });
+        Ok(Self {
+            addr,
+            counters,
+            accept,
+        })
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Round trips counted since the start (or the last [`DelayProxy::reset`]).
+    pub fn round_trips(&self) -> u64 {
+        self.counters.round_trips.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted since the start.
+    pub fn connections(&self) -> u64 {
+        self.counters.connections.load(Ordering::SeqCst)
+    }
+
+    /// Sets the round-trip counter back to zero.
+    pub fn reset(&self) {
+        self.counters.round_trips.store(0, Ordering::SeqCst);
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        // Aborting the accept loop drops its connection list, aborting those too.
+        self.accept.abort();
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Relays one connection both ways until either side closes.
+async fn relay(client: TcpStream, server: TcpStream, one_way: Duration, counters: Arc<Counters>) {
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    // True while the client has spoken and the server has not answered yet.
+    let client_turn = Arc::new(AtomicBool::new(false));
+    let upstream = {
+        let turn = Arc::clone(&client_turn);
+        pump(client_read, server_write, one_way, move || {
+            if !turn.swap(true, Ordering::SeqCst) {
+                counters.round_trips.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let downstream = pump(server_read, client_write, one_way, move || {
+        client_turn.store(false, Ordering::SeqCst);
+    });
+    // Either direction ending ends the connection.
+    tokio::select! {
+        _ = upstream => {}
+        _ = downstream => {}
+    }
+}
+
+/// Copies `from` to `to`, each chunk delivered `delay` after it was read.
+/// `on_read` runs as each chunk is read (before the delay).
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    delay: Duration,
+    on_read: impl Fn() + Send + 'static,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let writer = async move {
+        while let Some((due, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    let reader = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return, // dropping tx lets the writer drain and close
+                Ok(n) => {
+                    on_read();
+                    if tx
+                        .send((Instant::now() + delay, buf[..n].to_vec()))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    // The writer must finish delivering what the reader queued before closing.
+    let (_, ()) = tokio::join!(reader, writer);
+}
+
+/// `url` with its host and port replaced by `addr` (user, password, database
+/// and parameters kept), e.g. to route a PostgreSQL URL through the proxy.
+///
+/// # Errors
+/// When `url` has no `scheme://` part.
+pub fn reroute_url(url: &str, addr: SocketAddr) -> Result<String, String> {
+    let start = url
+        .find("://")
+        .map(|i| i + 3)
+        .ok_or_else(|| "the URL has no scheme:// part".to_string())?;
+    let rest = &url[start..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let host_start = authority.rfind('@').map_or(0, |i| i + 1);
+    Ok(format!(
+        "{}{}{addr}{}",
+        &url[..start],
+        &authority[..host_start],
+        &rest[authority_end..]
+    ))
+}
+
+/// The first socket address `url`'s host and port resolve to (port 5432
+/// when the URL names none).
+///
+/// # Errors
+/// When the URL cannot be read or its host does not resolve.
+pub async fn upstream_of(url: &str) -> Result<SocketAddr, String> {
+    let start = url
+        .find("://")
+        .map(|i| i + 3)
+        .ok_or("the URL has no scheme:// part")?;
+    let rest = &url[start..];
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let hostport = &authority[authority.rfind('@').map_or(0, |i| i + 1)..];
+    let target = if hostport
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:5432")
+    };
+    tokio::net::lookup_host(&target)
+        .await
+        .map_err(|e| format!("resolve {target}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{target} resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reroute_keeps_credentials_database_and_parameters() {
+        let addr: SocketAddr = "127.0.0.1:6000".parse().unwrap();
+        assert_eq!(
+            reroute_url("postgres://u:p@db.example:5432/app?sslmode=require", addr).unwrap(),
+            "postgres://u:p@127.0.0.1:6000/app?sslmode=require"
+        );
+        assert_eq!(
+            reroute_url("postgresql://db/app", addr).unwrap(),
+            "postgresql://127.0.0.1:6000/app"
+        );
+        assert!(reroute_url("db:5432", addr).is_err());
+    }
+
+    /// An echo server behind the proxy: bytes come back in order, each
+    /// exchange takes at least the added round trip, and is counted once.
+    #[tokio::test]
+    async fn delays_both_ways_keeps_order_and_counts_exchanges() {
+        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let echo_addr = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = echo.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                s.write_all(&buf[..n]).await.unwrap();
+            }
+        });
+        let proxy = DelayProxy::start(echo_addr, Duration::from_millis(15))
+            .await
+            .unwrap();
+        let mut c = TcpStream::connect(proxy.local_addr()).await.unwrap();
+        // Without it, Nagle would hold the second segment until after the reply.
+        c.set_nodelay(true).unwrap();
+        for i in 0..3u8 {
+            let started = std::time::Instant::now();
+            c.write_all(&[i, i + 1]).await.unwrap();
+            c.write_all(&[i + 2]).await.unwrap(); // a second segment in the same turn
+            let mut got = [0u8; 3];
+            c.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, [i, i + 1, i + 2]);
+            assert!(
+                started.elapsed() >= Duration::from_millis(30),
+                "{:?}",
+                started.elapsed()
+            );
+        }
+        assert_eq!(proxy.round_trips(), 3);
+        assert_eq!(proxy.connections(), 1);
+        proxy.reset();
+        assert_eq!(proxy.round_trips(), 0);
+    }
+}
