@@ -206,6 +206,15 @@ impl Checkout<'_> {
         };
         if let Some((conn, opened)) = self.conn.take() {
             let now = Instant::now();
+            if !reusable && matches!(result, Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_))) {
+                // The link to the server broke (restart, failover, killed
+                // backends): the idle connections most likely broke with it,
+                // so close them now instead of failing one call on each.
+                let stale = std::mem::take(&mut *self.pool.idle.lock().expect("idle list"));
+                for idle in stale {
+                    self.pool.retire(idle.conn, false);
+                }
+            }
             if reusable && !self.pool.is_stale(opened, None, now) {
                 self.pool.idle.lock().expect("idle list").push(Idle {
                     conn,

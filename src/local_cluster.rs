@@ -21,6 +21,10 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// Layout of the shared cluster: a running cluster set up by a build with an
+/// older layout is replaced (3: a test CA and a TLS server certificate).
+const CLUSTER_LAYOUT: &str = "3";
+
 /// Seconds without any user before the watchdog stops the cluster.
 const IDLE_SECONDS: u32 = 20;
 
@@ -160,14 +164,20 @@ fn ensure_running(base: &Path) -> Result<String, ClusterError> {
     let data = pg.join("data");
     let port_file = base.join("port");
 
+    let version_file = base.join("version");
     if data.join("postmaster.pid").exists() {
         let mut status = pg_command(&bin, "pg_ctl", root);
         status.arg("status").arg("-D").arg(&data);
         if run(status, "pg_ctl status").is_ok() {
-            if let Ok(port) = fs::read_to_string(&port_file) {
+            let current =
+                fs::read_to_string(&version_file).is_ok_and(|v| v.trim() == CLUSTER_LAYOUT);
+            if let Ok(port) = fs::read_to_string(&port_file)
+                && current
+            {
                 return Ok(url(port.trim()));
             }
-            // Running but unusable (no port recorded): stop it before starting afresh.
+            // Running but unusable (no port recorded, or set up by an older
+            // build without what tests now expect): stop it, start afresh.
             let mut stop = pg_command(&bin, "pg_ctl", root);
             stop.arg("-D")
                 .arg(&data)
@@ -177,19 +187,35 @@ fn ensure_running(base: &Path) -> Result<String, ClusterError> {
     }
 
     // Nothing usable: start afresh.
-    let _ = fs::remove_dir_all(&pg);
-    fs::create_dir_all(&pg).map_err(|e| err(format!("create {}: {e}", pg.display())))?;
+    let port = free_port()?;
+    create_cluster(&bin, root, &pg, port)?;
+    start_server(&bin, root, &pg)?;
+    fs::write(&port_file, port.to_string()).map_err(|e| err(format!("write port file: {e}")))?;
+    fs::write(&version_file, CLUSTER_LAYOUT)
+        .map_err(|e| err(format!("write version file: {e}")))?;
+    spawn_watchdog(base, &bin, root)?;
+    wait_ready(port)?;
+    Ok(url(&port.to_string()))
+}
+
+/// Creates a cluster in `pg/data` listening on `port`: initdb, our settings,
+/// and TLS (a throwaway CA, `ca.crt`, and a server certificate it signs) so
+/// TLS can be tested; plain connections keep working.
+fn create_cluster(bin: &Path, root: bool, pg: &Path, port: u16) -> Result<(), ClusterError> {
+    let data = pg.join("data");
+    let _ = fs::remove_dir_all(pg);
+    fs::create_dir_all(pg).map_err(|e| err(format!("create {}: {e}", pg.display())))?;
     if root {
         run(
             {
                 let mut c = Command::new("chown");
-                c.args(["-R", "postgres:postgres"]).arg(&pg);
+                c.args(["-R", "postgres:postgres"]).arg(pg);
                 c
             },
             "chown the cluster directory to postgres",
         )?;
     }
-    let mut initdb = pg_command(&bin, "initdb", root);
+    let mut initdb = pg_command(bin, "initdb", root);
     initdb.arg("-D").arg(&data).args([
         "-U",
         "postgres",
@@ -201,13 +227,38 @@ fn ensure_running(base: &Path) -> Result<String, ClusterError> {
     ]);
     run(initdb, "initdb")?;
 
-    let port = free_port()?;
+    // A throwaway CA and a server certificate it signs (for localhost and
+    // 127.0.0.1), made as the server's user so the key has the owner and
+    // mode (0600) PostgreSQL insists on.
+    let script = "set -e
+openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=duroxide-pg-test-ca \
+  -keyout ca.key -out ca.crt 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' > server.ext
+openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+  -extfile server.ext -out server.crt 2>/dev/null
+chmod 600 server.key ca.key";
+    let mut cert = if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", "sh", "-c", script]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    };
+    cert.current_dir(&data);
+    let ssl = match run(cert, "openssl (test TLS certificates)") {
+        Ok(()) => "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        Err(_) => "", // no openssl: TLS tests report the missing certificate
+    };
+
     let conf = format!(
         "\n# duroxide-pg throwaway test cluster\nport = {port}\nlisten_addresses = '127.0.0.1'\n\
          unix_socket_directories = '{sock}'\nmax_connections = 500\nshared_buffers = 256MB\n\
          fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
          shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = top\n\
-         log_min_messages = warning\nlog_min_error_statement = panic\n",
+         log_min_messages = warning\nlog_min_error_statement = panic\n{ssl}",
         sock = pg.display()
     );
     let conf_path = data.join("postgresql.conf");
@@ -217,19 +268,138 @@ fn ensure_running(base: &Path) -> Result<String, ClusterError> {
         .map_err(|e| err(format!("open {}: {e}", conf_path.display())))?;
     f.write_all(conf.as_bytes())
         .map_err(|e| err(format!("write postgresql.conf: {e}")))?;
+    Ok(())
+}
 
-    let mut start = pg_command(&bin, "pg_ctl", root);
+/// Starts the server of `pg/data`, logging to `pg/server.log`, and waits
+/// until it accepts connections.
+fn start_server(bin: &Path, root: bool, pg: &Path) -> Result<(), ClusterError> {
+    let mut start = pg_command(bin, "pg_ctl", root);
     start
         .arg("-D")
-        .arg(&data)
+        .arg(pg.join("data"))
         .arg("-l")
         .arg(pg.join("server.log"))
         .args(["-w", "-t", "60", "start"]);
-    run(start, "pg_ctl start")?;
-    fs::write(&port_file, port.to_string()).map_err(|e| err(format!("write port file: {e}")))?;
-    spawn_watchdog(base, &bin, root)?;
-    wait_ready(port)?;
-    Ok(url(&port.to_string()))
+    run(start, "pg_ctl start")
+}
+
+/// The shared cluster's server log (`None` when `DATABASE_URL` is set and no
+/// local cluster is in use). Tests read it, e.g. to prove no deadlock was logged.
+pub fn server_log() -> Option<PathBuf> {
+    if std::env::var("DATABASE_URL").is_ok_and(|u| !u.trim().is_empty()) {
+        return None;
+    }
+    Some(base_dir().join("pg").join("server.log"))
+}
+
+/// The certificate of the throwaway CA that signed the shared cluster's
+/// server certificate, for `sslrootcert`; `None` when `DATABASE_URL` is set
+/// or no certificate could be made (no `openssl`).
+pub fn test_ca_certificate() -> Option<PathBuf> {
+    server_log()
+        .map(|log| log.with_file_name("data").join("ca.crt"))
+        .filter(|p| p.exists())
+}
+
+/// A cluster of its own, for tests that restart, stop or break the server
+/// (which would disturb every other test on the shared one). Stopped and
+/// removed when dropped.
+pub struct PrivateCluster {
+    bin: PathBuf,
+    root: bool,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl PrivateCluster {
+    /// Creates and starts a new cluster under the temp directory.
+    ///
+    /// # Errors
+    /// As [`database_url`].
+    pub fn start() -> Result<Self, ClusterError> {
+        let bin = bin_dir()?;
+        let root = is_root();
+        let dir = std::env::temp_dir().join(format!(
+            "duroxide-pg-private-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        ));
+        let port = free_port()?;
+        let cluster = Self {
+            bin,
+            root,
+            dir,
+            port,
+        };
+        create_cluster(&cluster.bin, root, &cluster.pg(), port)?;
+        start_server(&cluster.bin, root, &cluster.pg())?;
+        wait_ready(port)?;
+        Ok(cluster)
+    }
+
+    fn pg(&self) -> PathBuf {
+        self.dir.join("pg")
+    }
+
+    /// Its connection URL.
+    pub fn url(&self) -> String {
+        url(&self.port.to_string())
+    }
+
+    /// Its server log.
+    pub fn log(&self) -> PathBuf {
+        self.pg().join("server.log")
+    }
+
+    /// `pg_ctl stop -m fast`: every connection is closed, the server is down.
+    ///
+    /// # Errors
+    /// When pg_ctl fails.
+    pub fn stop(&self) -> Result<(), ClusterError> {
+        let mut c = pg_command(&self.bin, "pg_ctl", self.root);
+        c.arg("-D")
+            .arg(self.pg().join("data"))
+            .args(["-m", "fast", "-w", "stop"]);
+        run(c, "pg_ctl stop")
+    }
+
+    /// Starts the server again after [`PrivateCluster::stop`].
+    ///
+    /// # Errors
+    /// When pg_ctl fails.
+    pub fn start_again(&self) -> Result<(), ClusterError> {
+        start_server(&self.bin, self.root, &self.pg())?;
+        wait_ready(self.port)
+    }
+
+    /// `pg_ctl restart -m fast`: every connection is closed, the server comes back.
+    ///
+    /// # Errors
+    /// When pg_ctl fails.
+    pub fn restart(&self) -> Result<(), ClusterError> {
+        let mut c = pg_command(&self.bin, "pg_ctl", self.root);
+        c.arg("-D")
+            .arg(self.pg().join("data"))
+            .arg("-l")
+            .arg(self.log())
+            .args(["-m", "fast", "-w", "-t", "60", "restart"]);
+        run(c, "pg_ctl restart")?;
+        wait_ready(self.port)
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let mut c = pg_command(&self.bin, "pg_ctl", self.root);
+        c.arg("-D")
+            .arg(self.pg().join("data"))
+            .args(["-m", "immediate", "-w", "stop"]);
+        let _ = run(c, "pg_ctl stop");
+        let _ = fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn url(port: &str) -> String {
@@ -271,7 +441,7 @@ while sleep 2; do
     idle=0
   fi
   if [ "$idle" -ge {IDLE_SECONDS} ]; then
-    flock -x setup.lock sh -c 'flock -n -x users.lock true || exit 1; {as_pg}"{bin}/pg_ctl" -D pg/data -m fast -w stop >/dev/null 2>&1; rm -rf pg port'
+    flock -x setup.lock sh -c 'flock -n -x users.lock true || exit 1; {as_pg}"{bin}/pg_ctl" -D pg/data -m fast -w stop >/dev/null 2>&1; rm -rf pg port version'
     [ -d pg ] || exit 0
     idle=0
   fi

@@ -9,6 +9,7 @@
 pub mod progress;
 pub mod report;
 pub mod runner;
+pub mod soak;
 
 use std::fmt;
 use std::str::FromStr;

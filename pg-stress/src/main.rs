@@ -60,6 +60,10 @@ struct Cli {
     /// server, through a built-in delay proxy (half each way); 0 = direct.
     #[arg(long, default_value_t = 0, value_name = "MS")]
     rtt_ms: u64,
+    /// Every SECS, sample throughput, this process's RSS and the store's table
+    /// sizes and dead tuples (PostgreSQL runs; for soak runs).
+    #[arg(long, value_name = "SECS")]
+    sample_every: Option<u64>,
     /// Repetitions of every cell (medians are reported when > 1).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
@@ -107,6 +111,7 @@ async fn run(cli: Cli, command: String) -> Result<bool, StressError> {
         rtt_ms: cli.rtt_ms,
         repeat: cli.repeat,
         show_progress: !cli.json,
+        sample_every_secs: cli.sample_every,
     };
 
     // Fail fast, with a one-line error, on a wrong URL or unreachable server.

@@ -63,6 +63,14 @@ pub fn table(records: &[RunRecord]) -> String {
             r.avg_latency_ms
         );
     }
+    for r in records.iter().filter(|r| !r.samples.is_empty()) {
+        let _ = writeln!(
+            out,
+            "\nsamples of {} {} {} #{}:",
+            r.provider, r.scenario, r.concurrency, r.repetition
+        );
+        out.push_str(&crate::soak::table(&r.samples));
+    }
     let cells = cells(records);
     let kinds: Vec<ProviderKind> = ProviderKind::ALL
         .into_iter()

@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub repeat: usize,
     /// Print a progress line to stderr while a run goes.
     pub show_progress: bool,
+    /// Sample throughput, RSS and table sizes this often (PostgreSQL runs).
+    pub sample_every_secs: Option<u64>,
 }
 
 /// One finished run.
@@ -85,6 +87,8 @@ pub struct RunRecord {
     pub avg_latency_ms: f64,
     /// Launch + drain time, seconds.
     pub total_secs: f64,
+    /// Samples taken during the run (`--sample-every`).
+    pub samples: Vec<crate::soak::Sample>,
 }
 
 impl RunRecord {
@@ -130,7 +134,7 @@ impl ProviderStressFactory for Prepared {
 
 /// A store for one run, removed by `finish`.
 enum Store {
-    Postgres,
+    Postgres(Arc<duroxide_pg::PostgresProvider>),
     #[cfg(feature = "published")]
     Published(Arc<duroxide_pg_published::PostgresProvider>),
     Sqlite(std::path::PathBuf),
@@ -143,7 +147,8 @@ async fn open_store(
 ) -> Result<(Arc<dyn Provider>, Store), StressError> {
     match kind {
         ProviderKind::Postgres => {
-            Ok((pg.try_create().await? as Arc<dyn Provider>, Store::Postgres))
+            let p = pg.try_create().await?;
+            Ok((Arc::clone(&p) as Arc<dyn Provider>, Store::Postgres(p)))
         }
         #[cfg(feature = "published")]
         ProviderKind::Published => {
@@ -180,7 +185,7 @@ async fn open_store(
 
 async fn finish(store: Store, pg: &PgStressFactory) -> Result<(), StressError> {
     match store {
-        Store::Postgres => pg.cleanup().await.map_err(StressError::from),
+        Store::Postgres(_) => pg.cleanup().await.map_err(StressError::from),
         #[cfg(feature = "published")]
         Store::Published(p) => {
             let result = p.cleanup_schema().await;
@@ -286,6 +291,15 @@ pub async fn run_all(
                     let ticker = options
                         .show_progress
                         .then(|| spawn_progress_line(label, Arc::clone(&progress)));
+                    let sampler = match (&store, options.sample_every_secs) {
+                        (Store::Postgres(p), Some(every)) => Some(crate::soak::spawn_sampler(
+                            p.pool().clone(),
+                            p.schema_name().to_string(),
+                            Arc::clone(&progress),
+                            Duration::from_secs(every.max(1)),
+                        )),
+                        _ => None,
+                    };
                     let factory = Prepared(provider);
                     let outcome = match scenario {
                         Scenario::Parallel => {
@@ -308,6 +322,10 @@ pub async fn run_all(
                         }
                     }
                     drop(factory);
+                    let samples = sampler.map_or_else(Vec::new, |(task, samples)| {
+                        task.abort();
+                        std::mem::take(&mut *samples.lock().expect("samples"))
+                    });
                     finish(store, &pg).await?;
                     let r = outcome.map_err(|e| {
                         StressError::Run(format!("{kind} {scenario} {concurrency}: {e}"))
@@ -329,6 +347,7 @@ pub async fn run_all(
                         activities_per_sec: r.activity_throughput,
                         avg_latency_ms: r.avg_latency_ms,
                         total_secs: r.total_time.as_secs_f64(),
+                        samples,
                     });
                 }
             }

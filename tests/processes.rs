@@ -1,0 +1,546 @@
+//! Reliability across processes: runtimes in child processes that are
+//! killed (SIGKILL), paused past their leases (SIGSTOP/SIGCONT), started 16 at
+//! once on an empty database, and (on demand) four of them contending for
+//! 1,000 fan-out orchestrations.
+//!
+//! A custom harness (libtest-mimic, so nextest runs it like any test file):
+//! the same executable is the child process when `DXPG_CHILD` is set.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duroxide::providers::ProviderAdmin;
+use duroxide::runtime::registry::ActivityRegistry;
+use duroxide::runtime::{Runtime, RuntimeOptions};
+use duroxide::{
+    ActivityContext, Client, EventKind, OrchestrationContext, OrchestrationRegistry,
+    OrchestrationStatus,
+};
+use duroxide_pg::{PollMode, PostgresConfig, PostgresProvider};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// How long a scenario may wait for its orchestrations before it fails.
+const WAIT: Duration = Duration::from_secs(90);
+
+// ---------------------------------------------------------------- registry
+
+/// "Job": two activities in sequence, a 300 ms timer, and a sub-orchestration
+/// running one more activity; output `done-<input>`. "FanOut": five
+/// activities in parallel. Each activity records its run (instance, input,
+/// process id) in `<schema>.activity_runs` before it sleeps.
+fn registries(url: &str, schema: &str) -> (ActivityRegistry, OrchestrationRegistry) {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_lazy(url)
+        .expect("runs pool");
+    let record = format!(
+        "INSERT INTO \"{schema}\".activity_runs (instance_id, input, pid) VALUES ($1, $2, $3)"
+    );
+    let activities = ActivityRegistry::builder()
+        .register("Work", move |ctx: ActivityContext, input: String| {
+            let pool = pool.clone();
+            let record = record.clone();
+            async move {
+                sqlx::query(&record)
+                    .bind(ctx.instance_id())
+                    .bind(&input)
+                    .bind(std::process::id() as i64)
+                    .execute(&pool)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let ms: u64 = input
+                    .rsplit(':')
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(format!("ok {input}"))
+            }
+        })
+        .build();
+    let orchestrations = OrchestrationRegistry::builder()
+        .register("Job", |ctx: OrchestrationContext, n: String| async move {
+            ctx.schedule_activity("Work", format!("{n}/a:300")).await?;
+            ctx.schedule_activity("Work", format!("{n}/b:300")).await?;
+            ctx.schedule_timer(Duration::from_millis(300)).await;
+            ctx.schedule_sub_orchestration("Child", n.clone()).await?;
+            Ok(format!("done-{n}"))
+        })
+        .register("Child", |ctx: OrchestrationContext, n: String| async move {
+            ctx.schedule_activity("Work", format!("{n}/c:200")).await
+        })
+        .register(
+            "FanOut",
+            |ctx: OrchestrationContext, n: String| async move {
+                let calls: Vec<_> = (0..5)
+                    .map(|i| ctx.schedule_activity("Work", format!("{n}/{i}:5")))
+                    .collect();
+                let results = ctx.join(calls).await;
+                Ok(format!(
+                    "{n}:{}",
+                    results.into_iter().filter(|r| r.is_ok()).count()
+                ))
+            },
+        )
+        .build();
+    (activities, orchestrations)
+}
+
+fn runtime_options(slots: usize, lock: Duration) -> RuntimeOptions {
+    RuntimeOptions {
+        dispatcher_min_poll_interval: Duration::from_millis(10),
+        dispatcher_long_poll_timeout: Duration::from_secs(2),
+        orchestration_concurrency: slots,
+        worker_concurrency: slots,
+        orchestrator_lock_timeout: lock,
+        worker_lock_timeout: lock,
+        ..Default::default()
+    }
+}
+
+// ------------------------------------------------------------------ child
+
+/// The child process: a runtime on `DXPG_SCHEMA` until it is killed (or,
+/// in "start" mode, one provider construction at `DXPG_START_AT_MS`).
+fn child_main(mode: &str) {
+    let url = std::env::var("DXPG_URL").expect("DXPG_URL");
+    let schema = std::env::var("DXPG_SCHEMA").expect("DXPG_SCHEMA");
+    let rt = tokio::runtime::Runtime::new().expect("tokio");
+    rt.block_on(async {
+        match mode {
+            "start" => {
+                let at: u64 = std::env::var("DXPG_START_AT_MS").unwrap().parse().unwrap();
+                let now = common_now_ms();
+                if at > now {
+                    tokio::time::sleep(Duration::from_millis(at - now)).await;
+                }
+                let config = PostgresConfig::new(&url).with_schema(schema);
+                match PostgresProvider::connect(config).await {
+                    Ok(_) => println!("started"),
+                    Err(e) => {
+                        eprintln!("child failed: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            }
+            _ => {
+                let slots: usize = std::env::var("DXPG_SLOTS").unwrap().parse().unwrap();
+                let lock_ms: u64 = std::env::var("DXPG_LOCK_MS").unwrap().parse().unwrap();
+                let provider = Arc::new(
+                    PostgresProvider::connect(
+                        PostgresConfig::new(&url).with_schema(schema.clone()),
+                    )
+                    .await
+                    .expect("child provider"),
+                );
+                let (activities, orchestrations) = registries(&url, &schema);
+                let _runtime = Runtime::start_with_options(
+                    provider,
+                    activities,
+                    orchestrations,
+                    runtime_options(slots, Duration::from_millis(lock_ms)),
+                )
+                .await;
+                println!("ready");
+                std::future::pending::<()>().await;
+            }
+        }
+    });
+}
+
+fn common_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+// ----------------------------------------------------------------- parent
+
+/// A runtime child process, killed when dropped.
+struct RuntimeChild(Child);
+
+impl RuntimeChild {
+    fn spawn(url: &str, schema: &str, slots: usize, lock_ms: u64) -> Self {
+        let child = Command::new(std::env::current_exe().unwrap())
+            .env("DXPG_CHILD", "runtime")
+            .env("DXPG_URL", url)
+            .env("DXPG_SCHEMA", schema)
+            .env("DXPG_SLOTS", slots.to_string())
+            .env("DXPG_LOCK_MS", lock_ms.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn child runtime");
+        Self(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} {}", self.pid());
+    }
+
+    fn kill9(mut self) {
+        self.signal("-KILL");
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for RuntimeChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A fresh schema with the provider's tables and the activity-runs table,
+/// and a client-side provider (no runtime) on it.
+async fn setup(prefix: &str) -> (String, String, Arc<PostgresProvider>) {
+    let url = common::database_url();
+    let schema = common::fresh_schema_name(prefix);
+    let provider = Arc::new(
+        PostgresProvider::connect(
+            PostgresConfig::new(&url)
+                .with_schema(schema.clone())
+                .with_poll_mode(PollMode::PollOnly),
+        )
+        .await
+        .unwrap(),
+    );
+    sqlx::query(&format!(
+        "CREATE TABLE \"{schema}\".activity_runs (
+             id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+             instance_id TEXT NOT NULL, input TEXT NOT NULL, pid BIGINT NOT NULL)"
+    ))
+    .execute(provider.pool())
+    .await
+    .unwrap();
+    (url, schema, provider)
+}
+
+/// (input, pid) of every activity run so far, in order.
+async fn runs(p: &PostgresProvider, schema: &str) -> Vec<(String, i64)> {
+    sqlx::query_as(&format!(
+        "SELECT input, pid FROM \"{schema}\".activity_runs ORDER BY id"
+    ))
+    .fetch_all(p.pool())
+    .await
+    .unwrap()
+}
+
+async fn wait_until<F, Fut>(what: &str, mut probe: F) -> Result<(), Failed>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !probe().await {
+        if Instant::now() > deadline {
+            return Err(format!("timed out waiting for {what}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Every "Job" instance completed with its output, with exactly one
+/// terminal event in its history, and so did its child.
+async fn assert_jobs_completed(
+    client: &Client,
+    p: &PostgresProvider,
+    n: usize,
+) -> Result<(), Failed> {
+    for i in 0..n {
+        let id = format!("job-{i}");
+        match client.wait_for_orchestration(&id, WAIT).await {
+            Ok(OrchestrationStatus::Completed { output, .. }) if output == format!("done-{i}") => {}
+            other => return Err(format!("{id}: {other:?}").into()),
+        }
+        for instance in std::iter::once(id.clone()).chain(p.list_children(&id).await?) {
+            let history = p.read_history(&instance).await?;
+            let terminal = history
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e.kind,
+                        EventKind::OrchestrationCompleted { .. }
+                            | EventKind::OrchestrationFailed { .. }
+                    )
+                })
+                .count();
+            if terminal != 1 {
+                return Err(format!("{instance}: {terminal} terminal events").into());
+            }
+            // No activity completion was recorded twice (a stale owner's ack).
+            let mut completed: Vec<u64> = history
+                .iter()
+                .filter_map(|e| match e.kind {
+                    EventKind::ActivityCompleted { .. } => e.source_event_id,
+                    _ => None,
+                })
+                .collect();
+            let all = completed.len();
+            completed.sort_unstable();
+            completed.dedup();
+            if completed.len() != all {
+                return Err(
+                    format!("{instance}: an activity completion was recorded twice").into(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Each activity (3 per job) ran at least once; those that ran more than once
+/// were first started by `killed_pid`, at most `slots` of them.
+fn assert_runs(
+    runs: &[(String, i64)],
+    n: usize,
+    killed_pid: u32,
+    slots: usize,
+) -> Result<(), Failed> {
+    let mut duplicates = 0;
+    for i in 0..n {
+        for (step, ms) in [("a", 300), ("b", 300), ("c", 200)] {
+            let input = format!("{i}/{step}:{ms}");
+            let of_it: Vec<i64> = runs
+                .iter()
+                .filter(|(x, _)| *x == input)
+                .map(|(_, p)| *p)
+                .collect();
+            if of_it.is_empty() {
+                return Err(format!("activity {input} never ran").into());
+            }
+            if of_it.len() > 1 {
+                duplicates += of_it.len() - 1;
+                if of_it[0] != i64::from(killed_pid) {
+                    return Err(format!("{input} ran twice without a crash: {of_it:?}").into());
+                }
+            }
+        }
+    }
+    if duplicates > slots {
+        return Err(format!(
+            "{duplicates} repeated activities, but only {slots} could be in flight"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+async fn start_jobs(client: &Client, n: usize) {
+    for i in 0..n {
+        client
+            .start_orchestration(&format!("job-{i}"), "Job", i.to_string())
+            .await
+            .unwrap();
+    }
+}
+
+/// A runtime process is SIGKILLed with activities, timers and
+/// sub-orchestrations in flight; a new process takes over and finishes all.
+async fn process_crash() -> Result<(), Failed> {
+    const N: usize = 8;
+    const SLOTS: usize = 2;
+    let (url, schema, p) = setup("crash").await;
+    let client = Client::new(p.clone());
+    let first = RuntimeChild::spawn(&url, &schema, SLOTS, 2000);
+    let killed = first.pid();
+    start_jobs(&client, N).await;
+    // Kill it mid-way: some activities done, most not.
+    wait_until("first activities", || async {
+        runs(&p, &schema).await.len() >= 5
+    })
+    .await?;
+    first.kill9();
+    let at_kill = runs(&p, &schema).await.len();
+    if at_kill >= 3 * N {
+        return Err("everything finished before the kill; the test proved nothing".into());
+    }
+    let _second = RuntimeChild::spawn(&url, &schema, SLOTS, 2000);
+    assert_jobs_completed(&client, &p, N).await?;
+    assert_runs(&runs(&p, &schema).await, N, killed, SLOTS)?;
+    p.cleanup_schema().await?;
+    Ok(())
+}
+
+/// A runtime process is paused (SIGSTOP) past its leases; another takes over
+/// and completes everything; resumed, the stale owner's acks and renewals are
+/// refused and leave no trace (no double events).
+async fn paused_owner() -> Result<(), Failed> {
+    const N: usize = 6;
+    const SLOTS: usize = 2;
+    let (url, schema, p) = setup("paused").await;
+    let client = Client::new(p.clone());
+    let stale = RuntimeChild::spawn(&url, &schema, SLOTS, 1500);
+    start_jobs(&client, N).await;
+    wait_until("first activities", || async {
+        runs(&p, &schema).await.len() >= 3
+    })
+    .await?;
+    stale.signal("-STOP");
+    let paused_pid = stale.pid();
+    let taker = RuntimeChild::spawn(&url, &schema, SLOTS, 1500);
+    assert_jobs_completed(&client, &p, N).await?;
+    drop(taker);
+    // Wake the stale owner: whatever it held, its acks must now be refused.
+    stale.signal("-CONT");
+    tokio::time::sleep(Duration::from_secs(3)).await; // let it try to finish and ack its work
+    stale.kill9();
+    assert_jobs_completed(&client, &p, N).await?;
+    assert_runs(&runs(&p, &schema).await, N, paused_pid, SLOTS)?;
+    p.cleanup_schema().await?;
+    Ok(())
+}
+
+/// 16 processes start at the same instant on an empty database: all start,
+/// the migrations are applied exactly once.
+async fn concurrent_start() -> Result<(), Failed> {
+    let url = common::database_url();
+    let admin = sqlx::PgPool::connect(&url).await?;
+    let db = common::fresh_schema_name("herdproc");
+    sqlx::query(&format!("CREATE DATABASE \"{db}\""))
+        .execute(&admin)
+        .await?;
+    let db_url = {
+        let (base, _) = url.rsplit_once('/').unwrap();
+        format!("{base}/{db}")
+    };
+    let at = common_now_ms() + 1500;
+    let children: Vec<Child> = (0..16)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .env("DXPG_CHILD", "start")
+                .env("DXPG_URL", &db_url)
+                .env("DXPG_SCHEMA", "public")
+                .env("DXPG_START_AT_MS", at.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output()?;
+        if !out.status.success() || !String::from_utf8_lossy(&out.stdout).contains("started") {
+            return Err(format!("a child failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+    }
+    let db_pool = sqlx::PgPool::connect(&db_url).await?;
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM public._duroxide_migrations ORDER BY version")
+            .fetch_all(&db_pool)
+            .await?;
+    let expected: Vec<i64> = duroxide_pg::migrations::MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    if versions != expected {
+        return Err(format!("ledger {versions:?}, expected {expected:?}").into());
+    }
+    db_pool.close().await;
+    sqlx::query(&format!("DROP DATABASE \"{db}\" WITH (FORCE)"))
+        .execute(&admin)
+        .await?;
+    Ok(())
+}
+
+/// Four runtime processes with 4:4 slots each run 1,000 fan-out
+/// orchestrations on one schema of a private cluster: all complete, none
+/// twice, and the server logged no deadlock.
+async fn contention() -> Result<(), Failed> {
+    const N: usize = 1000;
+    let cluster = duroxide_pg::local_cluster::PrivateCluster::start()?;
+    let url = cluster.url();
+    let schema = "contention".to_string();
+    let p = Arc::new(
+        PostgresProvider::connect(PostgresConfig::new(&url).with_schema(schema.clone())).await?,
+    );
+    sqlx::query(&format!(
+        "CREATE TABLE \"{schema}\".activity_runs (
+             id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+             instance_id TEXT NOT NULL, input TEXT NOT NULL, pid BIGINT NOT NULL)"
+    ))
+    .execute(p.pool())
+    .await?;
+    let _children: Vec<RuntimeChild> = (0..4)
+        .map(|_| RuntimeChild::spawn(&url, &schema, 4, 30_000))
+        .collect();
+    let client = Client::new(p.clone());
+    let started = Instant::now();
+    for i in 0..N {
+        client
+            .start_orchestration(&format!("fan-{i}"), "FanOut", i.to_string())
+            .await?;
+    }
+    for i in 0..N {
+        let id = format!("fan-{i}");
+        match client
+            .wait_for_orchestration(&id, Duration::from_secs(600))
+            .await
+        {
+            Ok(OrchestrationStatus::Completed { output, .. }) if output == format!("{i}:5") => {}
+            other => return Err(format!("{id}: {other:?}").into()),
+        }
+        let completions = p
+            .read_history(&id)
+            .await?
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::OrchestrationCompleted { .. }))
+            .count();
+        if completions != 1 {
+            return Err(format!("{id}: {completions} completions").into());
+        }
+    }
+    let log = std::fs::read_to_string(cluster.log())?;
+    let deadlocks = log.matches("deadlock detected").count();
+    eprintln!(
+        "contention: {N} fan-out orchestrations (5 activities each) on 4 processes x 4:4 in {:.1} s, \
+         {deadlocks} deadlocks in the server log",
+        started.elapsed().as_secs_f64()
+    );
+    if deadlocks > 0 {
+        return Err(format!("{deadlocks} deadlocks in the server log").into());
+    }
+    Ok(())
+}
+
+fn trial<F, Fut>(name: &'static str, scenario: F) -> Trial
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), Failed>>,
+{
+    Trial::test(name, move || {
+        tokio::runtime::Runtime::new()
+            .expect("tokio")
+            .block_on(scenario())
+    })
+}
+
+fn main() {
+    if let Ok(mode) = std::env::var("DXPG_CHILD") {
+        child_main(&mode);
+        return;
+    }
+    let args = Arguments::from_args();
+    let trials = vec![
+        trial("process_crash", process_crash),
+        trial("paused_owner", paused_owner),
+        trial("concurrent_start", concurrent_start),
+        trial("contention_four_processes_1000_fan_outs", contention).with_ignored_flag(true),
+    ];
+    libtest_mimic::run(&args, trials).exit();
+}
