@@ -298,12 +298,20 @@ fn password_ranges(url: &str) -> Vec<std::ops::Range<usize>> {
     if let Some(scheme_end) = url.find("://") {
         let auth_start = scheme_end + 3;
         let auth_end = url[auth_start..]
-            .find(['/', '?'])
+            .find(['/', '?', '#'])
             .map_or(url.len(), |i| auth_start + i);
-        if let Some(at) = url[auth_start..auth_end].rfind('@')
-            && let Some(colon) = url[auth_start..auth_start + at].find(':')
+        let at = match url[auth_start..auth_end].rfind('@') {
+            Some(i) => Some(auth_start + i),
+            // No '@' before the first '/', '?' or '#', but one after: a
+            // password holding those characters unencoded (the URL is then
+            // malformed, and its error must not show it). Hide up to that '@';
+            // hiding too much of an odd URL is the safe mistake.
+            None => url[auth_end..].find('@').map(|i| auth_end + i),
+        };
+        if let Some(at) = at
+            && let Some(colon) = url[auth_start..at].find(':')
         {
-            ranges.push(auth_start + colon + 1..auth_start + at);
+            ranges.push(auth_start + colon + 1..at);
         }
     }
     if let Some(q) = url.find('?') {

@@ -311,7 +311,7 @@ fn assert_runs(
     n: usize,
     killed_pid: u32,
     slots: usize,
-) -> Result<(), Failed> {
+) -> Result<usize, Failed> {
     let mut duplicates = 0;
     for i in 0..n {
         for (step, ms) in [("a", 300), ("b", 300), ("c", 200)] {
@@ -338,7 +338,7 @@ fn assert_runs(
         )
         .into());
     }
-    Ok(())
+    Ok(duplicates)
 }
 
 async fn start_jobs(client: &Client, n: usize) {
@@ -372,7 +372,12 @@ async fn process_crash() -> Result<(), Failed> {
     }
     let _second = RuntimeChild::spawn(&url, &schema, SLOTS, 2000);
     assert_jobs_completed(&client, &p, N).await?;
-    assert_runs(&runs(&p, &schema).await, N, killed, SLOTS)?;
+    let repeated = assert_runs(&runs(&p, &schema).await, N, killed, SLOTS)?;
+    eprintln!(
+        "crash: killed after {at_kill} of {} activity runs; all {N} jobs completed once; \
+         {repeated} activities ran again",
+        3 * N
+    );
     p.cleanup_schema().await?;
     Ok(())
 }
@@ -401,7 +406,11 @@ async fn paused_owner() -> Result<(), Failed> {
     tokio::time::sleep(Duration::from_secs(3)).await; // let it try to finish and ack its work
     stale.kill9();
     assert_jobs_completed(&client, &p, N).await?;
-    assert_runs(&runs(&p, &schema).await, N, paused_pid, SLOTS)?;
+    let repeated = assert_runs(&runs(&p, &schema).await, N, paused_pid, SLOTS)?;
+    eprintln!(
+        "paused owner: all {N} jobs completed once after the stale owner resumed; \
+         {repeated} activities ran again"
+    );
     p.cleanup_schema().await?;
     Ok(())
 }
