@@ -9,7 +9,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
 
 use crate::PostgresProvider;
-use crate::codec::{now_ms, to_i64, to_u64};
+use crate::codec::{from_stored, now_ms, to_i64, to_u64};
 use crate::error::provider_error;
 
 /// Default `limit` of the bulk operations when the filter sets none.
@@ -109,7 +109,10 @@ pub(crate) async fn instance_info(
         orchestration_version: r.try_get(2).map_err(get)?,
         current_execution_id: to_u64(OP, "execution_id", r.try_get(3).map_err(get)?)?,
         status: r.try_get(4).map_err(get)?,
-        output: r.try_get(5).map_err(get)?,
+        output: r
+            .try_get::<Option<String>, _>(5)
+            .map_err(get)?
+            .map(from_stored),
         created_at: to_u64(OP, "created_at", r.try_get(6).map_err(get)?)?,
         updated_at: to_u64(OP, "updated_at", r.try_get(7).map_err(get)?)?,
         parent_instance_id: r.try_get(8).map_err(get)?,
@@ -133,7 +136,10 @@ pub(crate) async fn execution_info(
     Ok(ExecutionInfo {
         execution_id: to_u64(OP, "execution_id", r.try_get(0).map_err(get)?)?,
         status: r.try_get(1).map_err(get)?,
-        output: r.try_get(2).map_err(get)?,
+        output: r
+            .try_get::<Option<String>, _>(2)
+            .map_err(get)?
+            .map(from_stored),
         started_at: to_u64(OP, "started_at", r.try_get(3).map_err(get)?)?,
         completed_at: completed_at
             .map(|c| to_u64(OP, "completed_at", c))

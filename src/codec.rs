@@ -72,6 +72,70 @@ pub(crate) fn kind_name(item: &WorkItem) -> &'static str {
     }
 }
 
+/// Longest instance id the provider accepts, in bytes. PostgreSQL's btree
+/// indexes hold at most ~2.7 kB per entry, and the tightest of ours (history's
+/// primary key) adds two integers; a limit well inside that is predictable,
+/// where the index's own limit would depend on how well the id compresses.
+pub(crate) const MAX_INSTANCE_ID_BYTES: usize = 2048;
+
+/// Refuses an instance id the tables cannot index (see [`MAX_INSTANCE_ID_BYTES`]).
+pub(crate) fn check_instance_id(operation: &str, id: &str) -> Result<(), ProviderError> {
+    if id.len() > MAX_INSTANCE_ID_BYTES {
+        return Err(invalid_input(
+            operation,
+            format!(
+                "instance id of {} bytes is longer than the {MAX_INSTANCE_ID_BYTES} bytes duroxide-pg stores",
+                id.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Marks a stored text as escaped (see [`to_stored`]); a Unicode
+/// noncharacter, so no ordinary value starts with it.
+const ESCAPED: char = '\u{FFFF}';
+
+/// An opaque caller string (output, custom status, KV key or value) as
+/// stored in a TEXT column. PostgreSQL text cannot hold NUL, so a value
+/// containing one (or starting with the marker) is stored escaped behind
+/// [`ESCAPED`]; every other value is stored exactly as given.
+pub(crate) fn to_stored(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('\0') && !text.starts_with(ESCAPED) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    out.push(ESCAPED);
+    for c in text.chars() {
+        match c {
+            '\0' => out.extend([ESCAPED, '0']),
+            ESCAPED => out.extend([ESCAPED, ESCAPED]),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The inverse of [`to_stored`].
+pub(crate) fn from_stored(text: String) -> String {
+    let Some(body) = text.strip_prefix(ESCAPED) else {
+        return text;
+    };
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == ESCAPED) {
+            (_, false) => out.push(c),
+            (_, true) => match chars.next() {
+                Some('0') => out.push('\0'),
+                Some(next) => out.push(next),
+                None => out.push(ESCAPED),
+            },
+        }
+    }
+    out
+}
+
 /// The instance whose orchestrator-queue a message belongs to. Sub-orchestration
 /// results go to the parent; activity executions belong to the worker queue.
 pub(crate) fn orchestrator_route<'a>(
@@ -109,8 +173,10 @@ pub(crate) struct OrchestratorRow<'a> {
 
 impl<'a> OrchestratorRow<'a> {
     pub(crate) fn new(operation: &str, item: &'a WorkItem) -> Result<Self, ProviderError> {
+        let instance = orchestrator_route(operation, item)?;
+        check_instance_id(operation, instance)?;
         Ok(Self {
-            instance: orchestrator_route(operation, item)?,
+            instance,
             kind: kind_name(item),
             json: encode(operation, item)?,
         })
@@ -138,8 +204,11 @@ impl WorkerRow {
                 tag,
                 ..
             } => Ok(Self {
+                instance: {
+                    check_instance_id(operation, instance)?;
+                    instance.clone()
+                },
                 json: encode(operation, item)?,
-                instance: instance.clone(),
                 execution_id: to_i64(operation, "execution_id", *execution_id)?,
                 activity_id: to_i64(operation, "activity id", *id)?,
                 session_id: session_id.clone(),
@@ -184,7 +253,7 @@ pub(crate) fn custom_status_change(delta: &[Event]) -> (i16, Option<String>) {
         _ => None,
     }) {
         None => (0, None),
-        Some(Some(status)) => (1, Some(status)),
+        Some(Some(status)) => (1, Some(to_stored(&status).into_owned())),
         Some(None) => (2, None),
     }
 }
@@ -230,8 +299,44 @@ impl KvOps {
 
     fn push(&mut self, op: i16, key: Option<String>, value: Option<String>, at: Option<i64>) {
         self.ops.push(op);
-        self.keys.push(key);
-        self.values.push(value);
+        self.keys.push(key.map(|k| to_stored(&k).into_owned()));
+        self.values.push(value.map(|v| to_stored(&v).into_owned()));
         self.updated_at.push(at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_text_round_trips_nul_and_the_marker() {
+        for text in [
+            "",
+            "plain",
+            "a\0b",
+            "\0",
+            "\u{FFFF}",
+            "\u{FFFF}0",
+            "x\u{FFFF}\0y",
+            "\u{FFFF}\u{FFFF}\0",
+        ] {
+            let stored = to_stored(text);
+            assert!(!stored.contains('\0'), "{text:?} stored with a NUL");
+            assert_eq!(from_stored(stored.into_owned()), text);
+        }
+        // Ordinary values are stored as they are.
+        assert!(matches!(
+            to_stored("x\u{FFFF}"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn instance_ids_longer_than_the_limit_are_refused() {
+        assert!(check_instance_id("op", &"a".repeat(MAX_INSTANCE_ID_BYTES)).is_ok());
+        let e = check_instance_id("op", &"é".repeat(MAX_INSTANCE_ID_BYTES / 2 + 1)).unwrap_err();
+        assert!(!e.is_retryable());
+        assert!(e.message.contains("2050 bytes"), "{e}");
     }
 }

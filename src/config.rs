@@ -198,37 +198,43 @@ impl PostgresConfig {
     /// [`Error::InvalidConfig`] for bad input; [`Error::Connect`] naming host
     /// and port when the server cannot be reached in time.
     pub async fn open_pool(&self) -> Result<PgPool, Error> {
+        let probe = self.probe().await?;
+        let _ = probe.close().await;
+        self.tools_pool()
+    }
+
+    /// One direct connection, within the connect timeout: fails fast on a
+    /// refused connection (a pool would keep retrying until its timeout) and
+    /// proves the URL works. Validates the configuration first.
+    pub(crate) async fn probe(&self) -> Result<PgConnection, Error> {
         validate_schema_name(&self.schema)?;
-        let max_connections = self.resolved_max_connections()?;
+        self.resolved_max_connections()?;
         let options = self.driver_options()?;
         let connect_error = |reason: String| Error::Connect {
             host: options.get_host().to_string(),
             port: options.get_port(),
             reason: scrub(&reason, &self.url),
         };
-
-        // Probe with a direct connection: it fails fast on a refused connection
-        // (a pool would keep retrying until its timeout) and proves the URL works.
         match tokio::time::timeout(self.connect_timeout, PgConnection::connect_with(&options)).await
         {
-            Ok(Ok(conn)) => {
-                let _ = conn.close().await;
-            }
-            Ok(Err(e)) => return Err(connect_error(e.to_string())),
-            Err(_) => {
-                return Err(connect_error(format!(
-                    "no connection within the connect timeout of {:?}",
-                    self.connect_timeout
-                )));
-            }
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(connect_error(e.to_string())),
+            Err(_) => Err(connect_error(format!(
+                "no connection within the connect timeout of {:?}",
+                self.connect_timeout
+            ))),
         }
+    }
+
+    /// The lazily connected sqlx pool for migrations and tools.
+    pub(crate) fn tools_pool(&self) -> Result<PgPool, Error> {
         Ok(PgPoolOptions::new()
-            .max_connections(max_connections)
+            .max_connections(self.resolved_max_connections()?)
             .min_connections(0)
             .acquire_timeout(self.acquire_timeout)
             .idle_timeout(Some(TOOLS_IDLE_TIMEOUT))
             .max_lifetime(self.max_lifetime)
-            .connect_lazy_with(options))
+            .connect_lazy_with(self.driver_options()?))
     }
 
     /// Settings of the provider's own connection pool.

@@ -82,6 +82,18 @@ impl Connections {
         }
     }
 
+    /// Takes `conn` (already open, e.g. the construction probe) as an idle
+    /// connection, so the first call does not wait for a connection set-up.
+    pub(crate) fn adopt(&self, conn: PgConnection) {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        self.idle.lock().expect("idle list").push(Idle {
+            conn,
+            opened: now,
+            idle_since: now,
+        });
+    }
+
     /// Most connections open at once.
     pub(crate) fn max_connections(&self) -> u32 {
         self.settings.max_connections

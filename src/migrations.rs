@@ -101,7 +101,17 @@ pub async fn run(
     schema: &str,
     mode: MigrationMode,
 ) -> Result<MigrationReport, Error> {
-    let mut tx = pool.begin().await.map_err(db)?;
+    let mut conn = pool.acquire().await.map_err(db)?;
+    run_on(&mut conn, schema, mode).await
+}
+
+/// [`run`] on a connection the caller holds.
+pub(crate) async fn run_on(
+    conn: &mut PgConnection,
+    schema: &str,
+    mode: MigrationMode,
+) -> Result<MigrationReport, Error> {
+    let mut tx = sqlx::Connection::begin(conn).await.map_err(db)?;
     let report = run_in_transaction(&mut tx, schema, mode).await?;
     if report.applied.is_empty() {
         tx.rollback().await.map_err(db)?;

@@ -13,8 +13,8 @@ use sqlx::postgres::PgRow;
 
 use crate::PostgresProvider;
 use crate::codec::{
-    KvOps, OrchestratorRow, WorkerRow, custom_status_change, decode, event_columns, millis, now_ms,
-    to_i64, to_u64,
+    KvOps, OrchestratorRow, WorkerRow, custom_status_change, decode, event_columns, from_stored,
+    millis, now_ms, to_i64, to_stored, to_u64,
 };
 use crate::error::provider_error;
 use crate::lease;
@@ -147,9 +147,9 @@ fn leased_item(row: &PgRow) -> Result<(OrchestrationItem, String, u32), Provider
         .zip(kv_updated)
         .map(|((key, value), at)| {
             (
-                key,
+                from_stored(key),
                 KvEntry {
-                    value,
+                    value: from_stored(value),
                     last_updated_at_ms: u64::try_from(at).unwrap_or(0),
                 },
             )
@@ -276,7 +276,7 @@ pub(crate) async fn ack(
         )
         .bind(visible_at)
         .bind(metadata.status.as_deref())
-        .bind(metadata.output.as_deref())
+        .bind(metadata.output.as_deref().map(to_stored))
         .bind(metadata.orchestration_name.as_deref())
         .bind(metadata.orchestration_version.as_deref())
         .bind(metadata.parent_instance_id.as_deref())

@@ -91,9 +91,13 @@ impl PostgresProvider {
     /// [`Error::Connect`] naming host and port when the server cannot be
     /// reached in time; the migration errors of [`migrations::run`].
     pub async fn connect(config: PostgresConfig) -> Result<Self, Error> {
-        let tools = config.open_pool().await?;
-        migrations::run(&tools, &config.schema, config.migrations).await?;
+        // The probe connection runs the migrations, then becomes the call
+        // pool's first connection.
+        let mut first = config.probe().await?;
+        migrations::run_on(&mut first, &config.schema, config.migrations).await?;
         let pool = Connections::new(config.driver_options()?, config.pool_settings()?);
+        pool.adopt(first);
+        let tools = config.tools_pool()?;
         let sql = Statements::new(&config.schema);
         let long_poll = match config.poll_mode {
             PollMode::PollOnly => None,

@@ -7,7 +7,7 @@ use duroxide::providers::ProviderError;
 use sqlx::Row;
 
 use crate::PostgresProvider;
-use crate::codec::to_u64;
+use crate::codec::{from_stored, to_stored, to_u64};
 use crate::error::provider_error;
 
 pub(crate) async fn custom_status(
@@ -24,6 +24,7 @@ pub(crate) async fn custom_status(
         .map_err(|e| provider_error(OP, e))?;
     row.map(|r| {
         let status: Option<String> = r.try_get(0).map_err(|e| provider_error(OP, e))?;
+        let status = status.map(from_stored);
         let version: i64 = r.try_get(1).map_err(|e| provider_error(OP, e))?;
         Ok((status, to_u64(OP, "custom_status_version", version)?))
     })
@@ -37,12 +38,16 @@ async fn kv_values(
     instance: &str,
     key: Option<&str>,
 ) -> Result<Vec<(String, String)>, ProviderError> {
-    sqlx::query_as(&p.sql.get_kv_values)
+    let rows: Vec<(String, String)> = sqlx::query_as(&p.sql.get_kv_values)
         .bind(instance)
-        .bind(key)
+        .bind(key.map(to_stored))
         .fetch_all(&p.pool)
         .await
-        .map_err(|e| provider_error(op, e))
+        .map_err(|e| provider_error(op, e))?;
+    Ok(rows
+        .into_iter()
+        .map(|(k, v)| (from_stored(k), from_stored(v)))
+        .collect())
 }
 
 pub(crate) async fn kv_value(

@@ -370,7 +370,10 @@ async fn process_crash() -> Result<(), Failed> {
     if at_kill >= 3 * N {
         return Err("everything finished before the kill; the test proved nothing".into());
     }
-    let _second = RuntimeChild::spawn(&url, &schema, SLOTS, 2000);
+    // The survivor's own leases are long: on a loaded machine a late renewal
+    // must not make it run its own activities twice, which would blur what
+    // this test measures (re-runs caused by the crash).
+    let _second = RuntimeChild::spawn(&url, &schema, SLOTS, 15_000);
     assert_jobs_completed(&client, &p, N).await?;
     let repeated = assert_runs(&runs(&p, &schema).await, N, killed, SLOTS)?;
     eprintln!(
@@ -398,7 +401,8 @@ async fn paused_owner() -> Result<(), Failed> {
     .await?;
     stale.signal("-STOP");
     let paused_pid = stale.pid();
-    let taker = RuntimeChild::spawn(&url, &schema, SLOTS, 1500);
+    // Long leases for the taker (see process_crash).
+    let taker = RuntimeChild::spawn(&url, &schema, SLOTS, 15_000);
     assert_jobs_completed(&client, &p, N).await?;
     drop(taker);
     // Wake the stale owner: whatever it held, its acks must now be refused.
