@@ -29,6 +29,9 @@ pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// Connections idle longer than this are closed instead of reused by default.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
+/// `application_name` of the provider's connections unless configured.
+pub const DEFAULT_APPLICATION_NAME: &str = "duroxide-pg";
+
 /// What building a provider does about the schema's migrations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MigrationMode {
@@ -69,6 +72,8 @@ pub struct PostgresConfig {
     pub(crate) poll_mode: PollMode,
     pub(crate) max_lifetime: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) application_name: String,
+    pub(crate) statement_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -83,6 +88,8 @@ impl std::fmt::Debug for PostgresConfig {
             .field("poll_mode", &self.poll_mode)
             .field("max_lifetime", &self.max_lifetime)
             .field("idle_timeout", &self.idle_timeout)
+            .field("application_name", &self.application_name)
+            .field("statement_timeout", &self.statement_timeout)
             .finish()
     }
 }
@@ -103,6 +110,8 @@ impl PostgresConfig {
             poll_mode: PollMode::LongPoll,
             max_lifetime: Some(DEFAULT_MAX_LIFETIME),
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            application_name: DEFAULT_APPLICATION_NAME.to_string(),
+            statement_timeout: None,
         }
     }
 
@@ -153,6 +162,22 @@ impl PostgresConfig {
     /// Default 10 minutes.
     pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// The `application_name` the provider's connections report
+    /// (`pg_stat_activity`, server logs). Default `duroxide-pg`.
+    pub fn with_application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = name.into();
+        self
+    }
+
+    /// A server-side `statement_timeout` for every provider call (`None`, the
+    /// default: the server's setting). Provider calls are short statements;
+    /// waiting for work happens in the client, never in a statement, so a
+    /// timeout of a few seconds is safe. A timed-out call fails as retryable.
+    pub fn with_statement_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.statement_timeout = timeout;
         self
     }
 
@@ -248,9 +273,33 @@ impl PostgresConfig {
         })
     }
 
-    /// Driver options for every connection the provider opens.
+    /// Driver options for every connection the provider opens. The
+    /// `search_path` is pinned to the provider's schema whatever the URL's
+    /// `options` say (startup options apply in order, so ours, last, win);
+    /// calls are schema-qualified anyway, this covers anything that is not.
     pub(crate) fn driver_options(&self) -> Result<PgConnectOptions, Error> {
-        Ok(self.connect_options()?.application_name("duroxide-pg"))
+        if self.application_name.is_empty() || self.application_name.len() > 63 {
+            return Err(Error::InvalidConfig(format!(
+                "application_name must be 1 to 63 bytes, got {} bytes",
+                self.application_name.len()
+            )));
+        }
+        let mut settings = vec![("search_path".to_string(), self.schema.clone())];
+        if let Some(t) = self.statement_timeout {
+            if t.is_zero() {
+                return Err(Error::InvalidConfig(
+                    "statement_timeout must be positive (use None for no timeout)".into(),
+                ));
+            }
+            settings.push((
+                "statement_timeout".to_string(),
+                format!("{}ms", t.as_millis()),
+            ));
+        }
+        Ok(self
+            .connect_options()?
+            .application_name(&self.application_name)
+            .options(settings))
     }
 
     /// Parses the URL into driver options.

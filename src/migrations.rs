@@ -225,6 +225,12 @@ async fn run_in_transaction(
     mode: MigrationMode,
 ) -> Result<MigrationReport, Error> {
     let qschema = quote_ident(schema);
+    // A configured statement_timeout is meant for provider calls, not for
+    // schema changes, which may take longer on large tables.
+    sqlx::query("SET LOCAL statement_timeout = 0")
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
     // Serialise runs on this schema across every process and pool.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('duroxide-pg/migrate/' || $1, 0))")
         .bind(schema)

@@ -59,7 +59,10 @@ async fn bad_schema_names_are_rejected_and_create_nothing() {
         "Upper",
         "upper",
     ] {
-        assert!(!schema_exists(&pool, bad).await, "schema {bad:?} was created");
+        assert!(
+            !schema_exists(&pool, bad).await,
+            "schema {bad:?} was created"
+        );
     }
     assert!(schema_exists(&pool, "public").await);
 }
@@ -233,4 +236,57 @@ async fn cleanup_schema_removes_everything() {
     assert!(schema_exists(&pool, &schema).await);
     provider.cleanup_schema().await.unwrap();
     assert!(!schema_exists(&pool, &schema).await);
+}
+
+/// Connection hygiene: the configured application_name and statement_timeout
+/// reach every connection, and the search_path is the provider's schema even
+/// when the URL asks for another.
+#[tokio::test]
+async fn connection_settings_are_applied_and_search_path_is_pinned() {
+    let schema = fresh_schema_name("hygiene");
+    let url = format!("{}?options=-c%20search_path%3Dpublic", database_url());
+    let p = PostgresProvider::connect(
+        PostgresConfig::new(url)
+            .with_schema(schema.clone())
+            .with_application_name("dxtest-hygiene")
+            .with_statement_timeout(Some(Duration::from_millis(1500))),
+    )
+    .await
+    .unwrap();
+    let (app, timeout, path): (String, String, String) = sqlx::query_as(
+        "SELECT current_setting('application_name'), current_setting('statement_timeout'),
+                current_setting('search_path')",
+    )
+    .fetch_one(p.pool())
+    .await
+    .unwrap();
+    assert_eq!(app, "dxtest-hygiene");
+    assert_eq!(timeout, "1500ms");
+    assert_eq!(path, schema);
+    // The provider's own call connections carry the same name.
+    assert!(
+        duroxide::providers::ProviderAdmin::list_instances(&p)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let admin = admin_pool().await;
+    let named: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dxtest-hygiene'",
+    )
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert!(named >= 1, "{named}");
+    p.cleanup_schema().await.unwrap();
+
+    for config in [
+        PostgresConfig::new(database_url()).with_application_name(""),
+        PostgresConfig::new(database_url()).with_statement_timeout(Some(Duration::ZERO)),
+    ] {
+        match PostgresProvider::connect(config).await {
+            Err(Error::InvalidConfig(_)) => {}
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
 }
