@@ -1,6 +1,7 @@
 //! Server outages on a private cluster (restarting the shared one would
 //! disturb every other test): while a runtime works, the server is stopped
-//! and started again, and later every provider connection is killed with
+//! and started again (calls fail as retryable meanwhile), restarted with
+//! `pg_ctl restart -m fast`, and every provider connection is killed with
 //! `pg_terminate_backend`. Errors surface as retryable, the pool reconnects,
 //! the wake-up listener re-subscribes, and every orchestration completes.
 
@@ -128,6 +129,13 @@ async fn restart_and_killed_connections_lose_nothing() {
     cluster.start_again().unwrap();
     wait_chains(&client, 0..10).await;
 
+    // 1b. `pg_ctl restart -m fast` mid-run.
+    let before = done.load(Ordering::SeqCst);
+    start_chains(&client, 21..31).await;
+    wait_for(&done, before + 5).await;
+    cluster.restart().unwrap();
+    wait_chains(&client, 21..31).await;
+
     // 2. Every provider connection (listener included) is killed mid-run.
     let admin = sqlx::PgPool::connect(&url).await.unwrap();
     let before = done.load(Ordering::SeqCst);
@@ -156,7 +164,7 @@ async fn restart_and_killed_connections_lose_nothing() {
     );
     eprintln!("after the outages, a six-hop chain took {took:?}");
 
-    assert_eq!(provider.list_instances().await.unwrap().len(), 21);
+    assert_eq!(provider.list_instances().await.unwrap().len(), 31);
     rt.shutdown(None).await;
     provider.close().await;
     admin.close().await;

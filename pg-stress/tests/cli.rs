@@ -58,6 +58,9 @@ fn help_lists_the_options() {
         "--compare-sqlite",
         "--track",
         "--json",
+        "--rtt-ms",
+        "--compare-published",
+        "--sample-every",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
@@ -71,4 +74,36 @@ fn compare_published_without_the_feature_or_a_huge_rtt_is_refused() {
         let e = one_line_error(&pg_stress(&["--compare-published"]));
         assert!(e.contains("`published` feature"), "{e}");
     }
+}
+
+/// A run that succeeds prints the URL (table header, tracked results, JSON)
+/// with its password masked.
+#[test]
+fn a_successful_run_never_prints_the_password() {
+    let url = duroxide_pg::local_cluster::database_url()
+        .unwrap()
+        .replacen("postgres@", "postgres:pw-s3cret@", 1);
+    assert!(url.contains("pw-s3cret@"), "{url}");
+    let track = std::env::temp_dir().join(format!("pg-stress-track-{}.md", std::process::id()));
+    for extra in [&["--track", track.to_str().unwrap()][..], &["--json"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pg-stress"))
+            .args(["--database-url", &url, "--duration", "1", "--matrix", "1:1"])
+            .args(extra)
+            .output()
+            .expect("run");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{all}");
+        assert!(all.contains("127.0.0.1"), "the URL is shown, masked: {all}");
+        assert!(!all.contains("pw-s3cret"), "{all}");
+    }
+    let tracked = std::fs::read_to_string(&track).unwrap();
+    assert!(
+        tracked.contains("***") && !tracked.contains("pw-s3cret"),
+        "{tracked}"
+    );
+    std::fs::remove_file(track).unwrap();
 }
