@@ -412,11 +412,15 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
+        // Checked on bytes: slicing the str at i + 1 could cut a multi-byte
+        // character (and the panic message would quote the password).
         if bytes[i] == b'%'
             && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+            && bytes[i + 1].is_ascii_hexdigit()
+            && bytes[i + 2].is_ascii_hexdigit()
         {
-            out.push(b);
+            let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+            out.push(hex(bytes[i + 1]) * 16 + hex(bytes[i + 2]));
             i += 3;
             continue;
         }
@@ -429,6 +433,16 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a '%' before a multi-byte character made the decoder
+    /// slice inside the character and panic, quoting the password.
+    #[test]
+    fn percent_before_a_multibyte_character_does_not_panic() {
+        assert_eq!(percent_decode("100%€x"), "100%€x");
+        assert_eq!(percent_decode("a%41%zz%4"), "aA%zz%4");
+        let url = "postgres://u:100%€@h/db";
+        assert_eq!(scrub("bad 100%€ here", url), "bad *** here");
+    }
 
     #[test]
     fn schema_names() {

@@ -120,13 +120,23 @@ impl Connections {
             .map_err(|_| sqlx::Error::PoolTimedOut)?
             .map_err(|_| sqlx::Error::PoolClosed)?;
         let now = Instant::now();
-        loop {
-            let candidate = self.idle.lock().expect("idle list").pop();
-            let Some(idle) = candidate else { break };
-            if self.is_stale(idle.opened, Some(idle.idle_since), now) {
-                self.retire(idle.conn, true);
-                continue;
-            }
+        // Sweep the whole (small) list, not only its top: with LIFO reuse the
+        // bottom entries would otherwise never be checked and never rotate.
+        let (fresh, stale): (Vec<Idle>, Vec<Idle>) = {
+            let mut idle = self.idle.lock().expect("idle list");
+            std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|i| !self.is_stale(i.opened, Some(i.idle_since), now))
+        };
+        for i in stale {
+            self.retire(i.conn, true);
+        }
+        let taken = {
+            let mut idle = self.idle.lock().expect("idle list");
+            idle.extend(fresh);
+            idle.pop()
+        };
+        if let Some(idle) = taken {
             return Ok(Checkout {
                 pool: self,
                 conn: Some((idle.conn, idle.opened)),
@@ -205,9 +215,12 @@ impl Checkout<'_> {
             Ok(_) => true,
             // The server answered (an error, or rows we could not decode):
             // the exchange completed and the connection is in sync.
+            // ...unless the server said it is ending the session (FATAL or
+            // PANIC: shutdown, pg_terminate_backend, idle timeouts): then
+            // the socket is dead however cleanly the error arrived.
+            Err(sqlx::Error::Database(db)) => !session_ended(db.as_ref()),
             Err(
-                sqlx::Error::Database(_)
-                | sqlx::Error::RowNotFound
+                sqlx::Error::RowNotFound
                 | sqlx::Error::ColumnNotFound(_)
                 | sqlx::Error::ColumnIndexOutOfBounds { .. }
                 | sqlx::Error::ColumnDecode { .. }
@@ -218,7 +231,12 @@ impl Checkout<'_> {
         };
         if let Some((conn, opened)) = self.conn.take() {
             let now = Instant::now();
-            if !reusable && matches!(result, Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_))) {
+            let link_broke = match &result {
+                Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_)) => true,
+                Err(sqlx::Error::Database(db)) => session_ended(db.as_ref()),
+                _ => false,
+            };
+            if link_broke {
                 // The link to the server broke (restart, failover, killed
                 // backends): the idle connections most likely broke with it,
                 // so close them now instead of failing one call on each.
@@ -227,18 +245,36 @@ impl Checkout<'_> {
                     self.pool.retire(idle.conn, false);
                 }
             }
-            if reusable && !self.pool.is_stale(opened, None, now) {
-                self.pool.idle.lock().expect("idle list").push(Idle {
-                    conn,
-                    opened,
-                    idle_since: now,
-                });
+            let conn = if reusable && !self.pool.is_stale(opened, None, now) {
+                let mut idle = self.pool.idle.lock().expect("idle list");
+                // Re-checked under the lock: a concurrent close() has emptied
+                // the list and must not see a connection pushed afterwards.
+                if self.pool.closed.load(Ordering::Acquire) {
+                    Some(conn)
+                } else {
+                    idle.push(Idle {
+                        conn,
+                        opened,
+                        idle_since: now,
+                    });
+                    None
+                }
             } else {
+                Some(conn)
+            };
+            if let Some(conn) = conn {
                 self.pool.retire(conn, reusable);
             }
         }
         result
     }
+}
+
+/// Whether a server error ended the session (severity FATAL or PANIC).
+fn session_ended(db: &dyn sqlx::error::DatabaseError) -> bool {
+    use sqlx::postgres::{PgDatabaseError, PgSeverity};
+    db.try_downcast_ref::<PgDatabaseError>()
+        .is_some_and(|e| matches!(e.severity(), PgSeverity::Fatal | PgSeverity::Panic))
 }
 
 impl Drop for Checkout<'_> {
@@ -370,6 +406,22 @@ mod tests {
                 .is_err()
         );
         assert_eq!(p.size(), 0, "the interrupted connection must not be reused");
+        assert_ne!(backend(&p).await.unwrap(), first);
+    }
+
+    /// Regression: a backend terminated during a call reports a FATAL error
+    /// (a database error, cleanly read); its connection was put back and the
+    /// next call failed on the dead socket.
+    #[tokio::test]
+    async fn a_session_ended_by_the_server_is_not_reused() {
+        let p = pool(1, |_| {});
+        let first = backend(&p).await.unwrap();
+        let err = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+            .execute(&p)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, sqlx::Error::Database(_)), "{err}");
+        assert_eq!(p.size(), 0, "the ended session must be discarded");
         assert_ne!(backend(&p).await.unwrap(), first);
     }
 

@@ -310,6 +310,10 @@ pub struct PrivateCluster {
     root: bool,
     dir: PathBuf,
     port: u16,
+    /// Held (shared) for the cluster's life: if this process dies without
+    /// dropping it (a test killed for its timeout), the lock goes with the
+    /// process and the watchdog stops the cluster ~20 s later.
+    _users: File,
 }
 
 impl PrivateCluster {
@@ -328,14 +332,21 @@ impl PrivateCluster {
                 .map_or(0, |d| d.subsec_nanos())
         ));
         let port = free_port()?;
+        fs::create_dir_all(&dir).map_err(|e| err(format!("create {}: {e}", dir.display())))?;
+        let users = lock_file(&dir.join("users.lock"))?;
+        users
+            .lock_shared()
+            .map_err(|e| err(format!("lock users: {e}")))?;
         let cluster = Self {
             bin,
             root,
             dir,
             port,
+            _users: users,
         };
         create_cluster(&cluster.bin, root, &cluster.pg(), port)?;
         start_server(&cluster.bin, root, &cluster.pg())?;
+        spawn_watchdog(&cluster.dir, &cluster.bin, root)?;
         wait_ready(port)?;
         Ok(cluster)
     }
@@ -435,6 +446,7 @@ fn spawn_watchdog(base: &Path, bin: &Path, root: bool) -> Result<(), ClusterErro
         r#"cd '{base}' || exit 0
 idle=0
 while sleep 2; do
+  [ -d pg ] || exit 0
   if flock -x setup.lock sh -c 'if flock -n -x users.lock true; then exit 0; else exit 1; fi'; then
     idle=$((idle+2))
   else

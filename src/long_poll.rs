@@ -127,6 +127,13 @@ pub(crate) struct LongPoll {
     task: JoinHandle<()>,
 }
 
+impl LongPoll {
+    /// Stops listening: the task and its connection end now.
+    pub(crate) fn stop(&self) {
+        self.task.abort();
+    }
+}
+
 impl Drop for LongPoll {
     fn drop(&mut self) {
         self.task.abort();

@@ -147,8 +147,12 @@ impl PostgresProvider {
         }
     }
 
-    /// Closes every connection the provider holds (calls fail afterwards).
+    /// Closes every connection the provider holds, the wake-up listener's
+    /// included (calls fail afterwards).
     pub async fn close(&self) {
+        if let Some(lp) = &self.long_poll {
+            lp.stop();
+        }
         self.pool.close().await;
         self.tools.close().await;
     }

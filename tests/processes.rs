@@ -22,6 +22,12 @@ use duroxide::{
 use duroxide_pg::{PollMode, PostgresConfig, PostgresProvider};
 use libtest_mimic::{Arguments, Failed, Trial};
 
+/// Lease length of the runtime that gets killed or paused: short, so the
+/// takeover is quick, but long enough that on a loaded 2-core machine its
+/// own renewals never lapse before the fault (which would make it re-run its
+/// own activities and blur what the tests count).
+const VICTIM_LEASE_MS: u64 = 4000;
+
 /// How long a scenario may wait for its orchestrations before it fails.
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -144,8 +150,14 @@ fn child_main(mode: &str) {
                     runtime_options(slots, Duration::from_millis(lock_ms)),
                 )
                 .await;
-                println!("ready");
-                std::future::pending::<()>().await;
+                // Live until the parent closes our stdin (or kills us): a
+                // child must not outlive a parent that died some other way.
+                tokio::task::spawn_blocking(|| {
+                    let mut sink = Vec::new();
+                    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+                })
+                .await
+                .ok();
             }
         }
     });
@@ -171,7 +183,7 @@ impl RuntimeChild {
             .env("DXPG_SCHEMA", schema)
             .env("DXPG_SLOTS", slots.to_string())
             .env("DXPG_LOCK_MS", lock_ms.to_string())
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -357,7 +369,7 @@ async fn process_crash() -> Result<(), Failed> {
     const SLOTS: usize = 2;
     let (url, schema, p) = setup("crash").await;
     let client = Client::new(p.clone());
-    let first = RuntimeChild::spawn(&url, &schema, SLOTS, 2000);
+    let first = RuntimeChild::spawn(&url, &schema, SLOTS, VICTIM_LEASE_MS);
     let killed = first.pid();
     start_jobs(&client, N).await;
     // Kill it mid-way: some activities done, most not.
@@ -393,7 +405,7 @@ async fn paused_owner() -> Result<(), Failed> {
     const SLOTS: usize = 2;
     let (url, schema, p) = setup("paused").await;
     let client = Client::new(p.clone());
-    let stale = RuntimeChild::spawn(&url, &schema, SLOTS, 1500);
+    let stale = RuntimeChild::spawn(&url, &schema, SLOTS, VICTIM_LEASE_MS);
     start_jobs(&client, N).await;
     wait_until("first activities", || async {
         runs(&p, &schema).await.len() >= 3
@@ -401,6 +413,17 @@ async fn paused_owner() -> Result<(), Failed> {
     .await?;
     stale.signal("-STOP");
     let paused_pid = stale.pid();
+    // It must be holding work, or the test would prove nothing: it is the
+    // only runtime so far, so every live lease is its own.
+    let held: i64 = sqlx::query_scalar(&format!(
+        "SELECT (SELECT count(*) FROM \"{schema}\".worker_queue WHERE lock_token IS NOT NULL)
+              + (SELECT count(*) FROM \"{schema}\".instance_locks)"
+    ))
+    .fetch_one(p.pool())
+    .await?;
+    if held == 0 {
+        return Err("the paused runtime held no lease; nothing was tested".into());
+    }
     // Long leases for the taker (see process_crash).
     let taker = RuntimeChild::spawn(&url, &schema, SLOTS, 15_000);
     assert_jobs_completed(&client, &p, N).await?;
@@ -412,8 +435,8 @@ async fn paused_owner() -> Result<(), Failed> {
     assert_jobs_completed(&client, &p, N).await?;
     let repeated = assert_runs(&runs(&p, &schema).await, N, paused_pid, SLOTS)?;
     eprintln!(
-        "paused owner: all {N} jobs completed once after the stale owner resumed; \
-         {repeated} activities ran again"
+        "paused owner: it held {held} leases when paused; all {N} jobs completed once after \
+         it resumed; {repeated} activities ran again"
     );
     p.cleanup_schema().await?;
     Ok(())
@@ -432,7 +455,9 @@ async fn concurrent_start() -> Result<(), Failed> {
         let (base, _) = url.rsplit_once('/').unwrap();
         format!("{base}/{db}")
     };
-    let at = common_now_ms() + 1500;
+    // Spawning 16 processes on a loaded machine can take a while: a generous
+    // head start keeps the instant common to all of them.
+    let at = common_now_ms() + 3000;
     let children: Vec<Child> = (0..16)
         .map(|_| {
             Command::new(std::env::current_exe().unwrap())

@@ -18,26 +18,42 @@ fn with_params(url: &str, params: &str) -> String {
 
 fn certificate() -> std::path::PathBuf {
     duroxide_pg::local_cluster::test_ca_certificate()
-        .expect("the throwaway cluster's test CA (openssl must be installed)")
+        .expect("the throwaway cluster's test CA: these tests need the local cluster (DATABASE_URL unset) and openssl")
 }
 
-/// Whether the provider's own connections are encrypted.
-async fn encrypted(p: &PostgresProvider) -> bool {
-    sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-        .fetch_one(p.pool())
+/// Whether every connection of the provider (its call pool included, found
+/// by the unique application name) is encrypted, and there is at least one.
+async fn encrypted(p: &PostgresProvider, app: &str) -> bool {
+    // Make sure the call pool has a connection open.
+    p.list_instances().await.unwrap();
+    let admin = sqlx::PgPool::connect(&common::database_url())
         .await
-        .unwrap()
+        .unwrap();
+    let (n, ssl): (i64, bool) = sqlx::query_as(
+        "SELECT count(*), coalesce(bool_and(s.ssl), false)
+           FROM pg_stat_activity a JOIN pg_stat_ssl s ON s.pid = a.pid
+          WHERE a.application_name = $1",
+    )
+    .bind(app)
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    admin.close().await;
+    n >= 1 && ssl
 }
 
 #[tokio::test]
 async fn sslmode_require_encrypts_every_connection() {
     let url = with_params(&common::database_url(), "sslmode=require");
+    let app = common::fresh_schema_name("tlsapp");
     let p = PostgresProvider::connect(
-        PostgresConfig::new(url).with_schema(common::fresh_schema_name("tls")),
+        PostgresConfig::new(url)
+            .with_schema(common::fresh_schema_name("tls"))
+            .with_application_name(app.clone()),
     )
     .await
     .unwrap();
-    assert!(encrypted(&p).await);
+    assert!(encrypted(&p, &app).await);
     // Provider calls work over TLS too.
     assert!(p.list_instances().await.unwrap().is_empty());
     p.cleanup_schema().await.unwrap();
@@ -54,10 +70,15 @@ async fn verify_full_accepts_the_right_ca_and_refuses_another() {
         ),
     );
     let schema = common::fresh_schema_name("tlsca");
-    let p = PostgresProvider::connect(PostgresConfig::new(good).with_schema(schema.clone()))
-        .await
-        .unwrap();
-    assert!(encrypted(&p).await);
+    let app = common::fresh_schema_name("tlscaapp");
+    let p = PostgresProvider::connect(
+        PostgresConfig::new(good)
+            .with_schema(schema.clone())
+            .with_application_name(app.clone()),
+    )
+    .await
+    .unwrap();
+    assert!(encrypted(&p, &app).await);
     p.cleanup_schema().await.unwrap();
 
     // A CA that did not sign the server's certificate.
