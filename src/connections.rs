@@ -122,20 +122,19 @@ impl Connections {
         let now = Instant::now();
         // Sweep the whole (small) list, not only its top: with LIFO reuse the
         // bottom entries would otherwise never be checked and never rotate.
-        let (fresh, stale): (Vec<Idle>, Vec<Idle>) = {
+        // One lock scope, so no other caller sees the list empty meanwhile
+        // (and opens a connection it did not need).
+        let (taken, stale) = {
             let mut idle = self.idle.lock().expect("idle list");
-            std::mem::take(&mut *idle)
+            let (fresh, stale): (Vec<Idle>, Vec<Idle>) = std::mem::take(&mut *idle)
                 .into_iter()
-                .partition(|i| !self.is_stale(i.opened, Some(i.idle_since), now))
+                .partition(|i| !self.is_stale(i.opened, Some(i.idle_since), now));
+            *idle = fresh;
+            (idle.pop(), stale)
         };
         for i in stale {
             self.retire(i.conn, true);
         }
-        let taken = {
-            let mut idle = self.idle.lock().expect("idle list");
-            idle.extend(fresh);
-            idle.pop()
-        };
         if let Some(idle) = taken {
             return Ok(Checkout {
                 pool: self,
