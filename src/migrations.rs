@@ -40,6 +40,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004", "history_and_state"),
     migration!(5, "0005", "admin"),
     migration!(6, "0006", "operator"),
+    migration!(7, "0007", "stats_nul"),
 ];
 
 /// Name of the per-schema ledger table.

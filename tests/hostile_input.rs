@@ -1079,3 +1079,49 @@ async fn e2e_ten_thousand_character_instance_ids() {
     assert_eq!(env.client.list_all_instances().await.unwrap(), [long_id]);
     env.finish([rt]).await;
 }
+
+/// Regression: `get_instance_stats` cast the start event to jsonb, which
+/// refuses the `\u0000` escape, so an instance whose input held a NUL had no
+/// statistics (a permanent 22P05 error). Escaped backslashes next to it must
+/// keep the JSON valid too.
+#[tokio::test]
+async fn instance_stats_of_a_start_input_with_nul() {
+    let env = Env::new().await; // drops its schema even if the test fails
+    let p = &*env.provider;
+    for (i, input) in ["a\0b", "\\\0", "\\\\u0000\0", "\0\\"]
+        .into_iter()
+        .enumerate()
+    {
+        let instance = format!("stats-{i}");
+        p.enqueue_for_orchestrator(start(&instance, input), None)
+            .await
+            .unwrap();
+        let (_item, token, _) = p
+            .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+            .await
+            .unwrap()
+            .expect("the start is fetchable");
+        p.ack_orchestration_item(
+            &token,
+            1,
+            vec![started(&instance, input)],
+            vec![],
+            vec![],
+            common::naming_metadata("Hostile"),
+            vec![],
+        )
+        .await
+        .unwrap();
+        let stats = p
+            .get_instance_stats(&instance)
+            .await
+            .unwrap_or_else(|e| panic!("{input:?}: {e}"))
+            .expect("stats of a stored instance");
+        assert_eq!(stats.history_event_count, 1, "{input:?}");
+        assert_eq!(stats.queue_pending_count, 0, "{input:?}");
+        let history = p.read(&instance).await.unwrap();
+        assert_eq!(history.len(), 1, "{input:?}");
+        assert_eq!(history[0].kind, started(&instance, input).kind, "{input:?}");
+    }
+    env.finish([]).await;
+}
