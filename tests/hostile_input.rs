@@ -502,14 +502,7 @@ async fn provider_rejects_nul_in_instance_ids_permanently_and_stores_nothing() {
     // An ack whose worker item, orchestrator item or cancelled activity names
     // a NUL instance fails whole: no history, no items, lease kept.
     let ok = "bystander";
-    p.enqueue_for_orchestrator(start(ok, "in"), None)
-        .await
-        .unwrap();
-    let (_, token, _) = p
-        .fetch_orchestration_item(LOCK, Duration::ZERO, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, token, _) = common::enqueue_and_fetch(p, start(ok, "in")).await.unwrap();
     let turn1 = vec![started(ok, "in")];
     let child = start(bad, "child input");
     let cancelled = duroxide::providers::ScheduledActivityIdentifier {
@@ -978,14 +971,7 @@ async fn provider_round_trips_a_sixteen_mib_payload() {
     let instance = "sixteen-mib";
     let payload = cycled(&HOSTILE.concat(), 16 * 1024 * 1024);
     let start = start(instance, &payload);
-    p.enqueue_for_orchestrator(start.clone(), None)
-        .await
-        .unwrap();
-    let (item, token, _) = p
-        .fetch_orchestration_item(LOCK, Duration::ZERO, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let (item, token, _) = common::enqueue_and_fetch(p, start.clone()).await.unwrap();
     assert!(item.messages == [start], "the 16 MiB start message differs");
     drop(item);
     let history = vec![
@@ -1093,13 +1079,8 @@ async fn instance_stats_of_a_start_input_with_nul() {
         .enumerate()
     {
         let instance = format!("stats-{i}");
-        p.enqueue_for_orchestrator(start(&instance, input), None)
+        let (_item, token, _) = common::enqueue_and_fetch(p, start(&instance, input))
             .await
-            .unwrap();
-        let (_item, token, _) = p
-            .fetch_orchestration_item(LOCK, Duration::ZERO, None)
-            .await
-            .unwrap()
             .expect("the start is fetchable");
         p.ack_orchestration_item(
             &token,

@@ -18,13 +18,8 @@ use sqlx::Connection;
 /// Creates the instance and leaves it leased by a second fetch.
 async fn leased_instance(p: &PostgresProvider, instance: &str) {
     let lock = Duration::from_secs(30);
-    p.enqueue_for_orchestrator(common::start_item(instance, "Locked"), None)
+    let (_, token, _) = common::enqueue_and_fetch(p, common::start_item(instance, "Locked"))
         .await
-        .unwrap();
-    let (_, token, _) = p
-        .fetch_orchestration_item(lock, Duration::ZERO, None)
-        .await
-        .unwrap()
         .unwrap();
     let started = common::started_event(instance, "Locked");
     let metadata = common::naming_metadata("Locked");

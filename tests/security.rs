@@ -148,13 +148,8 @@ async fn victim_digests(pool: &PgPool, schema: &str) -> BTreeMap<String, (i64, S
 /// execution's delta, a custom status, an untagged activity in the worker
 /// queue); "victim-done" completed (its KV value merged into kv_store).
 async fn create_victims(p: &PostgresProvider) {
-    p.enqueue_for_orchestrator(common::start_item("victim", "Victim"), None)
+    let (item, token, _) = common::enqueue_and_fetch(p, common::start_item("victim", "Victim"))
         .await
-        .unwrap();
-    let (item, token, _) = p
-        .fetch_orchestration_item(LOCK, Duration::ZERO, None)
-        .await
-        .unwrap()
         .expect("victim start");
     assert_eq!(item.instance, "victim");
     let delta = vec![
@@ -198,14 +193,10 @@ async fn create_victims(p: &PostgresProvider) {
     .await
     .unwrap();
 
-    p.enqueue_for_orchestrator(common::start_item("victim-done", "Victim"), None)
-        .await
-        .unwrap();
-    let (item, token, _) = p
-        .fetch_orchestration_item(LOCK, Duration::ZERO, None)
-        .await
-        .unwrap()
-        .expect("victim-done start");
+    let (item, token, _) =
+        common::enqueue_and_fetch(p, common::start_item("victim-done", "Victim"))
+            .await
+            .expect("victim-done start");
     assert_eq!(item.instance, "victim-done");
     let delta = vec![
         common::started_event("victim-done", "Victim"),
@@ -407,13 +398,8 @@ async fn payload_round_trip(p: &PostgresProvider, x: &str) {
         parent_execution_id: Some(1),
         execution_id: 1,
     };
-    p.enqueue_for_orchestrator(start.clone(), None)
+    let (item, token, attempts) = common::enqueue_and_fetch(p, start.clone())
         .await
-        .unwrap();
-    let (item, token, attempts) = p
-        .fetch_orchestration_item(LOCK, Duration::ZERO, None)
-        .await
-        .unwrap()
         .expect("the payload's start message");
     assert_eq!(
         (

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use duroxide::provider_validations::ProviderFactory;
-use duroxide::providers::{ExecutionMetadata, Provider, WorkItem};
+use duroxide::providers::{ExecutionMetadata, OrchestrationItem, Provider, WorkItem};
 use duroxide::{Event, EventKind};
 use duroxide_pg::{PollMode, PostgresConfig, PostgresProvider};
 
@@ -103,6 +103,25 @@ pub fn started_event(instance: &str, name: &str) -> Event {
             initial_custom_status: None,
         },
     )
+}
+
+/// Lease length the harness's fetches ask for: long enough never to lapse
+/// within a test.
+pub const TEST_LEASE: Duration = Duration::from_secs(30);
+
+/// Enqueues `item` for the orchestrator (visible at once) and fetches the
+/// next orchestration item without waiting, leased for [`TEST_LEASE`]:
+/// the first two steps of every manual provider cycle.
+pub async fn enqueue_and_fetch(
+    p: &PostgresProvider,
+    item: WorkItem,
+) -> Option<(OrchestrationItem, String, u32)> {
+    p.enqueue_for_orchestrator(item, None)
+        .await
+        .expect("enqueue for the orchestrator");
+    p.fetch_orchestration_item(TEST_LEASE, Duration::ZERO, None)
+        .await
+        .expect("fetch an orchestration item")
 }
 
 /// Metadata that creates the instance row for orchestration `name` 1.0.0.
