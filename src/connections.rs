@@ -124,12 +124,18 @@ impl Connections {
         // bottom entries would otherwise never be checked and never rotate.
         // One lock scope, so no other caller sees the list empty meanwhile
         // (and opens a connection it did not need).
+        // The common case (nothing stale) allocates nothing: this runs per call.
         let (taken, stale) = {
             let mut idle = self.idle.lock().expect("idle list");
-            let (fresh, stale): (Vec<Idle>, Vec<Idle>) = std::mem::take(&mut *idle)
-                .into_iter()
-                .partition(|i| !self.is_stale(i.opened, Some(i.idle_since), now));
-            *idle = fresh;
+            let is_stale = |i: &Idle| self.is_stale(i.opened, Some(i.idle_since), now);
+            let stale = if idle.iter().any(is_stale) {
+                let (stale, fresh): (Vec<Idle>, Vec<Idle>) =
+                    std::mem::take(&mut *idle).into_iter().partition(is_stale);
+                *idle = fresh;
+                stale
+            } else {
+                Vec::new()
+            };
             (idle.pop(), stale)
         };
         for i in stale {

@@ -231,15 +231,20 @@ async fn setup(prefix: &str) -> (String, String, Arc<PostgresProvider>) {
         .await
         .unwrap(),
     );
+    create_runs_table(&provider, &schema).await;
+    (url, schema, provider)
+}
+
+/// The table the "Work" activity records its runs in.
+async fn create_runs_table(p: &PostgresProvider, schema: &str) {
     sqlx::query(&format!(
         "CREATE TABLE \"{schema}\".activity_runs (
              id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
              instance_id TEXT NOT NULL, input TEXT NOT NULL, pid BIGINT NOT NULL)"
     ))
-    .execute(provider.pool())
+    .execute(p.pool())
     .await
-    .unwrap();
-    (url, schema, provider)
+    .expect("create the activity_runs table");
 }
 
 /// (input, pid) of every activity run so far, in order.
@@ -507,13 +512,7 @@ async fn contention() -> Result<(), Failed> {
     let p = Arc::new(
         PostgresProvider::connect(PostgresConfig::new(&url).with_schema(schema.clone())).await?,
     );
-    sqlx::query(&format!(
-        "CREATE TABLE \"{schema}\".activity_runs (
-             id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-             instance_id TEXT NOT NULL, input TEXT NOT NULL, pid BIGINT NOT NULL)"
-    ))
-    .execute(p.pool())
-    .await?;
+    create_runs_table(&p, &schema).await;
     let _children: Vec<RuntimeChild> = (0..4)
         .map(|_| RuntimeChild::spawn(&url, &schema, 4, 30_000))
         .collect();
