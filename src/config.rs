@@ -74,6 +74,7 @@ pub struct PostgresConfig {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) application_name: String,
     pub(crate) statement_timeout: Option<Duration>,
+    pub(crate) worker_prefetch: bool,
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -90,6 +91,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("application_name", &self.application_name)
             .field("statement_timeout", &self.statement_timeout)
+            .field("worker_prefetch", &self.worker_prefetch)
             .finish()
     }
 }
@@ -112,6 +114,7 @@ impl PostgresConfig {
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             application_name: DEFAULT_APPLICATION_NAME.to_string(),
             statement_timeout: None,
+            worker_prefetch: true,
         }
     }
 
@@ -178,6 +181,20 @@ impl PostgresConfig {
     /// timeout of a few seconds is safe. A timed-out call fails as retryable.
     pub fn with_statement_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.statement_timeout = timeout;
+        self
+    }
+
+    /// Whether acking an activity also leases the next ready one (default
+    /// `true`). The runtime's worker fetches again right after every ack; with
+    /// prefetch that fetch is answered from memory, saving one round trip per
+    /// activity. The item leased ahead is the one that fetch would have
+    /// leased, with the previous fetch's arguments; at most
+    /// [`crate::PREFETCH_LIMIT`] are held at a time, and one not taken by a fetch within
+    /// [`crate::PREFETCH_HOLD`] is released (its attempt count restored), so
+    /// other processes never wait long for it. Turn it off to make every
+    /// fetch go to the database.
+    pub fn with_worker_prefetch(mut self, enabled: bool) -> Self {
+        self.worker_prefetch = enabled;
         self
     }
 

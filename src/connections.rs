@@ -16,7 +16,7 @@
 //! pool: `query.fetch_one(&p.pool)`.
 
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -51,13 +51,27 @@ struct Idle {
 }
 
 /// A bounded set of PostgreSQL connections, opened on demand, reused LIFO.
-pub(crate) struct Connections {
+/// A cheap handle: clones share the same connections (background tasks of
+/// the provider hold one).
+#[derive(Clone)]
+pub(crate) struct Connections(Arc<Shared>);
+
+/// The state every [`Connections`] handle shares.
+pub(crate) struct Shared {
     options: std::sync::RwLock<PgConnectOptions>,
     settings: PoolSettings,
     idle: Mutex<Vec<Idle>>,
     permits: Semaphore,
     open: AtomicUsize,
     closed: AtomicBool,
+}
+
+impl std::ops::Deref for Connections {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl fmt::Debug for Connections {
@@ -72,14 +86,14 @@ impl fmt::Debug for Connections {
 impl Connections {
     /// A pool that opens connections with `options`; none is opened yet.
     pub(crate) fn new(options: PgConnectOptions, settings: PoolSettings) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             options: std::sync::RwLock::new(options),
             permits: Semaphore::new(settings.max_connections as usize),
             settings,
             idle: Mutex::new(Vec::new()),
             open: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
-        }
+        }))
     }
 
     /// Takes `conn` (already open, e.g. the construction probe) as an idle

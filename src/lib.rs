@@ -41,6 +41,7 @@ mod orchestrator_queue;
 mod provider;
 mod state;
 mod statements;
+mod worker_prefetch;
 mod worker_queue;
 
 pub use admin::QueueStatus;
@@ -49,3 +50,4 @@ pub use config::{
 };
 pub use error::Error;
 pub use provider::{PoolStatus, PostgresProvider};
+pub use worker_prefetch::{PREFETCH_HOLD, PREFETCH_LIMIT};

@@ -41,6 +41,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005", "admin"),
     migration!(6, "0006", "operator"),
     migration!(7, "0007", "stats_nul"),
+    migration!(8, "0008", "worker_prefetch"),
 ];
 
 /// Name of the per-schema ledger table.

@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::long_poll::LongPoll;
 use crate::migrations::{self, MigrationReport, quote_ident};
 use crate::statements::Statements;
+use crate::worker_prefetch::WorkerPrefetch;
 use crate::{admin, history, orchestrator_queue, state, worker_queue};
 
 /// A duroxide storage provider backed by one schema of a PostgreSQL database.
@@ -35,6 +36,8 @@ pub struct PostgresProvider {
     pub(crate) sql: Statements,
     /// The wake-up listener; `None` in poll-only mode.
     pub(crate) long_poll: Option<LongPoll>,
+    /// Activities leased ahead by acks, for the worker's next fetch.
+    pub(crate) prefetch: WorkerPrefetch,
 }
 
 /// A snapshot of the provider's call pool ([`PostgresProvider::pool_status`]).
@@ -122,7 +125,10 @@ impl PostgresProvider {
                 )
             }
         };
+        let prefetch =
+            WorkerPrefetch::new(config.worker_prefetch, pool.clone(), &sql.abandon_work_item);
         Ok(Self {
+            prefetch,
             sql,
             schema: config.schema,
             pool,
@@ -147,12 +153,14 @@ impl PostgresProvider {
         }
     }
 
-    /// Closes every connection the provider holds, the wake-up listener's
-    /// included (calls fail afterwards).
+    /// Releases the activities leased ahead for the next fetch, then closes
+    /// every connection the provider holds, the wake-up listener's included
+    /// (calls fail afterwards).
     pub async fn close(&self) {
         if let Some(lp) = &self.long_poll {
             lp.stop();
         }
+        self.prefetch.release_all().await;
         self.pool.close().await;
         self.tools.close().await;
     }

@@ -11,6 +11,7 @@ use crate::codec::{OrchestratorRow, WorkerRow, decode, millis, now_ms};
 use crate::error::{invalid_input, provider_error};
 use crate::lease;
 use crate::long_poll::{self, Attempt, Queue};
+use crate::worker_prefetch::{FetchKey, Fetched};
 
 pub(crate) async fn enqueue(p: &PostgresProvider, item: &WorkItem) -> Result<(), ProviderError> {
     const OP: &str = "enqueue_for_worker";
@@ -52,11 +53,21 @@ pub(crate) async fn fetch(
     poll_timeout: Duration,
     session: Option<&SessionFetchConfig>,
     tag_filter: &TagFilter,
-) -> Result<Option<(WorkItem, String, u32)>, ProviderError> {
+) -> Result<Option<Fetched>, ProviderError> {
     const OP: &str = "fetch_work_item";
     let Some((tag_mode, tags)) = tag_arguments(tag_filter) else {
         return Ok(None);
     };
+    let key = FetchKey {
+        lock_timeout_ms: millis(lock_timeout),
+        owner_id: session.map(|s| s.owner_id.clone()),
+        session_lock_ms: session.map_or(0, |s| millis(s.lock_timeout)),
+        tag_mode,
+        tags: tags.iter().map(|t| (*t).to_string()).collect(),
+    };
+    if let Some(held) = p.prefetch.take(&key) {
+        return Ok(Some(held));
+    }
     long_poll::poll(
         p.long_poll.as_ref(),
         Queue::Worker,
@@ -64,32 +75,37 @@ pub(crate) async fn fetch(
         || async {
             let row = sqlx::query(&p.sql.fetch_work_item)
                 .bind(now_ms())
-                .bind(millis(lock_timeout))
-                .bind(session.map(|s| s.owner_id.as_str()))
-                .bind(session.map_or(0, |s| millis(s.lock_timeout)))
+                .bind(key.lock_timeout_ms)
+                .bind(key.owner_id.as_deref())
+                .bind(key.session_lock_ms)
                 .bind(tag_mode)
                 .bind(&tags)
                 .fetch_one(&p.pool)
                 .await
                 .map_err(|e| provider_error(OP, e))?;
-            let get = |e| provider_error(OP, e);
-            let Some(text) = row.try_get::<Option<String>, _>(0).map_err(get)? else {
-                return Ok(Attempt::Empty {
-                    wake_at: row.try_get(3).map_err(get)?,
-                });
-            };
-            let token: String = row.try_get(1).map_err(get)?;
-            let attempts: i32 = row.try_get(2).map_err(get)?;
-            // An undecodable row stays locked and expires; the error names it.
-            let item = decode::<WorkItem>(OP, &text)?;
-            Ok(Attempt::Found((
-                item,
-                token,
-                u32::try_from(attempts).unwrap_or(0),
-            )))
+            match leased_item(OP, &row)? {
+                Some(fetched) => Ok(Attempt::Found(fetched)),
+                None => Ok(Attempt::Empty {
+                    wake_at: row.try_get(3).map_err(|e| provider_error(OP, e))?,
+                }),
+            }
         },
     )
     .await
+}
+
+/// The leased item of a `fetch_work_item`-shaped row (item, token, attempts
+/// in the first three columns); `None` when the row says nothing was ready.
+/// An undecodable row stays locked and expires; the error names it.
+fn leased_item(op: &str, row: &sqlx::postgres::PgRow) -> Result<Option<Fetched>, ProviderError> {
+    let get = |e| provider_error(op, e);
+    let Some(text) = row.try_get::<Option<String>, _>(0).map_err(get)? else {
+        return Ok(None);
+    };
+    let token: String = row.try_get(1).map_err(get)?;
+    let attempts: i32 = row.try_get(2).map_err(get)?;
+    let item = decode::<WorkItem>(op, &text)?;
+    Ok(Some((item, token, u32::try_from(attempts).unwrap_or(0))))
 }
 
 pub(crate) async fn ack(
@@ -110,15 +126,44 @@ pub(crate) async fn ack(
             ));
         }
     };
-    sqlx::query(&p.sql.ack_work_item)
+    let Some(key) = p.prefetch.next_key() else {
+        sqlx::query(&p.sql.ack_work_item)
+            .bind(token)
+            .bind(now_ms())
+            .bind(completion.as_ref().map(|c| c.instance))
+            .bind(completion.as_ref().map(|c| c.kind))
+            .bind(completion.as_ref().map(|c| c.json.as_str()))
+            .execute(&p.pool)
+            .await
+            .map_err(|e| provider_error(OP, e))?;
+        return Ok(());
+    };
+    let row = sqlx::query(&p.sql.ack_work_item_and_fetch)
         .bind(token)
         .bind(now_ms())
         .bind(completion.as_ref().map(|c| c.instance))
         .bind(completion.as_ref().map(|c| c.kind))
         .bind(completion.as_ref().map(|c| c.json.as_str()))
-        .execute(&p.pool)
+        .bind(key.lock_timeout_ms)
+        .bind(key.owner_id.as_deref())
+        .bind(key.session_lock_ms)
+        .bind(key.tag_mode)
+        .bind(&key.tags)
+        .fetch_one(&p.pool)
         .await
         .map_err(|e| provider_error(OP, e))?;
+    // The ack has committed: a problem with the item leased ahead must not
+    // fail it. An undecodable item stays leased, expires, and its next fetch
+    // reports it.
+    match leased_item(OP, &row) {
+        Ok(Some(fetched)) => p.prefetch.hold(key, fetched),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(
+            target: "duroxide_pg",
+            error = %e,
+            "an activity leased ahead by an ack cannot be used"
+        ),
+    }
     Ok(())
 }
 
