@@ -1,11 +1,13 @@
 //! Provider configuration: connection URL, schema, pool and migration behaviour.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
+use crate::credentials::{CredentialSource, Credentials};
 use crate::error::Error;
 
 /// Idle connections of the sqlx pool [`PostgresConfig::open_pool`] returns
@@ -75,6 +77,34 @@ pub struct PostgresConfig {
     pub(crate) application_name: String,
     pub(crate) statement_timeout: Option<Duration>,
     pub(crate) worker_prefetch: bool,
+    pub(crate) credential_source: Option<Arc<dyn CredentialSource>>,
+    pub(crate) tls: TlsSettings,
+}
+
+/// How the provider's connections use TLS: libpq's `sslmode`, settable in the
+/// URL (`?sslmode=verify-full`) or with [`PostgresConfig::with_ssl_mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Never TLS.
+    Disable,
+    /// TLS when the server offers it, without checking its certificate
+    /// (the URL default).
+    Prefer,
+    /// TLS always, without checking the certificate.
+    Require,
+    /// TLS always; the certificate must chain to the root certificate.
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate must name the host connected to.
+    /// What a managed cloud database should use.
+    VerifyFull,
+}
+
+/// TLS settings given through the configuration (they override the URL's).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TlsSettings {
+    mode: Option<SslMode>,
+    root_cert: Option<std::path::PathBuf>,
+    client: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -92,6 +122,8 @@ impl std::fmt::Debug for PostgresConfig {
             .field("application_name", &self.application_name)
             .field("statement_timeout", &self.statement_timeout)
             .field("worker_prefetch", &self.worker_prefetch)
+            .field("credential_source", &self.credential_source.is_some())
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -115,6 +147,8 @@ impl PostgresConfig {
             application_name: DEFAULT_APPLICATION_NAME.to_string(),
             statement_timeout: None,
             worker_prefetch: true,
+            credential_source: None,
+            tls: TlsSettings::default(),
         }
     }
 
@@ -198,6 +232,40 @@ impl PostgresConfig {
         self
     }
 
+    /// Take the password from `source` (asked at every connection open,
+    /// refreshed ahead of expiry; see [`crate::credentials`]) instead of the
+    /// URL, `PGPASSWORD` or the password file. The URL's user name is still
+    /// used.
+    pub fn with_credential_source(mut self, source: impl CredentialSource) -> Self {
+        self.credential_source = Some(Arc::new(source));
+        self
+    }
+
+    /// Use TLS as `mode` says (overrides the URL's `sslmode`).
+    pub fn with_ssl_mode(mut self, mode: SslMode) -> Self {
+        self.tls.mode = Some(mode);
+        self
+    }
+
+    /// Check the server's certificate against the PEM root certificate(s) in
+    /// `path` (overrides the URL's `sslrootcert`). Cloud providers publish
+    /// theirs (Azure: DigiCert Global Root G2; RDS: the region's bundle).
+    pub fn with_ssl_root_cert(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls.root_cert = Some(path.into());
+        self
+    }
+
+    /// Log in with a client certificate and its private key, both PEM files
+    /// (overrides the URL's `sslcert` / `sslkey`).
+    pub fn with_ssl_client_cert(
+        mut self,
+        cert: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.tls.client = Some((cert.into(), key.into()));
+        self
+    }
+
     /// The schema this configuration names.
     pub fn schema(&self) -> &str {
         &self.schema
@@ -239,24 +307,52 @@ impl PostgresConfig {
     /// [`Error::InvalidSchemaName`], [`Error::InvalidUrl`] or
     /// [`Error::InvalidConfig`] for bad input; [`Error::Connect`] naming host
     /// and port when the server cannot be reached in time.
+    ///
+    /// With a credential source, the pool keeps the credential it was opened
+    /// with (meant for short-lived tools).
     pub async fn open_pool(&self) -> Result<PgPool, Error> {
-        let probe = self.probe().await?;
+        let credentials = self.credentials();
+        let probe = self.probe(credentials.as_deref()).await?;
         let _ = probe.close().await;
-        self.tools_pool()
+        let pool = self.tools_pool()?;
+        if let Some(c) = &credentials {
+            c.keep_current(&pool, self.driver_options()?);
+        }
+        Ok(pool)
+    }
+
+    /// The provider's view of the credential source, if there is one.
+    pub(crate) fn credentials(&self) -> Option<Arc<Credentials>> {
+        self.credential_source.clone().map(Credentials::new)
     }
 
     /// One direct connection, within the connect timeout: fails fast on a
     /// refused connection (a pool would keep retrying until its timeout) and
     /// proves the URL works. Validates the configuration first.
-    pub(crate) async fn probe(&self) -> Result<PgConnection, Error> {
+    pub(crate) async fn probe(
+        &self,
+        credentials: Option<&Credentials>,
+    ) -> Result<PgConnection, Error> {
         validate_schema_name(&self.schema)?;
         self.resolved_max_connections()?;
-        let options = self.driver_options()?;
+        let mut options = self.driver_options()?;
+        let (host, port, user) = (
+            options.get_host().to_string(),
+            options.get_port(),
+            options.get_username().to_string(),
+        );
         let connect_error = |reason: String| Error::Connect {
-            host: options.get_host().to_string(),
-            port: options.get_port(),
+            host: host.clone(),
+            port,
+            user: user.clone(),
             reason: scrub(&reason, &self.url),
         };
+        if let Some(c) = credentials {
+            options = c
+                .apply(options.clone())
+                .await
+                .map_err(|e| connect_error(format!("the credential source failed: {e}")))?;
+        }
         match tokio::time::timeout(self.connect_timeout, PgConnection::connect_with(&options)).await
         {
             Ok(Ok(conn)) => Ok(conn),
@@ -321,10 +417,43 @@ impl PostgresConfig {
 
     /// Parses the URL into driver options.
     pub(crate) fn connect_options(&self) -> Result<PgConnectOptions, Error> {
-        PgConnectOptions::from_str(&self.url).map_err(|e| Error::InvalidUrl {
+        let options = PgConnectOptions::from_str(&self.url).map_err(|e| Error::InvalidUrl {
             url: redact_url(&self.url),
             reason: scrub(&e.to_string(), &self.url),
-        })
+        })?;
+        self.tls.apply(options)
+    }
+}
+
+impl TlsSettings {
+    /// `options` with these settings on top. Files are checked here, so a
+    /// wrong path is a configuration error, not a connection failure.
+    fn apply(&self, mut options: PgConnectOptions) -> Result<PgConnectOptions, Error> {
+        use sqlx::postgres::PgSslMode;
+        fn readable(what: &str, path: &std::path::Path) -> Result<(), Error> {
+            std::fs::File::open(path).map(drop).map_err(|e| {
+                Error::InvalidConfig(format!("{what} {}: {e}", path.display()))
+            })
+        }
+        if let Some(mode) = self.mode {
+            options = options.ssl_mode(match mode {
+                SslMode::Disable => PgSslMode::Disable,
+                SslMode::Prefer => PgSslMode::Prefer,
+                SslMode::Require => PgSslMode::Require,
+                SslMode::VerifyCa => PgSslMode::VerifyCa,
+                SslMode::VerifyFull => PgSslMode::VerifyFull,
+            });
+        }
+        if let Some(root) = &self.root_cert {
+            readable("TLS root certificate", root)?;
+            options = options.ssl_root_cert(root);
+        }
+        if let Some((cert, key)) = &self.client {
+            readable("TLS client certificate", cert)?;
+            readable("TLS client key", key)?;
+            options = options.ssl_client_cert(cert).ssl_client_key(key);
+        }
+        Ok(options)
     }
 }
 

@@ -29,6 +29,8 @@ use sqlx::postgres::{
 use sqlx::{Connection, Describe, Either, Execute, Executor, Postgres};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use crate::credentials::Credentials;
+
 /// Sizing and timing of a [`Connections`] pool.
 #[derive(Debug, Clone)]
 pub(crate) struct PoolSettings {
@@ -64,6 +66,8 @@ pub(crate) struct Shared {
     permits: Semaphore,
     open: AtomicUsize,
     closed: AtomicBool,
+    /// Where each new connection's password comes from, if not the options.
+    credentials: Option<Arc<Credentials>>,
 }
 
 impl std::ops::Deref for Connections {
@@ -85,7 +89,11 @@ impl fmt::Debug for Connections {
 
 impl Connections {
     /// A pool that opens connections with `options`; none is opened yet.
-    pub(crate) fn new(options: PgConnectOptions, settings: PoolSettings) -> Self {
+    pub(crate) fn new(
+        options: PgConnectOptions,
+        settings: PoolSettings,
+        credentials: Option<Arc<Credentials>>,
+    ) -> Self {
         Self(Arc::new(Shared {
             options: std::sync::RwLock::new(options),
             permits: Semaphore::new(settings.max_connections as usize),
@@ -93,6 +101,7 @@ impl Connections {
             idle: Mutex::new(Vec::new()),
             open: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            credentials,
         }))
     }
 
@@ -162,7 +171,16 @@ impl Connections {
                 _permit: permit,
             });
         }
-        let options = self.options.read().expect("options").clone();
+        let mut options = self.options.read().expect("options").clone();
+        if let Some(c) = &self.credentials {
+            // A failing token service is an outage like a refused connection:
+            // retryable (reported as I/O).
+            options = c.apply(options).await.map_err(|e| {
+                sqlx::Error::Io(std::io::Error::other(format!(
+                    "the credential source failed: {e}"
+                )))
+            })?;
+        }
         let conn = tokio::time::timeout(
             self.settings.connect_timeout,
             PgConnection::connect_with(&options),
@@ -388,7 +406,7 @@ mod tests {
             idle_timeout: None,
         };
         settings(&mut s);
-        Connections::new(PgConnectOptions::from_str(&url).unwrap(), s)
+        Connections::new(PgConnectOptions::from_str(&url).unwrap(), s, None)
     }
 
     async fn backend(p: &Connections) -> Result<i32, sqlx::Error> {

@@ -31,12 +31,14 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
     /// The server could not be reached or refused the connection.
-    #[error("cannot connect to PostgreSQL at {host}:{port}: {reason}")]
+    #[error("cannot connect to PostgreSQL at {host}:{port} as user {user:?}: {reason}")]
     Connect {
         /// Host (or socket directory) from the URL.
         host: String,
         /// Port from the URL.
         port: u16,
+        /// The user name logging in.
+        user: String,
         /// The driver's explanation.
         reason: String,
     },
@@ -112,6 +114,10 @@ pub(crate) fn is_retryable_sqlstate(code: &str) -> bool {
             | "53300" // too_many_connections
             | "53400" // configuration_limit_exceeded
     ) || code.starts_with("08") // connection_exception class
+        // invalid_authorization_specification: only raised when a connection
+        // logs in; while a password rotates, a login with the old or the new
+        // secret can fail for a moment, and the next attempt succeeds.
+        || code.starts_with("28")
 }
 
 /// Maps a `sqlx` error from provider operation `operation` to a classified
@@ -158,7 +164,7 @@ mod tests {
     fn retryable_sqlstates() {
         for code in [
             "40001", "40P01", "55P03", "57P01", "57P02", "57P03", "57014", "53300", "08000",
-            "08003", "08006", "08001", "08004",
+            "08003", "08006", "08001", "08004", "28P01", "28000",
         ] {
             assert!(is_retryable_sqlstate(code), "{code} should be retryable");
         }
@@ -200,6 +206,7 @@ mod tests {
         .into();
         assert!(!e.is_retryable());
         let e: ProviderError = Error::Connect {
+            user: "app".into(),
             host: "h".into(),
             port: 1,
             reason: "refused".into(),

@@ -20,12 +20,14 @@
 //! `orchestrator_queue` (instance leases), `worker_queue` (peek-locks and
 //! sessions), `history`, `state` (custom status, KV, stats), `admin`
 //! (`ProviderAdmin`), `lease` (renew/abandon shared by both queues),
-//! `long_poll` (wake-ups), and the public [`config`], [`error`],
+//! `long_poll` (wake-ups), and the public [`config`], [`credentials`]
+//! (passwords and tokens that rotate), [`error`],
 //! [`migrations`], [`local_cluster`] (throwaway PostgreSQL for tests,
 //! examples and tools) and [`delay_proxy`] (latency and round-trip counting
 //! for tests and benchmarks).
 
 pub mod config;
+pub mod credentials;
 pub mod delay_proxy;
 pub mod error;
 pub mod local_cluster;
@@ -46,7 +48,7 @@ mod worker_queue;
 
 pub use admin::QueueStatus;
 pub use config::{
-    MigrationMode, PollMode, PostgresConfig, redact_url, scrub, validate_schema_name,
+    MigrationMode, PollMode, PostgresConfig, SslMode, redact_url, scrub, validate_schema_name,
 };
 pub use error::Error;
 pub use provider::{PoolStatus, PostgresProvider};

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 /// Layout of the shared cluster: a running cluster set up by a build with an
 /// older layout is replaced (3: a test CA and a TLS server certificate).
-const CLUSTER_LAYOUT: &str = "3";
+const CLUSTER_LAYOUT: &str = "4";
 
 /// Seconds without any user before the watchdog stops the cluster.
 const IDLE_SECONDS: u32 = 20;
@@ -227,9 +227,10 @@ fn create_cluster(bin: &Path, root: bool, pg: &Path, port: u16) -> Result<(), Cl
     ]);
     run(initdb, "initdb")?;
 
-    // A throwaway CA and a server certificate it signs (for localhost and
-    // 127.0.0.1), made as the server's user so the key has the owner and
-    // mode (0600) PostgreSQL insists on.
+    // A throwaway CA, a server certificate it signs (for localhost and
+    // 127.0.0.1, not 127.0.0.2: the host-name mismatch case), and a client
+    // certificate for the role TEST_CERT_USER; made as the server's user so
+    // the keys have the owner and mode (0600) PostgreSQL insists on.
     let script = "set -e
 openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=duroxide-pg-test-ca \
   -keyout ca.key -out ca.crt 2>/dev/null
@@ -237,7 +238,11 @@ openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out 
 printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' > server.ext
 openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
   -extfile server.ext -out server.crt 2>/dev/null
-chmod 600 server.key ca.key";
+openssl req -newkey rsa:2048 -nodes -subj /CN=dxtest_cert -keyout client.key -out client.csr 2>/dev/null
+printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' > client.ext
+openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+  -extfile client.ext -out client.crt 2>/dev/null
+chmod 600 server.key ca.key client.key";
     let mut cert = if root {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--", "sh", "-c", script]);
@@ -249,12 +254,15 @@ chmod 600 server.key ca.key";
     };
     cert.current_dir(&data);
     let ssl = match run(cert, "openssl (test TLS certificates)") {
-        Ok(()) => "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        Ok(()) => {
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n\
+             ssl_ca_file = 'ca.crt'\n"
+        }
         Err(_) => "", // no openssl: TLS tests report the missing certificate
     };
 
     let conf = format!(
-        "\n# duroxide-pg throwaway test cluster\nport = {port}\nlisten_addresses = '127.0.0.1'\n\
+        "\n# duroxide-pg throwaway test cluster\nport = {port}\nlisten_addresses = '127.0.0.1,127.0.0.2'\n\
          unix_socket_directories = '{sock}'\nmax_connections = 500\nshared_buffers = 256MB\n\
          fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
          shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = top\n\
@@ -268,7 +276,36 @@ chmod 600 server.key ca.key";
         .map_err(|e| err(format!("open {}: {e}", conf_path.display())))?;
     f.write_all(conf.as_bytes())
         .map_err(|e| err(format!("write postgresql.conf: {e}")))?;
+
+    // Everyone is trusted except two kinds of test roles, first match wins:
+    // TEST_CERT_USER must present a client certificate, and members of
+    // TEST_PASSWORD_GROUP must give their password (rotation, .pgpass tests).
+    let hba_path = data.join("pg_hba.conf");
+    let trusted = fs::read_to_string(&hba_path)
+        .map_err(|e| err(format!("read {}: {e}", hba_path.display())))?;
+    let hba = format!(
+        "hostssl all {TEST_CERT_USER} 127.0.0.0/8 cert\n\
+         host all {TEST_CERT_USER} 127.0.0.0/8 reject\n\
+         host all +{TEST_PASSWORD_GROUP} 127.0.0.0/8 scram-sha-256\n{trusted}"
+    );
+    fs::write(&hba_path, hba).map_err(|e| err(format!("write pg_hba.conf: {e}")))?;
     Ok(())
+}
+
+/// The role the throwaway cluster admits only with the client certificate
+/// [`test_client_certificate`] (CN = this name). Tests create the role.
+pub const TEST_CERT_USER: &str = "dxtest_cert";
+
+/// Members of this role must log in to the throwaway cluster with their
+/// password (scram-sha-256); every other role is trusted. Tests create it.
+pub const TEST_PASSWORD_GROUP: &str = "dxtest_password_required";
+
+/// The client certificate and key (PEM files) the throwaway CA issued for
+/// [`TEST_CERT_USER`]; `None` as for [`test_ca_certificate`].
+pub fn test_client_certificate() -> Option<(PathBuf, PathBuf)> {
+    let ca = test_ca_certificate()?;
+    let (cert, key) = (ca.with_file_name("client.crt"), ca.with_file_name("client.key"));
+    (cert.exists() && key.exists()).then_some((cert, key))
 }
 
 /// Starts the server of `pg/data`, logging to `pg/server.log`, and waits

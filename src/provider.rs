@@ -96,11 +96,20 @@ impl PostgresProvider {
     pub async fn connect(config: PostgresConfig) -> Result<Self, Error> {
         // The probe connection runs the migrations, then becomes the call
         // pool's first connection.
-        let mut first = config.probe().await?;
+        let credentials = config.credentials();
+        let mut first = config.probe(credentials.as_deref()).await?;
         migrations::run_on(&mut first, &config.schema, config.migrations).await?;
-        let pool = Connections::new(config.driver_options()?, config.pool_settings()?);
+        let pool = Connections::new(
+            config.driver_options()?,
+            config.pool_settings()?,
+            credentials.clone(),
+        );
         pool.adopt(first);
         let tools = config.tools_pool()?;
+        if let Some(c) = &credentials {
+            c.keep_current(&tools, config.driver_options()?);
+            c.spawn_refresher();
+        }
         let sql = Statements::new(&config.schema);
         let long_poll = match config.poll_mode {
             PollMode::PollOnly => None,
@@ -118,6 +127,9 @@ impl PostgresProvider {
                     .max_connections(1)
                     .acquire_timeout(config.connect_timeout)
                     .connect_lazy_with(config.driver_options()?);
+                if let Some(c) = &credentials {
+                    c.keep_current(&listen_pool, config.driver_options()?);
+                }
                 Some(
                     LongPoll::start(&listen_pool, &channel)
                         .await

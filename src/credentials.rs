@@ -1,0 +1,212 @@
+//! Passwords that change while the provider runs: cloud access tokens
+//! (Entra ID, RDS IAM), Vault leases, rotated secrets.
+//!
+//! A [`CredentialSource`] is asked for the password whenever the provider
+//! opens a connection. A credential that says when it expires is cached and
+//! refreshed ahead of its expiry in the background, so opening a connection
+//! never waits for a token service; one without an expiry is asked for again at
+//! every connection open (the source caches if it wants to). Connections
+//! already open keep working when the password changes (PostgreSQL checks it
+//! only at login) and are replaced by the pool's max lifetime.
+//!
+//! Without a source, the password comes from the URL, else (as libpq does)
+//! from `PGPASSWORD`, else from the file `PGPASSFILE` names or `~/.pgpass`.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use sqlx::postgres::PgConnectOptions;
+
+/// What a [`CredentialSource`] may fail with.
+pub type CredentialError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long before its expiry a credential is replaced.
+pub const REFRESH_AHEAD: Duration = Duration::from_secs(60);
+
+/// A password or access token, and optionally when it stops working.
+/// Its `Debug` never shows the secret.
+#[derive(Clone)]
+pub struct Credential {
+    password: String,
+    expires_at: Option<SystemTime>,
+}
+
+impl Credential {
+    /// A password that does not expire (or whose expiry the source handles).
+    pub fn new(password: impl Into<String>) -> Self {
+        Self {
+            password: password.into(),
+            expires_at: None,
+        }
+    }
+
+    /// The same credential, valid until `at`: the provider asks the source for
+    /// a new one [`REFRESH_AHEAD`] before then.
+    #[must_use]
+    pub fn expiring_at(mut self, at: SystemTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// When the credential stops working, if it says.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
+    }
+
+    /// Whether it should be replaced now.
+    fn is_due(&self, now: SystemTime) -> bool {
+        match self.expires_at {
+            None => true,
+            Some(at) => now + REFRESH_AHEAD >= at,
+        }
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("password", &"***")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Where the provider gets the password for each new connection.
+///
+/// Implement it for a token service, or wrap an async closure with
+/// [`credential_fn`]. Errors are reported as retryable connection failures
+/// (the runtime tries again); their text must not contain the secret.
+#[async_trait::async_trait]
+pub trait CredentialSource: Send + Sync + 'static {
+    /// The credential to log in with now.
+    async fn credential(&self) -> Result<Credential, CredentialError>;
+}
+
+/// A [`CredentialSource`] made from an async closure; see [`credential_fn`].
+pub struct FnCredentialSource<F>(F);
+
+/// Wraps an async closure as a [`CredentialSource`]:
+///
+/// ```
+/// use duroxide_pg::credentials::{Credential, credential_fn};
+/// let source = credential_fn(|| async {
+///     let token = std::env::var("DB_TOKEN")?;
+///     Ok(Credential::new(token))
+/// });
+/// # let _ = source;
+/// ```
+pub fn credential_fn<F, Fut>(f: F) -> FnCredentialSource<F>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Credential, CredentialError>> + Send,
+{
+    FnCredentialSource(f)
+}
+
+#[async_trait::async_trait]
+impl<F, Fut> CredentialSource for FnCredentialSource<F>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Credential, CredentialError>> + Send,
+{
+    async fn credential(&self) -> Result<Credential, CredentialError> {
+        (self.0)().await
+    }
+}
+
+/// The provider's view of a source: the cached credential and who else
+/// (the sqlx pools for tools and the listener) must learn of a new one.
+pub(crate) struct Credentials {
+    source: Arc<dyn CredentialSource>,
+    cached: Mutex<Option<Credential>>,
+    /// Called with every new credential (sqlx pools cannot ask us).
+    subscribers: Mutex<Vec<Box<dyn Fn(&Credential) + Send + Sync>>>,
+}
+
+impl Credentials {
+    pub(crate) fn new(source: Arc<dyn CredentialSource>) -> Arc<Self> {
+        Arc::new(Self {
+            source,
+            cached: Mutex::new(None),
+            subscribers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// `options` with the current password: the cached credential while it
+    /// is not due, else a fresh one from the source.
+    pub(crate) async fn apply(
+        &self,
+        options: PgConnectOptions,
+    ) -> Result<PgConnectOptions, CredentialError> {
+        let cached = self.cached.lock().expect("credential cache").clone();
+        let credential = match cached {
+            Some(c) if !c.is_due(SystemTime::now()) => c,
+            _ => self.refresh().await?,
+        };
+        Ok(options.password(&credential.password))
+    }
+
+    /// Asks the source, caches the answer and tells the subscribers.
+    async fn refresh(&self) -> Result<Credential, CredentialError> {
+        let fresh = self.source.credential().await?;
+        *self.cached.lock().expect("credential cache") = Some(fresh.clone());
+        for notify in self.subscribers.lock().expect("subscribers").iter() {
+            notify(&fresh);
+        }
+        Ok(fresh)
+    }
+
+    /// Keeps `pool`'s connect options (`base` plus the password) current.
+    pub(crate) fn keep_current(&self, pool: &sqlx::PgPool, base: PgConnectOptions) {
+        let pool = pool.clone();
+        let push = move |c: &Credential| pool.set_connect_options(base.clone().password(&c.password));
+        if let Some(c) = self.cached.lock().expect("credential cache").as_ref() {
+            push(c);
+        }
+        self.subscribers.lock().expect("subscribers").push(Box::new(push));
+    }
+
+    /// Refreshes an expiring credential [`REFRESH_AHEAD`] of its expiry, in
+    /// the background, until the provider is dropped. A failed refresh is
+    /// retried every few seconds (connection opens ask the source themselves
+    /// meanwhile).
+    pub(crate) fn spawn_refresher(self: &Arc<Self>) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let wait = {
+                    let Some(this) = weak.upgrade() else { return };
+                    let expiry = this
+                        .cached
+                        .lock()
+                        .expect("credential cache")
+                        .as_ref()
+                        .and_then(Credential::expires_at);
+                    match expiry {
+                        // Nothing cached, or never expires: asked per connection.
+                        None => return,
+                        // At least a second apart, even for a source that
+                        // keeps answering with an almost expired credential.
+                        Some(at) => at
+                            .checked_sub(REFRESH_AHEAD)
+                            .and_then(|t| t.duration_since(SystemTime::now()).ok())
+                            .unwrap_or(Duration::ZERO)
+                            .max(Duration::from_secs(1)),
+                    }
+                };
+                tokio::time::sleep(wait).await;
+                let Some(this) = weak.upgrade() else { return };
+                if let Err(e) = this.refresh().await {
+                    tracing::warn!(
+                        target: "duroxide_pg",
+                        error = %e,
+                        "refreshing the database credential failed; retrying in 5 s"
+                    );
+                    drop(this);
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,346 @@
+//! Passwords that rotate, and libpq's password sources. The throwaway
+//! cluster makes members of `TEST_PASSWORD_GROUP` log in with scram-sha-256
+//! (everyone else is trusted), so these tests need it (`DATABASE_URL` unset).
+//!
+//! - a credential source is asked at connection opens and refreshed ahead of
+//!   expiry without any connection being opened;
+//! - a runtime keeps running while the role's password changes and the source
+//!   starts answering with the new one: no orchestration fails, connections
+//!   opened with the old password are replaced (max lifetime);
+//! - a wrong secret gives one error naming host, port and user, never the secret;
+//! - `PGPASSWORD` and `PGPASSFILE` are honoured when the URL has no password.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use duroxide::runtime::registry::ActivityRegistry;
+use duroxide::runtime::{Runtime, RuntimeOptions};
+use duroxide::{ActivityContext, Client, OrchestrationContext, OrchestrationRegistry};
+use duroxide::{OrchestrationStatus, ProviderAdmin};
+use duroxide_pg::credentials::{Credential, REFRESH_AHEAD, credential_fn};
+use duroxide_pg::local_cluster::TEST_PASSWORD_GROUP;
+use duroxide_pg::{Error, PostgresConfig, PostgresProvider};
+use sqlx::PgPool;
+
+/// Creates a login role that must give `password` (a member of the
+/// password-required group), allowed to create schemas.
+async fn password_role(admin: &PgPool, password: &str) -> String {
+    let role = common::fresh_schema_name("pwrole");
+    sqlx::raw_sql(&format!(
+        "DO $$ BEGIN CREATE ROLE {TEST_PASSWORD_GROUP} NOLOGIN;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+    ))
+    .execute(admin)
+    .await
+    .unwrap();
+    sqlx::raw_sql(&format!(
+        "CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}' IN ROLE {TEST_PASSWORD_GROUP};
+         GRANT CREATE ON DATABASE postgres TO \"{role}\";"
+    ))
+    .execute(admin)
+    .await
+    .unwrap();
+    role
+}
+
+/// The cluster's URL for `role`, without a password.
+fn url_for(role: &str) -> String {
+    common::database_url().replacen("postgres://postgres@", &format!("postgres://{role}@"), 1)
+}
+
+async fn admin() -> PgPool {
+    PgPool::connect(&common::database_url()).await.unwrap()
+}
+
+async fn drop_role(admin: &PgPool, role: &str, schema: &str) {
+    sqlx::raw_sql(&format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE;
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}';
+         REVOKE CREATE ON DATABASE postgres FROM \"{role}\";"
+    ))
+    .execute(admin)
+    .await
+    .unwrap();
+    // Terminated sessions may take a moment to go; the role can be dropped then.
+    for _ in 0..50 {
+        if sqlx::raw_sql(&format!("DROP ROLE IF EXISTS \"{role}\""))
+            .execute(admin)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("role {role} could not be dropped");
+}
+
+#[tokio::test]
+async fn the_password_is_required_for_the_test_role() {
+    let admin = admin().await;
+    let role = password_role(&admin, "right").await;
+    let schema = common::fresh_schema_name("pwreq");
+    let err = PostgresProvider::connect(PostgresConfig::new(url_for(&role)).with_schema(&schema))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    drop_role(&admin, &role, &schema).await;
+}
+
+#[tokio::test]
+async fn an_expiring_credential_is_refreshed_ahead_of_expiry() {
+    let admin = admin().await;
+    let role = password_role(&admin, "tok").await;
+    let schema = common::fresh_schema_name("pwexp");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let source = {
+        let calls = calls.clone();
+        credential_fn(move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            // Due for refresh 2 s from now.
+            let expires = SystemTime::now() + REFRESH_AHEAD + Duration::from_secs(2);
+            async move { Ok(Credential::new("tok").expiring_at(expires)) }
+        })
+    };
+    let p = PostgresProvider::connect(
+        PostgresConfig::new(url_for(&role))
+            .with_schema(&schema)
+            .with_credential_source(source),
+    )
+    .await
+    .unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "asked once to connect");
+    // Opening more connections while the credential is fresh asks nothing.
+    let _ = tokio::join!(
+        p.list_instances(),
+        p.list_instances(),
+        p.list_instances()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // No call at all, yet the credential is renewed before it is due.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while calls.load(Ordering::SeqCst) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never refreshed ahead of expiry"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.close().await;
+    drop_role(&admin, &role, &schema).await;
+}
+
+#[tokio::test]
+async fn a_wrong_secret_names_host_port_and_user_but_never_the_secret() {
+    let admin = admin().await;
+    let role = password_role(&admin, "right").await;
+    let schema = common::fresh_schema_name("pwbad");
+    let secret = "Wr0ng-s3cret-value";
+    let err = PostgresProvider::connect(
+        PostgresConfig::new(url_for(&role))
+            .with_schema(&schema)
+            .with_credential_source(credential_fn(move || async move {
+                Ok(Credential::new(secret))
+            })),
+    )
+    .await
+    .unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains(secret), "{text}");
+    let Error::Connect {
+        host, port, user, ..
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!((host.as_str(), user.as_str()), ("127.0.0.1", role.as_str()));
+    assert!(text.contains(&format!("127.0.0.1:{port} as user \"{role}\"")), "{text}");
+    assert!(text.contains("password authentication failed"), "{text}");
+    // Nothing was created.
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(&schema)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+    assert!(!exists);
+    drop_role(&admin, &role, &schema).await;
+}
+
+fn registries() -> (ActivityRegistry, OrchestrationRegistry) {
+    let activities = ActivityRegistry::builder()
+        .register("Step", |_ctx: ActivityContext, input: String| async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(input)
+        })
+        .build();
+    let orchestrations = OrchestrationRegistry::builder()
+        .register("Chain", |ctx: OrchestrationContext, n: String| async move {
+            let mut last = String::new();
+            for i in 0..20 {
+                last = ctx.schedule_activity("Step", format!("{n}-{i}")).await?;
+            }
+            Ok(last)
+        })
+        .build();
+    (activities, orchestrations)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_keeps_running_while_the_password_rotates() {
+    let admin = admin().await;
+    let role = password_role(&admin, "first-secret").await;
+    let schema = common::fresh_schema_name("pwrot");
+    let app = common::fresh_schema_name("pwrotapp");
+    let current = Arc::new(Mutex::new("first-secret".to_string()));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let source = {
+        let (current, asked) = (current.clone(), asked.clone());
+        credential_fn(move || {
+            asked.fetch_add(1, Ordering::SeqCst);
+            let password = current.lock().unwrap().clone();
+            async move { Ok(Credential::new(password)) }
+        })
+    };
+    let provider = Arc::new(
+        PostgresProvider::connect(
+            PostgresConfig::new(url_for(&role))
+                .with_schema(&schema)
+                .with_application_name(app.clone())
+                .with_max_lifetime(Some(Duration::from_millis(500)))
+                .with_credential_source(source),
+        )
+        .await
+        .unwrap(),
+    );
+    let (activities, orchestrations) = registries();
+    let options = RuntimeOptions {
+        dispatcher_min_poll_interval: Duration::from_millis(10),
+        dispatcher_long_poll_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let runtime =
+        Runtime::start_with_options(provider.clone(), activities, orchestrations, options).await;
+    let client = Client::new(provider.clone());
+    let n = 6;
+    for i in 0..n {
+        client
+            .start_orchestration(&format!("chain-{i}"), "Chain", i.to_string())
+            .await
+            .unwrap();
+    }
+    // Let work flow, then rotate the way operators do: the server first and
+    // the source a little later, so connections opened in between fail to
+    // log in (retryable) and the runtime carries on.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    sqlx::raw_sql(&format!(
+        "ALTER ROLE \"{role}\" PASSWORD 'second-secret'"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    *current.lock().unwrap() = "second-secret".to_string();
+    let rotated_at: SystemTime = SystemTime::now();
+    let asked_at_rotation = asked.load(Ordering::SeqCst);
+
+    for i in 0..n {
+        let status = client
+            .wait_for_orchestration(&format!("chain-{i}"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(
+            matches!(status, OrchestrationStatus::Completed { ref output, .. } if output == &format!("{i}-19")),
+            "chain-{i}: {status:?}"
+        );
+    }
+    assert!(
+        asked.load(Ordering::SeqCst) > asked_at_rotation,
+        "the source was not asked again after the rotation"
+    );
+    // Every call connection now open logged in after the rotation (the old
+    // ones were replaced); the listener is long-lived by design and excluded
+    // (it runs no provider call).
+    // A call sweeps the idle list; retired connections close asynchronously,
+    // so wait (bounded) for the server to see them gone.
+    let rotated_s = rotated_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        provider.list_instances().await.unwrap();
+        let stale: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE application_name = $1 AND extract(epoch FROM backend_start) < $2
+                AND query NOT ILIKE 'LISTEN%'",
+        )
+        .bind(&app)
+        .bind(rotated_s)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+        if stale == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{stale} connections from before the rotation are still open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    runtime.shutdown(None).await;
+    provider.close().await;
+    drop_role(&admin, &role, &schema).await;
+}
+
+/// Sets an environment variable. Safe here: `#[tokio::test]` runs on the
+/// current thread and nextest gives each test its own process, so no other
+/// thread reads the environment meanwhile.
+fn set_env(key: &str, value: &str) {
+    unsafe { std::env::set_var(key, value) };
+}
+
+#[tokio::test]
+async fn pgpassword_is_honoured_when_the_url_has_no_password() {
+    let admin = admin().await;
+    let role = password_role(&admin, "from-env").await;
+    let schema = common::fresh_schema_name("pwenv");
+    set_env("PGPASSWORD", "from-env");
+    let p = PostgresProvider::connect(PostgresConfig::new(url_for(&role)).with_schema(&schema))
+        .await
+        .unwrap();
+    assert!(p.list_instances().await.unwrap().is_empty());
+    p.close().await;
+    drop_role(&admin, &role, &schema).await;
+}
+
+#[tokio::test]
+async fn pgpassfile_is_honoured_when_the_url_has_no_password() {
+    let admin = admin().await;
+    let role = password_role(&admin, "from-file").await;
+    let schema = common::fresh_schema_name("pwfile");
+    let port = common::database_url()
+        .rsplit(':')
+        .next()
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_string();
+    let file = std::env::temp_dir().join(common::fresh_schema_name("pgpass"));
+    std::fs::write(&file, format!("127.0.0.1:{port}:*:{role}:from-file\n")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    set_env("PGPASSFILE", file.to_str().unwrap());
+    let p = PostgresProvider::connect(PostgresConfig::new(url_for(&role)).with_schema(&schema))
+        .await
+        .unwrap();
+    assert!(p.list_instances().await.unwrap().is_empty());
+    p.close().await;
+    std::fs::remove_file(&file).unwrap();
+    drop_role(&admin, &role, &schema).await;
+}
