@@ -383,6 +383,7 @@ impl PostgresConfig {
             connect_timeout: self.connect_timeout,
             max_lifetime: self.max_lifetime,
             idle_timeout: self.idle_timeout,
+            schema: self.schema.clone(),
         })
     }
 
@@ -431,9 +432,9 @@ impl TlsSettings {
     fn apply(&self, mut options: PgConnectOptions) -> Result<PgConnectOptions, Error> {
         use sqlx::postgres::PgSslMode;
         fn readable(what: &str, path: &std::path::Path) -> Result<(), Error> {
-            std::fs::File::open(path).map(drop).map_err(|e| {
-                Error::InvalidConfig(format!("{what} {}: {e}", path.display()))
-            })
+            std::fs::File::open(path)
+                .map(drop)
+                .map_err(|e| Error::InvalidConfig(format!("{what} {}: {e}", path.display())))
         }
         if let Some(mode) = self.mode {
             options = options.ssl_mode(match mode {

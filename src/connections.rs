@@ -16,8 +16,8 @@
 //! pool: `query.fetch_one(&p.pool)`.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_core::future::BoxFuture;
@@ -44,6 +44,8 @@ pub(crate) struct PoolSettings {
     pub max_lifetime: Option<Duration>,
     /// Connections idle longer than this are closed instead of reused.
     pub idle_timeout: Option<Duration>,
+    /// The provider's schema: the `schema` label of the pool's metrics.
+    pub schema: String,
 }
 
 struct Idle {
@@ -135,6 +137,21 @@ impl Connections {
     /// Waits (at most the acquire timeout) for a connection: an idle one if
     /// any is still fresh, else a new one.
     pub(crate) async fn acquire(&self) -> Result<Checkout<'_>, sqlx::Error> {
+        let started = Instant::now();
+        let checkout = self.checkout().await;
+        crate::metrics::acquire_wait(&self.settings.schema, started.elapsed());
+        self.report();
+        checkout
+    }
+
+    /// Publishes the in-use and idle counts (metrics).
+    fn report(&self) {
+        let idle = self.num_idle();
+        let in_use = self.size().saturating_sub(idle);
+        crate::metrics::pool_connections(&self.settings.schema, in_use, idle);
+    }
+
+    async fn checkout(&self) -> Result<Checkout<'_>, sqlx::Error> {
         if self.closed.load(Ordering::Acquire) {
             return Err(sqlx::Error::PoolClosed);
         }
@@ -188,6 +205,7 @@ impl Connections {
         .await
         .map_err(|_| sqlx::Error::PoolTimedOut)??;
         self.open.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::connection_opened(&self.settings.schema);
         Ok(Checkout {
             pool: self,
             conn: Some((conn, Instant::now())),
@@ -303,6 +321,7 @@ impl Checkout<'_> {
                 self.pool.retire(conn, reusable);
             }
         }
+        self.pool.report();
         result
     }
 }
@@ -319,6 +338,7 @@ impl Drop for Checkout<'_> {
         // Not finished: the call was abandoned mid-way; its state is unknown.
         if let Some((conn, _)) = self.conn.take() {
             self.pool.retire(conn, false);
+            self.pool.report();
         }
     }
 }
@@ -404,6 +424,7 @@ mod tests {
             connect_timeout: Duration::from_secs(5),
             max_lifetime: None,
             idle_timeout: None,
+            schema: "pool_test".into(),
         };
         settings(&mut s);
         Connections::new(PgConnectOptions::from_str(&url).unwrap(), s, None)

@@ -115,13 +115,16 @@ where
     }
 }
 
+/// Told of every new credential.
+type Subscriber = Box<dyn Fn(&Credential) + Send + Sync>;
+
 /// The provider's view of a source: the cached credential and who else
 /// (the sqlx pools for tools and the listener) must learn of a new one.
 pub(crate) struct Credentials {
     source: Arc<dyn CredentialSource>,
     cached: Mutex<Option<Credential>>,
     /// Called with every new credential (sqlx pools cannot ask us).
-    subscribers: Mutex<Vec<Box<dyn Fn(&Credential) + Send + Sync>>>,
+    subscribers: Mutex<Vec<Subscriber>>,
 }
 
 impl Credentials {
@@ -160,11 +163,15 @@ impl Credentials {
     /// Keeps `pool`'s connect options (`base` plus the password) current.
     pub(crate) fn keep_current(&self, pool: &sqlx::PgPool, base: PgConnectOptions) {
         let pool = pool.clone();
-        let push = move |c: &Credential| pool.set_connect_options(base.clone().password(&c.password));
+        let push =
+            move |c: &Credential| pool.set_connect_options(base.clone().password(&c.password));
         if let Some(c) = self.cached.lock().expect("credential cache").as_ref() {
             push(c);
         }
-        self.subscribers.lock().expect("subscribers").push(Box::new(push));
+        self.subscribers
+            .lock()
+            .expect("subscribers")
+            .push(Box::new(push));
     }
 
     /// Refreshes an expiring credential [`REFRESH_AHEAD`] of its expiry, in

@@ -123,16 +123,17 @@ pub(crate) fn is_retryable_sqlstate(code: &str) -> bool {
 /// Maps a `sqlx` error from provider operation `operation` to a classified
 /// [`ProviderError`]. The one place where retryable vs permanent is decided.
 pub(crate) fn provider_error(operation: &str, err: sqlx::Error) -> ProviderError {
-    match &err {
+    let (class, error) = match &err {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             let message = format!("{} (SQLSTATE {code})", db.message());
+            let class = code.get(..2).unwrap_or("other").to_owned();
             // Our own stored functions raise class DX for conditions the caller
             // caused (bad token, missing instance, precondition): never retry.
             if !code.starts_with("DX") && is_retryable_sqlstate(&code) {
-                ProviderError::retryable(operation, message)
+                (class, ProviderError::retryable(operation, message))
             } else {
-                ProviderError::permanent(operation, message)
+                (class, ProviderError::permanent(operation, message))
             }
         }
         sqlx::Error::PoolTimedOut
@@ -140,9 +141,30 @@ pub(crate) fn provider_error(operation: &str, err: sqlx::Error) -> ProviderError
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
         | sqlx::Error::WorkerCrashed
-        | sqlx::Error::PoolClosed => ProviderError::retryable(operation, err.to_string()),
+        | sqlx::Error::PoolClosed => (
+            error_kind(&err).to_owned(),
+            ProviderError::retryable(operation, err.to_string()),
+        ),
         // Decode failures mean stored data does not have the expected shape.
-        _ => ProviderError::permanent(operation, err.to_string()),
+        _ => (
+            error_kind(&err).to_owned(),
+            ProviderError::permanent(operation, err.to_string()),
+        ),
+    };
+    crate::metrics::error(operation, &class, error.is_retryable());
+    error
+}
+
+/// The `sqlstate_class` label of an error without a SQLSTATE.
+fn error_kind(err: &sqlx::Error) -> &'static str {
+    match err {
+        sqlx::Error::PoolTimedOut => "pool_timeout",
+        sqlx::Error::PoolClosed => "pool_closed",
+        sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => "io",
+        sqlx::Error::Tls(_) => "tls",
+        sqlx::Error::Protocol(_) => "protocol",
+        sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => "decode",
+        _ => "other",
     }
 }
 

@@ -22,7 +22,7 @@
 //! (`ProviderAdmin`), `lease` (renew/abandon shared by both queues),
 //! `long_poll` (wake-ups), and the public [`config`], [`credentials`]
 //! (passwords and tokens that rotate), [`error`],
-//! [`migrations`], [`local_cluster`] (throwaway PostgreSQL for tests,
+//! [`migrations`], [`metrics`] (names of the metrics it records), [`local_cluster`] (throwaway PostgreSQL for tests,
 //! examples and tools) and [`delay_proxy`] (latency and round-trip counting
 //! for tests and benchmarks).
 
@@ -31,6 +31,7 @@ pub mod credentials;
 pub mod delay_proxy;
 pub mod error;
 pub mod local_cluster;
+pub mod metrics;
 pub mod migrations;
 
 mod admin;

@@ -304,7 +304,10 @@ pub const TEST_PASSWORD_GROUP: &str = "dxtest_password_required";
 /// [`TEST_CERT_USER`]; `None` as for [`test_ca_certificate`].
 pub fn test_client_certificate() -> Option<(PathBuf, PathBuf)> {
     let ca = test_ca_certificate()?;
-    let (cert, key) = (ca.with_file_name("client.crt"), ca.with_file_name("client.key"));
+    let (cert, key) = (
+        ca.with_file_name("client.crt"),
+        ca.with_file_name("client.key"),
+    );
     (cert.exists() && key.exists()).then_some((cert, key))
 }
 

@@ -125,6 +125,8 @@ impl Wakeups {
 pub(crate) struct LongPoll {
     wakeups: Arc<Wakeups>,
     task: JoinHandle<()>,
+    /// The provider's schema: the `schema` label of the wake-up metrics.
+    schema: String,
 }
 
 impl LongPoll {
@@ -142,12 +144,20 @@ impl Drop for LongPoll {
 
 impl LongPoll {
     /// Opens the listener connection and subscribes to `channel`.
-    pub(crate) async fn start(pool: &PgPool, channel: &str) -> Result<Self, sqlx::Error> {
+    pub(crate) async fn start(
+        pool: &PgPool,
+        channel: &str,
+        schema: &str,
+    ) -> Result<Self, sqlx::Error> {
         let mut listener = PgListener::connect_with(pool).await?;
         listener.listen(channel).await?;
         let wakeups = Arc::new(Wakeups::default());
         let task = tokio::spawn(listen(listener, Arc::clone(&wakeups)));
-        Ok(Self { wakeups, task })
+        Ok(Self {
+            wakeups,
+            task,
+            schema: schema.to_owned(),
+        })
     }
 }
 
@@ -212,20 +222,31 @@ where
         let fallback = Instant::now() + FALLBACK_POLL_INTERVAL;
         // Wait for work, for the earliest known future item, or the fallback;
         // an announced future item only moves the alarm, it costs no query.
-        loop {
+        let reason = loop {
             let reschedule = wakeups.reschedule.notified();
             let mut reschedule = std::pin::pin!(reschedule);
             reschedule.as_mut().enable();
-            let mut until = deadline.min(fallback);
+            let (mut until, mut reason) = if fallback < deadline {
+                (fallback, Some("fallback_poll"))
+            } else {
+                (deadline, None)
+            };
             for at in [wake_at, wakeups.later_at()].into_iter().flatten() {
                 let in_ms = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
-                until = until.min(Instant::now() + Duration::from_millis(in_ms));
+                let at = Instant::now() + Duration::from_millis(in_ms);
+                if at < until {
+                    (until, reason) = (at, Some("timer"));
+                }
             }
             tokio::select! {
-                () = work.as_mut() => break,
+                () = work.as_mut() => break Some("notification"),
                 () = reschedule => {}
-                () = tokio::time::sleep_until(until) => break,
+                () = tokio::time::sleep_until(until) => break reason,
             }
+        };
+        // `None`: the poll timeout ended the wait; the last look follows.
+        if let (Some(reason), Some(lp)) = (reason, long_poll) {
+            crate::metrics::wakeup(&lp.schema, queue, reason);
         }
     }
 }

@@ -41,7 +41,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005", "admin"),
     migration!(6, "0006", "operator"),
     migration!(7, "0007", "stats_nul"),
-    migration!(8, "0008", "worker_prefetch"),
+    migration!(8, "0008", "prefetch_takeovers"),
 ];
 
 /// Name of the per-schema ledger table.
@@ -113,14 +113,24 @@ pub(crate) async fn run_on(
     schema: &str,
     mode: MigrationMode,
 ) -> Result<MigrationReport, Error> {
-    let mut tx = sqlx::Connection::begin(conn).await.map_err(db)?;
-    let report = run_in_transaction(&mut tx, schema, mode).await?;
-    if report.applied.is_empty() {
-        tx.rollback().await.map_err(db)?;
-    } else {
-        tx.commit().await.map_err(db)?;
+    let result = async {
+        let mut tx = sqlx::Connection::begin(conn).await.map_err(db)?;
+        let report = run_in_transaction(&mut tx, schema, mode).await?;
+        if report.applied.is_empty() {
+            tx.rollback().await.map_err(db)?;
+        } else {
+            tx.commit().await.map_err(db)?;
+        }
+        Ok(report)
     }
-    Ok(report)
+    .await;
+    let outcome = match &result {
+        Ok(report) if report.applied.is_empty() => "up_to_date",
+        Ok(_) => "applied",
+        Err(_) => "failed",
+    };
+    crate::metrics::migration_run(schema, outcome);
+    result
 }
 
 /// One row of a schema's migration ledger.

@@ -89,6 +89,13 @@ pub(crate) async fn fetch(
                 let wake_at: Option<i64> = row.try_get(11).map_err(|e| provider_error(OP, e))?;
                 return Ok(Attempt::Empty { wake_at });
             }
+            if row
+                .try_get::<Option<bool>, _>(12)
+                .map_err(|e| provider_error(OP, e))?
+                == Some(true)
+            {
+                crate::metrics::lease_takeover(&p.schema, Queue::Orchestrator);
+            }
             leased_item(&row).map(Attempt::Found)
         },
     )

@@ -12,6 +12,7 @@ use duroxide::providers::{
 };
 use duroxide::{Event, SystemStats};
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use tracing::Instrument;
 
 use crate::config::{PollMode, PostgresConfig};
 use crate::connections::Connections;
@@ -131,14 +132,18 @@ impl PostgresProvider {
                     c.keep_current(&listen_pool, config.driver_options()?);
                 }
                 Some(
-                    LongPoll::start(&listen_pool, &channel)
+                    LongPoll::start(&listen_pool, &channel, &config.schema)
                         .await
                         .map_err(listen_error)?,
                 )
             }
         };
-        let prefetch =
-            WorkerPrefetch::new(config.worker_prefetch, pool.clone(), &sql.abandon_work_item);
+        let prefetch = WorkerPrefetch::new(
+            config.worker_prefetch,
+            pool.clone(),
+            &sql.abandon_work_item,
+            &config.schema,
+        );
         Ok(Self {
             prefetch,
             sql,
@@ -232,6 +237,20 @@ impl PostgresProvider {
     }
 }
 
+/// The span of one provider call (level DEBUG, name `duroxide_pg.call`):
+/// the operation and, when the call concerns one, the instance id. Nothing
+/// secret is ever a field (tokens, payloads and credentials are not).
+fn call_span(operation: &'static str, instance: Option<&str>) -> tracing::Span {
+    match instance {
+        Some(instance) => tracing::debug_span!("duroxide_pg.call", operation, instance),
+        None => tracing::debug_span!(
+            "duroxide_pg.call",
+            operation,
+            instance = tracing::field::Empty
+        ),
+    }
+}
+
 #[async_trait::async_trait]
 impl Provider for PostgresProvider {
     fn name(&self) -> &str {
@@ -248,7 +267,14 @@ impl Provider for PostgresProvider {
         poll_timeout: Duration,
         filter: Option<&DispatcherCapabilityFilter>,
     ) -> Result<Option<(OrchestrationItem, String, u32)>, ProviderError> {
-        orchestrator_queue::fetch(self, lock_timeout, poll_timeout, filter).await
+        let span = call_span("fetch_orchestration_item", None);
+        let fetched = orchestrator_queue::fetch(self, lock_timeout, poll_timeout, filter)
+            .instrument(span.clone())
+            .await;
+        if let Ok(Some((item, _, _))) = &fetched {
+            span.record("instance", item.instance.as_str());
+        }
+        fetched
     }
 
     async fn ack_orchestration_item(
@@ -271,6 +297,7 @@ impl Provider for PostgresProvider {
             &metadata,
             &cancelled_activities,
         )
+        .instrument(call_span("ack_orchestration_item", None))
         .await
     }
 
@@ -280,11 +307,15 @@ impl Provider for PostgresProvider {
         delay: Option<Duration>,
         ignore_attempt: bool,
     ) -> Result<(), ProviderError> {
-        orchestrator_queue::abandon(self, lock_token, delay, ignore_attempt).await
+        orchestrator_queue::abandon(self, lock_token, delay, ignore_attempt)
+            .instrument(call_span("abandon_orchestration_item", None))
+            .await
     }
 
     async fn read(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
-        history::read(self, "read", instance, None).await
+        history::read(self, "read", instance, None)
+            .instrument(call_span("read", Some(instance)))
+            .await
     }
 
     async fn read_with_execution(
@@ -292,7 +323,9 @@ impl Provider for PostgresProvider {
         instance: &str,
         execution_id: u64,
     ) -> Result<Vec<Event>, ProviderError> {
-        history::read(self, "read_with_execution", instance, Some(execution_id)).await
+        history::read(self, "read_with_execution", instance, Some(execution_id))
+            .instrument(call_span("read_with_execution", Some(instance)))
+            .await
     }
 
     async fn append_with_execution(
@@ -301,11 +334,15 @@ impl Provider for PostgresProvider {
         execution_id: u64,
         new_events: Vec<Event>,
     ) -> Result<(), ProviderError> {
-        history::append(self, instance, execution_id, &new_events).await
+        history::append(self, instance, execution_id, &new_events)
+            .instrument(call_span("append_with_execution", Some(instance)))
+            .await
     }
 
     async fn enqueue_for_worker(&self, item: WorkItem) -> Result<(), ProviderError> {
-        worker_queue::enqueue(self, &item).await
+        worker_queue::enqueue(self, &item)
+            .instrument(call_span("enqueue_for_worker", None))
+            .await
     }
 
     async fn fetch_work_item(
@@ -315,7 +352,14 @@ impl Provider for PostgresProvider {
         session: Option<&SessionFetchConfig>,
         tag_filter: &TagFilter,
     ) -> Result<Option<(WorkItem, String, u32)>, ProviderError> {
-        worker_queue::fetch(self, lock_timeout, poll_timeout, session, tag_filter).await
+        let span = call_span("fetch_work_item", None);
+        let fetched = worker_queue::fetch(self, lock_timeout, poll_timeout, session, tag_filter)
+            .instrument(span.clone())
+            .await;
+        if let Ok(Some((WorkItem::ActivityExecute { instance, .. }, _, _))) = &fetched {
+            span.record("instance", instance.as_str());
+        }
+        fetched
     }
 
     async fn ack_work_item(
@@ -323,7 +367,9 @@ impl Provider for PostgresProvider {
         token: &str,
         completion: Option<WorkItem>,
     ) -> Result<(), ProviderError> {
-        worker_queue::ack(self, token, completion.as_ref()).await
+        worker_queue::ack(self, token, completion.as_ref())
+            .instrument(call_span("ack_work_item", None))
+            .await
     }
 
     async fn renew_work_item_lock(
@@ -331,7 +377,9 @@ impl Provider for PostgresProvider {
         token: &str,
         extend_for: Duration,
     ) -> Result<(), ProviderError> {
-        worker_queue::renew(self, token, extend_for).await
+        worker_queue::renew(self, token, extend_for)
+            .instrument(call_span("renew_work_item_lock", None))
+            .await
     }
 
     async fn renew_session_lock(
@@ -340,14 +388,18 @@ impl Provider for PostgresProvider {
         extend_for: Duration,
         idle_timeout: Duration,
     ) -> Result<usize, ProviderError> {
-        worker_queue::renew_sessions(self, owner_ids, extend_for, idle_timeout).await
+        worker_queue::renew_sessions(self, owner_ids, extend_for, idle_timeout)
+            .instrument(call_span("renew_session_lock", None))
+            .await
     }
 
     async fn cleanup_orphaned_sessions(
         &self,
         _idle_timeout: Duration,
     ) -> Result<usize, ProviderError> {
-        worker_queue::cleanup_sessions(self).await
+        worker_queue::cleanup_sessions(self)
+            .instrument(call_span("cleanup_orphaned_sessions", None))
+            .await
     }
 
     async fn abandon_work_item(
@@ -356,7 +408,9 @@ impl Provider for PostgresProvider {
         delay: Option<Duration>,
         ignore_attempt: bool,
     ) -> Result<(), ProviderError> {
-        worker_queue::abandon(self, token, delay, ignore_attempt).await
+        worker_queue::abandon(self, token, delay, ignore_attempt)
+            .instrument(call_span("abandon_work_item", None))
+            .await
     }
 
     async fn renew_orchestration_item_lock(
@@ -364,7 +418,9 @@ impl Provider for PostgresProvider {
         token: &str,
         extend_for: Duration,
     ) -> Result<(), ProviderError> {
-        orchestrator_queue::renew(self, token, extend_for).await
+        orchestrator_queue::renew(self, token, extend_for)
+            .instrument(call_span("renew_orchestration_item_lock", None))
+            .await
     }
 
     async fn enqueue_for_orchestrator(
@@ -372,7 +428,9 @@ impl Provider for PostgresProvider {
         item: WorkItem,
         delay: Option<Duration>,
     ) -> Result<(), ProviderError> {
-        orchestrator_queue::enqueue(self, &item, delay).await
+        orchestrator_queue::enqueue(self, &item, delay)
+            .instrument(call_span("enqueue_for_orchestrator", None))
+            .await
     }
 
     fn as_management_capability(&self) -> Option<&dyn ProviderAdmin> {
@@ -384,7 +442,9 @@ impl Provider for PostgresProvider {
         instance: &str,
         last_seen_version: u64,
     ) -> Result<Option<(Option<String>, u64)>, ProviderError> {
-        state::custom_status(self, instance, last_seen_version).await
+        state::custom_status(self, instance, last_seen_version)
+            .instrument(call_span("get_custom_status", Some(instance)))
+            .await
     }
 
     async fn get_kv_value(
@@ -392,36 +452,48 @@ impl Provider for PostgresProvider {
         instance: &str,
         key: &str,
     ) -> Result<Option<String>, ProviderError> {
-        state::kv_value(self, instance, key).await
+        state::kv_value(self, instance, key)
+            .instrument(call_span("get_kv_value", Some(instance)))
+            .await
     }
 
     async fn get_kv_all_values(
         &self,
         instance: &str,
     ) -> Result<std::collections::HashMap<String, String>, ProviderError> {
-        state::kv_all_values(self, instance).await
+        state::kv_all_values(self, instance)
+            .instrument(call_span("get_kv_all_values", Some(instance)))
+            .await
     }
 
     async fn get_instance_stats(
         &self,
         instance: &str,
     ) -> Result<Option<SystemStats>, ProviderError> {
-        state::instance_stats(self, instance).await
+        state::instance_stats(self, instance)
+            .instrument(call_span("get_instance_stats", Some(instance)))
+            .await
     }
 }
 
 #[async_trait::async_trait]
 impl ProviderAdmin for PostgresProvider {
     async fn list_instances(&self) -> Result<Vec<String>, ProviderError> {
-        admin::list_instances(self, None).await
+        admin::list_instances(self, None)
+            .instrument(call_span("list_instances", None))
+            .await
     }
 
     async fn list_instances_by_status(&self, status: &str) -> Result<Vec<String>, ProviderError> {
-        admin::list_instances(self, Some(status)).await
+        admin::list_instances(self, Some(status))
+            .instrument(call_span("list_instances_by_status", None))
+            .await
     }
 
     async fn list_executions(&self, instance: &str) -> Result<Vec<u64>, ProviderError> {
-        admin::list_executions(self, instance).await
+        admin::list_executions(self, instance)
+            .instrument(call_span("list_executions", Some(instance)))
+            .await
     }
 
     async fn read_history_with_execution_id(
@@ -435,19 +507,26 @@ impl ProviderAdmin for PostgresProvider {
             instance,
             Some(execution_id),
         )
+        .instrument(call_span("read_history_with_execution_id", Some(instance)))
         .await
     }
 
     async fn read_history(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
-        history::read(self, "read_history", instance, None).await
+        history::read(self, "read_history", instance, None)
+            .instrument(call_span("read_history", Some(instance)))
+            .await
     }
 
     async fn latest_execution_id(&self, instance: &str) -> Result<u64, ProviderError> {
-        admin::latest_execution_id(self, instance).await
+        admin::latest_execution_id(self, instance)
+            .instrument(call_span("latest_execution_id", Some(instance)))
+            .await
     }
 
     async fn get_instance_info(&self, instance: &str) -> Result<InstanceInfo, ProviderError> {
-        admin::instance_info(self, instance).await
+        admin::instance_info(self, instance)
+            .instrument(call_span("get_instance_info", Some(instance)))
+            .await
     }
 
     async fn get_execution_info(
@@ -455,27 +534,39 @@ impl ProviderAdmin for PostgresProvider {
         instance: &str,
         execution_id: u64,
     ) -> Result<ExecutionInfo, ProviderError> {
-        admin::execution_info(self, instance, execution_id).await
+        admin::execution_info(self, instance, execution_id)
+            .instrument(call_span("get_execution_info", Some(instance)))
+            .await
     }
 
     async fn get_system_metrics(&self) -> Result<SystemMetrics, ProviderError> {
-        admin::system_metrics(self).await
+        admin::system_metrics(self)
+            .instrument(call_span("get_system_metrics", None))
+            .await
     }
 
     async fn get_queue_depths(&self) -> Result<QueueDepths, ProviderError> {
-        admin::queue_depths(self).await
+        admin::queue_depths(self)
+            .instrument(call_span("get_queue_depths", None))
+            .await
     }
 
     async fn list_children(&self, instance_id: &str) -> Result<Vec<String>, ProviderError> {
-        admin::list_children(self, instance_id).await
+        admin::list_children(self, instance_id)
+            .instrument(call_span("list_children", Some(instance_id)))
+            .await
     }
 
     async fn get_parent_id(&self, instance_id: &str) -> Result<Option<String>, ProviderError> {
-        admin::parent_id(self, instance_id).await
+        admin::parent_id(self, instance_id)
+            .instrument(call_span("get_parent_id", Some(instance_id)))
+            .await
     }
 
     async fn get_instance_tree(&self, instance_id: &str) -> Result<InstanceTree, ProviderError> {
-        admin::instance_tree(self, instance_id).await
+        admin::instance_tree(self, instance_id)
+            .instrument(call_span("get_instance_tree", Some(instance_id)))
+            .await
     }
 
     async fn delete_instances_atomic(
@@ -483,7 +574,9 @@ impl ProviderAdmin for PostgresProvider {
         ids: &[String],
         force: bool,
     ) -> Result<DeleteInstanceResult, ProviderError> {
-        admin::delete_instances_atomic(self, ids, force).await
+        admin::delete_instances_atomic(self, ids, force)
+            .instrument(call_span("delete_instances_atomic", None))
+            .await
     }
 
     async fn delete_instance(
@@ -491,14 +584,18 @@ impl ProviderAdmin for PostgresProvider {
         instance_id: &str,
         force: bool,
     ) -> Result<DeleteInstanceResult, ProviderError> {
-        admin::delete_instance(self, instance_id, force).await
+        admin::delete_instance(self, instance_id, force)
+            .instrument(call_span("delete_instance", Some(instance_id)))
+            .await
     }
 
     async fn delete_instance_bulk(
         &self,
         filter: InstanceFilter,
     ) -> Result<DeleteInstanceResult, ProviderError> {
-        admin::delete_instance_bulk(self, &filter).await
+        admin::delete_instance_bulk(self, &filter)
+            .instrument(call_span("delete_instance_bulk", None))
+            .await
     }
 
     async fn prune_executions(
@@ -506,7 +603,9 @@ impl ProviderAdmin for PostgresProvider {
         instance_id: &str,
         options: PruneOptions,
     ) -> Result<PruneResult, ProviderError> {
-        admin::prune_executions(self, instance_id, &options).await
+        admin::prune_executions(self, instance_id, &options)
+            .instrument(call_span("prune_executions", Some(instance_id)))
+            .await
     }
 
     async fn prune_executions_bulk(
@@ -514,6 +613,8 @@ impl ProviderAdmin for PostgresProvider {
         filter: InstanceFilter,
         options: PruneOptions,
     ) -> Result<PruneResult, ProviderError> {
-        admin::prune_executions_bulk(self, &filter, &options).await
+        admin::prune_executions_bulk(self, &filter, &options)
+            .instrument(call_span("prune_executions_bulk", None))
+            .await
     }
 }

@@ -57,15 +57,18 @@ pub(crate) struct WorkerPrefetch {
     state: Arc<Mutex<State>>,
     pool: Connections,
     abandon_sql: Arc<str>,
+    /// The provider's schema: the `schema` label of the prefetch metric.
+    schema: Arc<str>,
 }
 
 impl WorkerPrefetch {
-    pub(crate) fn new(enabled: bool, pool: Connections, abandon_sql: &str) -> Self {
+    pub(crate) fn new(enabled: bool, pool: Connections, abandon_sql: &str, schema: &str) -> Self {
         Self {
             enabled,
             state: Arc::default(),
             pool,
             abandon_sql: Arc::from(abandon_sql),
+            schema: Arc::from(schema),
         }
     }
 
@@ -82,6 +85,7 @@ impl WorkerPrefetch {
             .held
             .iter()
             .position(|h| &h.key == key && now.duration_since(h.leased_at) < PREFETCH_HOLD)?;
+        crate::metrics::worker_prefetch(&self.schema, "used");
         Some(state.held.swap_remove(i).fetched)
     }
 
@@ -110,6 +114,7 @@ impl WorkerPrefetch {
         let state = Arc::clone(&self.state);
         let pool = self.pool.clone();
         let sql = Arc::clone(&self.abandon_sql);
+        let schema = Arc::clone(&self.schema);
         tokio::spawn(async move {
             tokio::time::sleep(PREFETCH_HOLD).await;
             let expired = {
@@ -118,7 +123,7 @@ impl WorkerPrefetch {
                 i.map(|i| state.held.swap_remove(i))
             };
             if let Some(held) = expired {
-                release(&pool, &sql, &held.fetched.1).await;
+                release(&pool, &sql, &held.fetched.1, &schema).await;
             }
         });
     }
@@ -127,14 +132,15 @@ impl WorkerPrefetch {
     pub(crate) async fn release_all(&self) {
         let held = std::mem::take(&mut self.state.lock().expect("prefetch state").held);
         for h in held {
-            release(&self.pool, &self.abandon_sql, &h.fetched.1).await;
+            release(&self.pool, &self.abandon_sql, &h.fetched.1, &self.schema).await;
         }
     }
 }
 
 /// Abandons one held lease, undoing its attempt increment: to the queue it is
 /// as if it had never been fetched. A failure leaves the lease to expire.
-async fn release(pool: &Connections, abandon_sql: &str, token: &str) {
+async fn release(pool: &Connections, abandon_sql: &str, token: &str, schema: &str) {
+    crate::metrics::worker_prefetch(schema, "released");
     let result = sqlx::query(abandon_sql)
         .bind(token)
         .bind(now_ms())

@@ -83,7 +83,7 @@ pub(crate) async fn fetch(
                 .fetch_one(&p.pool)
                 .await
                 .map_err(|e| provider_error(OP, e))?;
-            match leased_item(OP, &row)? {
+            match leased_item(p, OP, &row, 4)? {
                 Some(fetched) => Ok(Attempt::Found(fetched)),
                 None => Ok(Attempt::Empty {
                     wake_at: row.try_get(3).map_err(|e| provider_error(OP, e))?,
@@ -95,13 +95,22 @@ pub(crate) async fn fetch(
 }
 
 /// The leased item of a `fetch_work_item`-shaped row (item, token, attempts
-/// in the first three columns); `None` when the row says nothing was ready.
+/// in the first three columns, whether the lease was taken over in column
+/// `taken_over`); `None` when the row says nothing was ready.
 /// An undecodable row stays locked and expires; the error names it.
-fn leased_item(op: &str, row: &sqlx::postgres::PgRow) -> Result<Option<Fetched>, ProviderError> {
+fn leased_item(
+    p: &PostgresProvider,
+    op: &str,
+    row: &sqlx::postgres::PgRow,
+    taken_over: usize,
+) -> Result<Option<Fetched>, ProviderError> {
     let get = |e| provider_error(op, e);
     let Some(text) = row.try_get::<Option<String>, _>(0).map_err(get)? else {
         return Ok(None);
     };
+    if row.try_get::<Option<bool>, _>(taken_over).map_err(get)? == Some(true) {
+        crate::metrics::lease_takeover(&p.schema, Queue::Worker);
+    }
     let token: String = row.try_get(1).map_err(get)?;
     let attempts: i32 = row.try_get(2).map_err(get)?;
     let item = decode::<WorkItem>(op, &text)?;
@@ -155,7 +164,7 @@ pub(crate) async fn ack(
     // The ack has committed: a problem with the item leased ahead must not
     // fail it. An undecodable item stays leased, expires, and its next fetch
     // reports it.
-    match leased_item(OP, &row) {
+    match leased_item(p, OP, &row, 3) {
         Ok(Some(fetched)) => p.prefetch.hold(key, fetched),
         Ok(None) => {}
         Err(e) => tracing::warn!(

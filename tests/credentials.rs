@@ -114,11 +114,7 @@ async fn an_expiring_credential_is_refreshed_ahead_of_expiry() {
     .unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1, "asked once to connect");
     // Opening more connections while the credential is fresh asks nothing.
-    let _ = tokio::join!(
-        p.list_instances(),
-        p.list_instances(),
-        p.list_instances()
-    );
+    let _ = tokio::join!(p.list_instances(), p.list_instances(), p.list_instances());
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     // No call at all, yet the credential is renewed before it is due.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -142,9 +138,9 @@ async fn a_wrong_secret_names_host_port_and_user_but_never_the_secret() {
     let err = PostgresProvider::connect(
         PostgresConfig::new(url_for(&role))
             .with_schema(&schema)
-            .with_credential_source(credential_fn(move || async move {
-                Ok(Credential::new(secret))
-            })),
+            .with_credential_source(credential_fn(
+                move || async move { Ok(Credential::new(secret)) },
+            )),
     )
     .await
     .unwrap_err();
@@ -157,7 +153,10 @@ async fn a_wrong_secret_names_host_port_and_user_but_never_the_secret() {
         panic!("{err:?}")
     };
     assert_eq!((host.as_str(), user.as_str()), ("127.0.0.1", role.as_str()));
-    assert!(text.contains(&format!("127.0.0.1:{port} as user \"{role}\"")), "{text}");
+    assert!(
+        text.contains(&format!("127.0.0.1:{port} as user \"{role}\"")),
+        "{text}"
+    );
     assert!(text.contains("password authentication failed"), "{text}");
     // Nothing was created.
     let exists: bool =
@@ -236,12 +235,10 @@ async fn a_runtime_keeps_running_while_the_password_rotates() {
     // the source a little later, so connections opened in between fail to
     // log in (retryable) and the runtime carries on.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    sqlx::raw_sql(&format!(
-        "ALTER ROLE \"{role}\" PASSWORD 'second-secret'"
-    ))
-    .execute(&admin)
-    .await
-    .unwrap();
+    sqlx::raw_sql(&format!("ALTER ROLE \"{role}\" PASSWORD 'second-secret'"))
+        .execute(&admin)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     *current.lock().unwrap() = "second-secret".to_string();
     let rotated_at: SystemTime = SystemTime::now();

@@ -223,7 +223,10 @@ async fn verify_full_refuses_a_host_name_the_certificate_does_not_name() {
     .await
     .unwrap_err()
     .to_string();
-    assert!(err.contains("cannot connect to PostgreSQL at 127.0.0.2:"), "{err}");
+    assert!(
+        err.contains("cannot connect to PostgreSQL at 127.0.0.2:"),
+        "{err}"
+    );
     assert!(err.to_lowercase().contains("certificate"), "{err}");
 
     // verify-ca checks the chain: the right CA is accepted (by IP, which the
@@ -267,6 +270,12 @@ async fn a_missing_certificate_file_is_a_configuration_error() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, duroxide_pg::Error::InvalidConfig(_)), "{err:?}");
-    assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+    assert!(
+        matches!(err, duroxide_pg::Error::InvalidConfig(_)),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
 }

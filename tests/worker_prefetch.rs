@@ -36,8 +36,12 @@ fn activity_id(item: &WorkItem) -> u64 {
 
 /// `a` fetches activity 1 and acks it while activity 2 waits: the ack leases 2.
 async fn ack_with_one_waiting(a: &PostgresProvider) {
-    a.enqueue_for_worker(activity_item("held", 1)).await.unwrap();
-    a.enqueue_for_worker(activity_item("held", 2)).await.unwrap();
+    a.enqueue_for_worker(activity_item("held", 1))
+        .await
+        .unwrap();
+    a.enqueue_for_worker(activity_item("held", 2))
+        .await
+        .unwrap();
     let (item, token, _) = a
         .fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::default())
         .await
@@ -123,8 +127,12 @@ async fn with_prefetch_off_an_ack_leases_nothing() {
 #[tokio::test]
 async fn a_failed_ack_leases_nothing() {
     let (a, b) = two_providers("prefetch_failed_ack", true).await;
-    a.enqueue_for_worker(activity_item("held", 1)).await.unwrap();
-    a.enqueue_for_worker(activity_item("held", 2)).await.unwrap();
+    a.enqueue_for_worker(activity_item("held", 1))
+        .await
+        .unwrap();
+    a.enqueue_for_worker(activity_item("held", 2))
+        .await
+        .unwrap();
     let (_, token, _) = fetch_now(&a).await.unwrap();
     // b steals nothing; a acks a token that is not held.
     let err = a.ack_work_item("no-such-token", None).await.unwrap_err();
