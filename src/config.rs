@@ -219,14 +219,15 @@ impl PostgresConfig {
     }
 
     /// Whether acking an activity also leases the next ready one (default
-    /// `true`). The runtime's worker fetches again right after every ack; with
-    /// prefetch that fetch is answered from memory, saving one round trip per
-    /// activity. The item leased ahead is the one that fetch would have
-    /// leased, with the previous fetch's arguments; at most
-    /// [`crate::PREFETCH_LIMIT`] are held at a time, and one not taken by a fetch within
-    /// [`crate::PREFETCH_HOLD`] is released (its attempt count restored), so
-    /// other processes never wait long for it. Turn it off to make every
-    /// fetch go to the database.
+    /// `true`). The runtime's worker slot fetches again right after every
+    /// ack; with prefetch that fetch is answered from memory, saving one round
+    /// trip per activity. The item leased ahead is the one that fetch would
+    /// have leased, with the previous fetch's arguments; at most
+    /// [`crate::PREFETCH_LIMIT`] are held, one not taken by a fetch within
+    /// [`crate::PREFETCH_HOLD`] is released (its attempt count restored), and
+    /// a fetch with other arguments releases them first, so other fetches
+    /// never wait long for them. Turn it off to make every fetch go to the
+    /// database.
     pub fn with_worker_prefetch(mut self, enabled: bool) -> Self {
         self.worker_prefetch = enabled;
         self

@@ -41,10 +41,10 @@ mod history;
 mod lease;
 mod long_poll;
 mod orchestrator_queue;
+mod prefetch;
 mod provider;
 mod state;
 mod statements;
-mod worker_prefetch;
 mod worker_queue;
 
 pub use admin::QueueStatus;
@@ -52,5 +52,5 @@ pub use config::{
     MigrationMode, PollMode, PostgresConfig, SslMode, redact_url, scrub, validate_schema_name,
 };
 pub use error::Error;
+pub use prefetch::{PREFETCH_HOLD, PREFETCH_LIMIT};
 pub use provider::{PoolStatus, PostgresProvider};
-pub use worker_prefetch::{PREFETCH_HOLD, PREFETCH_LIMIT};

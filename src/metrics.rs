@@ -36,9 +36,9 @@ pub const LEASE_TAKEOVERS: &str = "duroxide_pg_lease_takeovers_total";
 /// `outcome` (`applied`: new migrations committed, `up_to_date`, `failed`);
 /// label `schema`.
 pub const MIGRATION_RUNS: &str = "duroxide_pg_migration_runs_total";
-/// Counter: activities an ack leased ahead (worker prefetch), by `outcome`:
+/// Counter: items an ack leased ahead (prefetch), by `queue` and `outcome`:
 /// `used` by the next fetch or `released` unused; label `schema`.
-pub const WORKER_PREFETCH: &str = "duroxide_pg_worker_prefetch_total";
+pub const PREFETCH: &str = "duroxide_pg_prefetch_total";
 
 /// The `queue` label value.
 pub(crate) fn queue_label(queue: crate::long_poll::Queue) -> &'static str {
@@ -92,7 +92,7 @@ pub(crate) fn migration_run(schema: &str, outcome: &'static str) {
         .increment(1);
 }
 
-pub(crate) fn worker_prefetch(schema: &str, outcome: &'static str) {
-    metrics::counter!(WORKER_PREFETCH, "schema" => schema.to_owned(), "outcome" => outcome)
+pub(crate) fn prefetch(schema: &str, queue: crate::long_poll::Queue, outcome: &'static str) {
+    metrics::counter!(PREFETCH, "schema" => schema.to_owned(), "queue" => queue_label(queue), "outcome" => outcome)
         .increment(1);
 }

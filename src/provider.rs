@@ -18,9 +18,10 @@ use crate::config::{PollMode, PostgresConfig};
 use crate::connections::Connections;
 use crate::error::Error;
 use crate::long_poll::LongPoll;
+use crate::long_poll::Queue;
 use crate::migrations::{self, MigrationReport, quote_ident};
+use crate::prefetch::Prefetch;
 use crate::statements::Statements;
-use crate::worker_prefetch::WorkerPrefetch;
 use crate::{admin, history, orchestrator_queue, state, worker_queue};
 
 /// A duroxide storage provider backed by one schema of a PostgreSQL database.
@@ -38,7 +39,7 @@ pub struct PostgresProvider {
     /// The wake-up listener; `None` in poll-only mode.
     pub(crate) long_poll: Option<LongPoll>,
     /// Activities leased ahead by acks, for the worker's next fetch.
-    pub(crate) prefetch: WorkerPrefetch,
+    pub(crate) worker_prefetch: Prefetch<worker_queue::FetchKey, WorkItem>,
 }
 
 /// A snapshot of the provider's call pool ([`PostgresProvider::pool_status`]).
@@ -138,14 +139,15 @@ impl PostgresProvider {
                 )
             }
         };
-        let prefetch = WorkerPrefetch::new(
+        let worker_prefetch = Prefetch::new(
             config.worker_prefetch,
+            Queue::Worker,
             pool.clone(),
             &sql.abandon_work_item,
             &config.schema,
         );
         Ok(Self {
-            prefetch,
+            worker_prefetch,
             sql,
             schema: config.schema,
             pool,
@@ -177,7 +179,7 @@ impl PostgresProvider {
         if let Some(lp) = &self.long_poll {
             lp.stop();
         }
-        self.prefetch.release_all().await;
+        self.worker_prefetch.release_all().await;
         self.pool.close().await;
         self.tools.close().await;
     }

@@ -11,7 +11,7 @@ use crate::codec::{OrchestratorRow, WorkerRow, decode, millis, now_ms};
 use crate::error::{invalid_input, provider_error};
 use crate::lease;
 use crate::long_poll::{self, Attempt, Queue};
-use crate::worker_prefetch::{FetchKey, Fetched};
+use crate::prefetch::Fetched;
 
 pub(crate) async fn enqueue(p: &PostgresProvider, item: &WorkItem) -> Result<(), ProviderError> {
     const OP: &str = "enqueue_for_worker";
@@ -28,6 +28,18 @@ pub(crate) async fn enqueue(p: &PostgresProvider, item: &WorkItem) -> Result<(),
         .await
         .map_err(|e| provider_error(OP, e))?;
     Ok(())
+}
+
+/// The arguments of a worker fetch that decide which item it leases: an item
+/// leased ahead with other arguments is not handed to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FetchKey {
+    lock_timeout_ms: i64,
+    /// The session owner (`None`: session-less items only).
+    owner_id: Option<String>,
+    session_lock_ms: i64,
+    tag_mode: i16,
+    tags: Vec<String>,
 }
 
 /// The tag filter as `fetch_work_item`'s (mode, tags) arguments; `None` when
@@ -53,7 +65,7 @@ pub(crate) async fn fetch(
     poll_timeout: Duration,
     session: Option<&SessionFetchConfig>,
     tag_filter: &TagFilter,
-) -> Result<Option<Fetched>, ProviderError> {
+) -> Result<Option<Fetched<WorkItem>>, ProviderError> {
     const OP: &str = "fetch_work_item";
     let Some((tag_mode, tags)) = tag_arguments(tag_filter) else {
         return Ok(None);
@@ -65,9 +77,10 @@ pub(crate) async fn fetch(
         tag_mode,
         tags: tags.iter().map(|t| (*t).to_string()).collect(),
     };
-    if let Some(held) = p.prefetch.take(&key) {
+    if let Some(held) = p.worker_prefetch.take(&key) {
         return Ok(Some(held));
     }
+    p.worker_prefetch.release_others(&key).await;
     long_poll::poll(
         p.long_poll.as_ref(),
         Queue::Worker,
@@ -103,7 +116,7 @@ fn leased_item(
     op: &str,
     row: &sqlx::postgres::PgRow,
     taken_over: usize,
-) -> Result<Option<Fetched>, ProviderError> {
+) -> Result<Option<Fetched<WorkItem>>, ProviderError> {
     let get = |e| provider_error(op, e);
     let Some(text) = row.try_get::<Option<String>, _>(0).map_err(get)? else {
         return Ok(None);
@@ -135,7 +148,7 @@ pub(crate) async fn ack(
             ));
         }
     };
-    let Some(key) = p.prefetch.next_key() else {
+    let Some(key) = p.worker_prefetch.next_key() else {
         sqlx::query(&p.sql.ack_work_item)
             .bind(token)
             .bind(now_ms())
@@ -165,7 +178,7 @@ pub(crate) async fn ack(
     // fail it. An undecodable item stays leased, expires, and its next fetch
     // reports it.
     match leased_item(p, OP, &row, 3) {
-        Ok(Some(fetched)) => p.prefetch.hold(key, fetched),
+        Ok(Some(fetched)) => p.worker_prefetch.hold(key, fetched),
         Ok(None) => {}
         Err(e) => tracing::warn!(
             target: "duroxide_pg",

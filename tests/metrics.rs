@@ -216,8 +216,8 @@ fn each_metric_moves_when_its_event_happens() {
             assert_eq!(
                 counter(
                     &snap,
-                    m::WORKER_PREFETCH,
-                    &[("schema", s), ("outcome", "used")]
+                    m::PREFETCH,
+                    &[("schema", s), ("queue", "worker"), ("outcome", "used")]
                 ),
                 1
             );
