@@ -223,20 +223,34 @@ fn each_metric_moves_when_its_event_happens() {
             );
             p.ack_work_item(&token, None).await.unwrap();
 
-            // The pool: concurrent calls open connections; all idle afterwards.
+            // The pool: a provider whose connections last 1 ms must open a new
+            // one for each call after a pause (deterministic, unlike racing
+            // calls); its gauges show everything idle afterwards.
             let opened_before = counter(&snap, m::POOL_CONNECTIONS_OPENED, &[("schema", s)]);
-            let (a, b, c) =
-                tokio::join!(p.list_instances(), p.list_instances(), p.list_instances());
-            a.unwrap();
-            b.unwrap();
-            c.unwrap();
+            let short_lived = duroxide_pg::PostgresProvider::connect(
+                duroxide_pg::PostgresConfig::new(common::database_url())
+                    .with_schema(s)
+                    .with_poll_mode(duroxide_pg::PollMode::PollOnly)
+                    .with_max_lifetime(Some(Duration::from_millis(1))),
+            )
+            .await
+            .unwrap();
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                short_lived.list_instances().await.unwrap();
+            }
             // (A snapshot drains histograms: read it first.)
             let waits = values(&snap, m::POOL_ACQUIRE_WAIT, &[("schema", s)]);
             assert!(
                 matches!(waits.as_slice(), [DebugValue::Histogram(h)] if h.len() >= 3),
                 "{waits:?}"
             );
-            assert!(counter(&snap, m::POOL_CONNECTIONS_OPENED, &[("schema", s)]) > opened_before);
+            let opened_after = counter(&snap, m::POOL_CONNECTIONS_OPENED, &[("schema", s)]);
+            assert!(
+                opened_after >= opened_before + 3,
+                "{opened_before} -> {opened_after}"
+            );
+            let p = short_lived;
             let open = p.pool_status().open as f64;
             assert_eq!(
                 gauge(
