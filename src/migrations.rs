@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(6, "0006", "operator"),
     migration!(7, "0007", "stats_nul"),
     migration!(8, "0008", "prefetch_takeovers"),
+    migration!(9, "0009", "ready_scan"),
 ];
 
 /// Name of the per-schema ledger table.

@@ -2,7 +2,8 @@
 //! and on the three large stores of the performance issue, in one run:
 //!
 //! - `timers`: 100,000 timers pending in the future (orchestrator queue);
-//! - `locked`: 100,000 messages queued for 100 instances whose leases are held;
+//! - `locked`: 100,000 messages queued for 100 instances whose leases are held
+//!   (stored as an enqueue during a lease stores them: held for the lease);
 //! - `delayed`: 200,000 delayed worker rows (visible in an hour).
 //!
 //! Each sample is one orchestration turn and one activity of a fresh
@@ -44,8 +45,9 @@ async fn fill(p: &PostgresProvider, kind: &str) {
         "locked" => format!(
             "INSERT INTO {s}.instance_locks (instance_id, lock_token, locked_until, locked_at)
              SELECT 'busy-' || g, 'held-' || g, {hour_ahead}, 0 FROM generate_series(1, 100) g;
-             INSERT INTO {s}.orchestrator_queue (instance_id, kind, work_item, visible_at)
-             SELECT 'busy-' || (g % 100 + 1), 'ExternalRaised', '{{}}', 0
+             INSERT INTO {s}.orchestrator_queue (instance_id, kind, work_item, visible_at, lock_token)
+             SELECT 'busy-' || (g % 100 + 1), 'ExternalRaised', '{{}}', 0,
+                    'held:held-' || (g % 100 + 1)
                FROM generate_series(1, 100000) g"
         ),
         "delayed" => format!(

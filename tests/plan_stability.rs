@@ -127,3 +127,185 @@ async fn repeated_orchestrator_acks_never_scan_the_queue() {
     );
     p.cleanup_schema().await.unwrap();
 }
+
+/// Rows of the orchestrator queue read by any scan (sequential or index).
+fn rows_read(s: &Stats2) -> i64 {
+    s.seq_tup_read + s.idx_tup_fetch
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Stats2 {
+    seq_tup_read: i64,
+    idx_tup_fetch: i64,
+    n_tup_upd: i64,
+}
+
+async fn stats2(admin: &PgPool, schema: &str) -> Stats2 {
+    let (seq_tup_read, idx_tup_fetch, n_tup_upd): (i64, i64, i64) = sqlx::query_as(
+        "SELECT seq_tup_read, coalesce(idx_tup_fetch, 0), n_tup_upd FROM pg_stat_user_tables
+          WHERE schemaname = $1 AND relname = 'orchestrator_queue'",
+    )
+    .bind(schema)
+    .fetch_one(admin)
+    .await
+    .unwrap();
+    Stats2 {
+        seq_tup_read,
+        idx_tup_fetch,
+        n_tup_upd,
+    }
+}
+
+/// Flat cost: messages that arrive for leased instances are held for them,
+/// and a fetch never reads them; the ack or abandon of the lease hands them
+/// on. Before, every fetch walked all of them.
+#[tokio::test]
+async fn fetches_never_read_the_messages_held_for_leased_instances() {
+    const BUSY: usize = 20;
+    /// Messages per busy instance enqueued through the provider...
+    const EACH: usize = 5;
+    /// ...and stored in bulk the same way (held), so the queue is large
+    /// enough that the planner's choice is the one production gets.
+    const BULK: i64 = 20_000;
+    let schema = common::fresh_schema_name("heldscan");
+    let p = PostgresProvider::connect(
+        PostgresConfig::new(common::database_url())
+            .with_schema(&schema)
+            .with_max_connections(1)
+            .with_poll_mode(PollMode::PollOnly),
+    )
+    .await
+    .unwrap();
+    let admin = PgPool::connect(&common::database_url()).await.unwrap();
+
+    // BUSY instances leased, EACH messages arriving for each meanwhile.
+    let mut leases = Vec::new();
+    for b in 0..BUSY {
+        let instance = format!("busy-{b}");
+        let (_, token, _) = common::enqueue_and_fetch(&p, common::start_item(&instance, "Busy"))
+            .await
+            .expect("the busy instance");
+        leases.push((instance, token));
+    }
+    for (instance, _) in &leases {
+        for e in 0..EACH {
+            p.enqueue_for_orchestrator(
+                duroxide::providers::WorkItem::ExternalRaised {
+                    instance: instance.clone(),
+                    name: "tick".into(),
+                    data: e.to_string(),
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let held: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM \"{schema}\".orchestrator_queue WHERE lock_token LIKE 'held:%'"
+    ))
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        held,
+        (BUSY * EACH) as i64,
+        "messages for leased instances are held"
+    );
+    sqlx::raw_sql(&format!(
+        "INSERT INTO \"{schema}\".orchestrator_queue (instance_id, kind, work_item, visible_at, lock_token)
+         SELECT l.instance_id, 'ExternalRaised', sample.work_item, 0, 'held:' || l.lock_token
+           FROM \"{schema}\".instance_locks l
+           CROSS JOIN LATERAL (SELECT q.work_item FROM \"{schema}\".orchestrator_queue q
+                                WHERE q.instance_id = l.instance_id AND q.kind = 'ExternalRaised'
+                                LIMIT 1) sample
+           CROSS JOIN generate_series(1, {BULK} / {BUSY}) g;
+         ANALYZE \"{schema}\".orchestrator_queue;"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let held = held + BULK;
+
+    // CALLS fetches of fresh instances read (almost) nothing of them.
+    for i in 0..CALLS {
+        p.enqueue_for_orchestrator(common::start_item(&format!("fresh-{i}"), "Fresh"), None)
+            .await
+            .unwrap();
+    }
+    // Wait for the busy fetches' statistics (one flush carries everything
+    // the backend did so far; enqueues read no queue rows).
+    let mut before = stats2(&admin, &schema).await;
+    for _ in 0..150 {
+        if before.n_tup_upd >= BUSY as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        p.list_instances().await.unwrap();
+        before = stats2(&admin, &schema).await;
+    }
+    for i in 0..CALLS {
+        let (item, token, _) = p
+            .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+            .await
+            .unwrap()
+            .expect("a fresh instance");
+        assert_eq!(item.instance, format!("fresh-{i}"));
+        p.abandon_orchestration_item(&token, Some(Duration::from_secs(3600)), true)
+            .await
+            .unwrap();
+    }
+    let mut after = stats2(&admin, &schema).await;
+    for _ in 0..150 {
+        if after.n_tup_upd >= before.n_tup_upd + 2 * CALLS as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        p.list_instances().await.unwrap();
+        after = stats2(&admin, &schema).await;
+    }
+    let read = rows_read(&after) - rows_read(&before);
+    assert!(
+        read < held / 4,
+        "{CALLS} fetches read {read} queue rows; {held} are held for leased instances"
+    );
+
+    // The ack of a lease hands its held messages on...
+    let (instance, token) = &leases[0];
+    p.ack_orchestration_item(
+        token,
+        1,
+        vec![common::started_event(instance, "Busy")],
+        vec![],
+        vec![],
+        common::naming_metadata("Busy"),
+        vec![],
+    )
+    .await
+    .unwrap();
+    let (item, _, _) = p
+        .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+        .await
+        .unwrap()
+        .expect("the acked instance's held messages");
+    let per_instance = EACH + (BULK as usize) / BUSY;
+    assert_eq!(
+        (&item.instance, item.messages.len()),
+        (instance, per_instance)
+    );
+    // ...and so does an abandon.
+    let (instance, token) = &leases[1];
+    p.abandon_orchestration_item(token, None, true)
+        .await
+        .unwrap();
+    let (item, _, _) = p
+        .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+        .await
+        .unwrap()
+        .expect("the abandoned instance's messages");
+    assert_eq!(
+        (&item.instance, item.messages.len()),
+        (instance, per_instance + 1)
+    );
+    p.cleanup_schema().await.unwrap();
+}
