@@ -15,6 +15,7 @@
 //! corruption checks) would not reach, and at 20 ms round trips it measured
 //! slower (3.41 vs 4.94 orch/s).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,9 +41,24 @@ struct Held<K, I> {
 }
 
 struct State<K, I> {
-    /// The arguments of the latest fetch: what the next ack leases with.
-    last_fetch: Option<K>,
+    /// The fetch arguments of every lease handed out and not yet acked, by
+    /// lock token: an ack leases ahead for the fetch that leased its item
+    /// (one dispatcher slot: slots differ in their arguments, e.g. the
+    /// session owner).
+    leased: HashMap<String, K>,
     held: Vec<Held<K, I>>,
+}
+
+/// Most lease tokens remembered for acks to come. Leases that are never
+/// acked (abandoned elsewhere, lost) would otherwise accumulate; past this
+/// many the memory is cleared, costing some acks their lease-ahead.
+const LEASED_MEMORY: usize = 4096;
+
+/// Fetch arguments that say whether two fetches lease from the same items.
+pub(crate) trait PrefetchKey: PartialEq + Clone + Send + 'static {
+    /// Whether an item leased for `other` could have been leased for `self`
+    /// too (the arguments differ at most in the slot's own identity).
+    fn same_items(&self, other: &Self) -> bool;
 }
 
 /// One queue's leased-ahead items (see the module doc).
@@ -59,7 +75,7 @@ pub(crate) struct Prefetch<K, I> {
 
 impl<K, I> Prefetch<K, I>
 where
-    K: PartialEq + Clone + Send + 'static,
+    K: PrefetchKey,
     I: Send + 'static,
 {
     pub(crate) fn new(
@@ -73,7 +89,7 @@ where
             enabled,
             queue,
             state: Arc::new(Mutex::new(State {
-                last_fetch: None,
+                leased: HashMap::new(),
                 held: Vec::new(),
             })),
             pool,
@@ -82,37 +98,58 @@ where
         }
     }
 
-    /// Takes a held item leased with `key` and still fresh, remembering `key`
-    /// for the next ack either way. Synchronous on purpose: a fetch future
-    /// either returns the item in the poll that takes it or never takes it.
+    /// Takes a held item leased with exactly `key` and still fresh.
+    /// Synchronous on purpose: a fetch future either returns the item in the
+    /// poll that takes it or never takes it.
     pub(crate) fn take(&self, key: &K) -> Option<Fetched<I>> {
         let mut state = self.state.lock().expect("prefetch state");
-        if state.last_fetch.as_ref() != Some(key) {
-            state.last_fetch = Some(key.clone());
-        }
         let now = Instant::now();
         let i = state
             .held
             .iter()
             .position(|h| &h.key == key && now.duration_since(h.leased_at) < PREFETCH_HOLD)?;
         crate::metrics::prefetch(&self.schema, self.queue, "used");
-        Some(state.held.swap_remove(i).fetched)
+        let fetched = state.held.swap_remove(i).fetched;
+        remember(&mut state.leased, &fetched.1, key);
+        Some(fetched)
     }
 
-    /// Releases every held item leased with arguments other than `key`, so a
-    /// fetch that asks differently (another tag filter, version range or lease
-    /// length) can lease them from the database. Costs a round trip per item,
+    /// Records that the lease `token` was handed to a fetch with `key` (its
+    /// ack will lease ahead for that fetch).
+    pub(crate) fn leased(&self, token: &str, key: &K) {
+        if self.enabled {
+            remember(
+                &mut self.state.lock().expect("prefetch state").leased,
+                token,
+                key,
+            );
+        }
+    }
+
+    /// Forgets the lease `token` (abandoned: no ack will come).
+    pub(crate) fn forget(&self, token: &str) {
+        self.state
+            .lock()
+            .expect("prefetch state")
+            .leased
+            .remove(token);
+    }
+
+    /// Releases every held item that a fetch with `key` could have leased but
+    /// will not take (it was leased with other lock timeout or filter), so
+    /// that fetch can lease it from the database. Costs a round trip per item,
     /// and only then: a runtime's dispatcher always fetches with the same
-    /// arguments.
+    /// arguments. Items held for another slot of the same dispatcher are left
+    /// for it.
     pub(crate) async fn release_others(&self, key: &K) {
         let others: Vec<Held<K, I>> = {
             let mut state = self.state.lock().expect("prefetch state");
-            if state.held.iter().all(|h| &h.key == key) {
+            if state.held.iter().all(|h| h.key.same_items(key)) {
                 return;
             }
             let (others, same) = std::mem::take(&mut state.held)
                 .into_iter()
-                .partition(|h| &h.key != key);
+                .partition(|h| !h.key.same_items(key));
             state.held = same;
             others
         };
@@ -128,17 +165,16 @@ where
         }
     }
 
-    /// The arguments an ack should lease ahead with, or `None` when it should
-    /// not (disabled, no fetch seen yet, or enough held already).
-    pub(crate) fn next_key(&self) -> Option<K> {
+    /// The arguments the ack of `token` should lease ahead with (those of
+    /// the fetch that leased it), or `None` when it should not (disabled, a
+    /// lease this provider did not hand out, or enough held already).
+    pub(crate) fn next_key(&self, token: &str) -> Option<K> {
         if !self.enabled {
             return None;
         }
-        let state = self.state.lock().expect("prefetch state");
-        if state.held.len() >= PREFETCH_LIMIT {
-            return None;
-        }
-        state.last_fetch.clone()
+        let mut state = self.state.lock().expect("prefetch state");
+        let key = state.leased.remove(token)?;
+        (state.held.len() < PREFETCH_LIMIT).then_some(key)
     }
 
     /// Holds `fetched` for the next fetch and schedules its release should no
@@ -182,6 +218,13 @@ where
             .await;
         }
     }
+}
+
+fn remember<K: Clone>(leased: &mut HashMap<String, K>, token: &str, key: &K) {
+    if leased.len() >= LEASED_MEMORY {
+        leased.clear();
+    }
+    leased.insert(token.to_owned(), key.clone());
 }
 
 /// Abandons one held lease, undoing its attempt increment: to the queue it is

@@ -42,6 +42,16 @@ pub(crate) struct FetchKey {
     tags: Vec<String>,
 }
 
+impl crate::prefetch::PrefetchKey for FetchKey {
+    /// Runtime slots differ only in their session owner; an item leased for
+    /// one slot is one the others could lease too.
+    fn same_items(&self, other: &Self) -> bool {
+        self.lock_timeout_ms == other.lock_timeout_ms
+            && self.tag_mode == other.tag_mode
+            && self.tags == other.tags
+    }
+}
+
 /// The tag filter as `fetch_work_item`'s (mode, tags) arguments; `None` when
 /// the filter accepts nothing, so no call is made at all.
 fn tag_arguments(filter: &TagFilter) -> Option<(i16, Vec<&str>)> {
@@ -97,7 +107,10 @@ pub(crate) async fn fetch(
                 .await
                 .map_err(|e| provider_error(OP, e))?;
             match leased_item(p, OP, &row, 4)? {
-                Some(fetched) => Ok(Attempt::Found(fetched)),
+                Some(fetched) => {
+                    p.worker_prefetch.leased(&fetched.1, &key);
+                    Ok(Attempt::Found(fetched))
+                }
                 None => Ok(Attempt::Empty {
                     wake_at: row.try_get(3).map_err(|e| provider_error(OP, e))?,
                 }),
@@ -148,7 +161,7 @@ pub(crate) async fn ack(
             ));
         }
     };
-    let Some(key) = p.worker_prefetch.next_key() else {
+    let Some(key) = p.worker_prefetch.next_key(token) else {
         sqlx::query(&p.sql.ack_work_item)
             .bind(token)
             .bind(now_ms())
@@ -205,6 +218,7 @@ pub(crate) async fn abandon(
     ignore_attempt: bool,
 ) -> Result<(), ProviderError> {
     let op = "abandon_work_item";
+    p.worker_prefetch.forget(token);
     lease::abandon(
         p,
         op,
