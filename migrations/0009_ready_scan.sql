@@ -11,6 +11,10 @@
 -- instance_locks (small: one row per live or abandoned lease). The ack and the
 -- abandon of a lease release its held messages in the same transaction.
 --
+-- All of this relies on READ COMMITTED (a statement that waited for a lock
+-- sees what committed meanwhile); the provider pins
+-- default_transaction_isolation on its connections.
+--
 -- Why nothing is lost: a message is held only while its enqueue holds FOR
 -- SHARE on the live lease row (live_lease_token, SKIP LOCKED: an enqueue never
 -- waits, it stores the message untagged when the row is busy, and untagged is
@@ -109,6 +113,7 @@ DECLARE
     v_messages  TEXT[];
     v_attempts  INTEGER;
     v_taken     BOOLEAN;
+    v_old       TEXT;
 BEGIN
     IF NOT pg_try_advisory_xact_lock(lock_key('instance', p_candidate)) THEN
         RETURN;
@@ -164,7 +169,8 @@ BEGIN
 
     -- Ack and abandon delete the lease row; one still here has expired
     -- (re-checked above) with its holder gone: this fetch takes it over.
-    v_taken := EXISTS (SELECT 1 FROM instance_locks l WHERE l.instance_id = p_candidate);
+    SELECT l.lock_token INTO v_old FROM instance_locks l WHERE l.instance_id = p_candidate;
+    v_taken := FOUND;
     v_token := gen_random_uuid()::text;
     INSERT INTO instance_locks AS l (instance_id, lock_token, locked_until, locked_at)
     VALUES (p_candidate, v_token, p_now_ms + p_lock_timeout_ms, p_now_ms)
@@ -178,9 +184,13 @@ BEGIN
     END IF;
 
     WITH tagged AS (
+        -- Every visible message, and whatever the expired lease had fetched
+        -- or held even if a clock disagreement dates it later (tagged rows
+        -- are invisible to the scan: none may stay behind).
         UPDATE orchestrator_queue q
            SET lock_token = v_token, attempt_count = q.attempt_count + 1
-         WHERE q.instance_id = p_candidate AND q.visible_at <= p_now_ms
+         WHERE q.instance_id = p_candidate
+           AND (q.visible_at <= p_now_ms OR q.lock_token IN (v_old, 'held:' || v_old))
         RETURNING q.id, q.work_item, q.attempt_count
     )
     SELECT array_agg(t.work_item ORDER BY t.id), max(t.attempt_count)
@@ -520,5 +530,72 @@ BEGIN
             PERFORM notify_work('o', 1);
         END IF;
     END IF;
+END;
+$$;
+
+-- delete_instances_atomic as in 0005, deleting the lease rows before the
+-- queue rows (see the comment there).
+CREATE OR REPLACE FUNCTION delete_instances_atomic(p_ids TEXT[], p_force BOOLEAN)
+RETURNS TABLE (
+    o_instances_deleted      BIGINT,
+    o_executions_deleted     BIGINT,
+    o_events_deleted         BIGINT,
+    o_queue_messages_deleted BIGINT
+)
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_id     TEXT;
+    v_parent TEXT;
+    v_orch   BIGINT;
+    v_work   BIGINT;
+BEGIN
+    -- Same lock order as ack_orchestration_item (lease row, then instance row),
+    -- so a delete racing an ack waits for it instead of deadlocking with it.
+    PERFORM 1 FROM instance_locks l WHERE l.instance_id = ANY (p_ids) ORDER BY l.instance_id FOR UPDATE;
+    PERFORM 1 FROM instances i WHERE i.instance_id = ANY (p_ids) ORDER BY i.instance_id FOR UPDATE;
+
+    IF NOT p_force THEN
+        SELECT i.instance_id INTO v_id
+          FROM instances i
+          JOIN executions e
+            ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+         WHERE i.instance_id = ANY (p_ids) AND e.status = 'Running'
+         LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'Instance % is still running. Use force=true to delete anyway, or cancel first.', v_id
+                USING ERRCODE = 'DXP01';
+        END IF;
+    END IF;
+
+    SELECT i.instance_id, i.parent_instance_id INTO v_id, v_parent
+      FROM instances i
+     WHERE i.parent_instance_id = ANY (p_ids) AND NOT (i.instance_id = ANY (p_ids))
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'Cannot delete: instance % has child % that is not in the delete set. Re-read the tree and retry.',
+            v_parent, v_id USING ERRCODE = 'DXP01';
+    END IF;
+
+    DELETE FROM history h WHERE h.instance_id = ANY (p_ids);
+    GET DIAGNOSTICS o_events_deleted = ROW_COUNT;
+    DELETE FROM executions e WHERE e.instance_id = ANY (p_ids);
+    GET DIAGNOSTICS o_executions_deleted = ROW_COUNT;
+    -- Leases first: deleting a lease row waits for any enqueue holding a
+    -- message for it (FOR SHARE), so the queue delete below sees that
+    -- message; later enqueues find no lease and store untagged. (Queue first
+    -- could leave a message held for a lease deleted afterwards: unreachable.)
+    DELETE FROM instance_locks l WHERE l.instance_id = ANY (p_ids);
+    DELETE FROM orchestrator_queue q WHERE q.instance_id = ANY (p_ids);
+    GET DIAGNOSTICS v_orch = ROW_COUNT;
+    DELETE FROM worker_queue w WHERE w.instance_id = ANY (p_ids);
+    GET DIAGNOSTICS v_work = ROW_COUNT;
+    o_queue_messages_deleted := v_orch + v_work;
+    DELETE FROM kv_store s WHERE s.instance_id = ANY (p_ids);
+    DELETE FROM kv_delta d WHERE d.instance_id = ANY (p_ids);
+    DELETE FROM instances i WHERE i.instance_id = ANY (p_ids);
+    SELECT count(DISTINCT x) INTO o_instances_deleted FROM unnest(p_ids) AS x;
+    RETURN NEXT;
 END;
 $$;

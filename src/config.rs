@@ -226,8 +226,8 @@ impl PostgresConfig {
     /// [`crate::PREFETCH_LIMIT`] are held, one not taken by a fetch within
     /// [`crate::PREFETCH_HOLD`] is released (its attempt count restored), and
     /// a fetch with other arguments releases them first, so other fetches
-    /// never wait long for them. Turn it off to make every fetch go to the
-    /// database.
+    /// never wait long for them. Leases shorter than 2 s are never leased
+    /// ahead. Turn it off to make every fetch go to the database.
     pub fn with_worker_prefetch(mut self, enabled: bool) -> Self {
         self.worker_prefetch = enabled;
         self
@@ -399,7 +399,16 @@ impl PostgresConfig {
                 self.application_name.len()
             )));
         }
-        let mut settings = vec![("search_path".to_string(), self.schema.clone())];
+        // READ COMMITTED whatever the role or database default: the stored
+        // functions rely on a statement that waited for a row lock seeing what
+        // committed meanwhile (migration 0009's held messages).
+        let mut settings = vec![
+            ("search_path".to_string(), self.schema.clone()),
+            (
+                "default_transaction_isolation".to_string(),
+                "read\\ committed".to_string(),
+            ),
+        ];
         if let Some(t) = self.statement_timeout {
             if t.is_zero() {
                 return Err(Error::InvalidConfig(

@@ -3,7 +3,8 @@
 //!
 //! A [`CredentialSource`] is asked for the password whenever the provider
 //! opens a connection. A credential that says when it expires is cached and
-//! refreshed ahead of its expiry in the background, so opening a connection
+//! refreshed ahead of its expiry ([`REFRESH_AHEAD`], or halfway through a
+//! shorter life) in the background, so opening a connection
 //! never waits for a token service; one without an expiry is asked for again at
 //! every connection open (the source caches if it wants to). Connections
 //! already open keep working when the password changes (PostgreSQL checks it
@@ -54,12 +55,14 @@ impl Credential {
         self.expires_at
     }
 
-    /// Whether it should be replaced now.
-    fn is_due(&self, now: SystemTime) -> bool {
-        match self.expires_at {
-            None => true,
-            Some(at) => now + REFRESH_AHEAD >= at,
-        }
+    /// When to replace it, judged when it was obtained at `now`:
+    /// [`REFRESH_AHEAD`] before expiry, or halfway for a shorter-lived one (so
+    /// a 60-second token is not asked for again every second). `None`: at
+    /// every use.
+    fn refresh_at(&self, now: SystemTime) -> Option<SystemTime> {
+        let at = self.expires_at?;
+        let left = at.duration_since(now).unwrap_or(Duration::ZERO);
+        Some(at - REFRESH_AHEAD.min(left / 2))
     }
 }
 
@@ -122,7 +125,10 @@ type Subscriber = Box<dyn Fn(&Credential) + Send + Sync>;
 /// (the sqlx pools for tools and the listener) must learn of a new one.
 pub(crate) struct Credentials {
     source: Arc<dyn CredentialSource>,
-    cached: Mutex<Option<Credential>>,
+    /// The current credential and when to replace it.
+    cached: Mutex<Option<(Credential, Option<SystemTime>)>>,
+    /// Set by the provider's `close()`: the refresher stops.
+    stopped: std::sync::atomic::AtomicBool,
     /// Called with every new credential (sqlx pools cannot ask us).
     subscribers: Mutex<Vec<Subscriber>>,
 }
@@ -132,6 +138,7 @@ impl Credentials {
         Arc::new(Self {
             source,
             cached: Mutex::new(None),
+            stopped: std::sync::atomic::AtomicBool::new(false),
             subscribers: Mutex::new(Vec::new()),
         })
     }
@@ -144,7 +151,7 @@ impl Credentials {
     ) -> Result<PgConnectOptions, CredentialError> {
         let cached = self.cached.lock().expect("credential cache").clone();
         let credential = match cached {
-            Some(c) if !c.is_due(SystemTime::now()) => c,
+            Some((c, Some(refresh_at))) if SystemTime::now() < refresh_at => c,
             _ => self.refresh().await?,
         };
         Ok(options.password(&credential.password))
@@ -153,7 +160,8 @@ impl Credentials {
     /// Asks the source, caches the answer and tells the subscribers.
     async fn refresh(&self) -> Result<Credential, CredentialError> {
         let fresh = self.source.credential().await?;
-        *self.cached.lock().expect("credential cache") = Some(fresh.clone());
+        let refresh_at = fresh.refresh_at(SystemTime::now());
+        *self.cached.lock().expect("credential cache") = Some((fresh.clone(), refresh_at));
         for notify in self.subscribers.lock().expect("subscribers").iter() {
             notify(&fresh);
         }
@@ -165,13 +173,19 @@ impl Credentials {
         let pool = pool.clone();
         let push =
             move |c: &Credential| pool.set_connect_options(base.clone().password(&c.password));
-        if let Some(c) = self.cached.lock().expect("credential cache").as_ref() {
+        if let Some((c, _)) = self.cached.lock().expect("credential cache").as_ref() {
             push(c);
         }
         self.subscribers
             .lock()
             .expect("subscribers")
             .push(Box::new(push));
+    }
+
+    /// Stops the background refresher (the provider is closing).
+    pub(crate) fn stop(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Refreshes an expiring credential [`REFRESH_AHEAD`] of its expiry, in
@@ -184,26 +198,30 @@ impl Credentials {
             loop {
                 let wait = {
                     let Some(this) = weak.upgrade() else { return };
-                    let expiry = this
+                    if this.stopped.load(std::sync::atomic::Ordering::Acquire) {
+                        return;
+                    }
+                    let refresh_at = this
                         .cached
                         .lock()
                         .expect("credential cache")
                         .as_ref()
-                        .and_then(Credential::expires_at);
-                    match expiry {
+                        .and_then(|(_, refresh_at)| *refresh_at);
+                    match refresh_at {
                         // Nothing cached, or never expires: asked per connection.
                         None => return,
-                        // At least a second apart, even for a source that
-                        // keeps answering with an almost expired credential.
+                        // At least a second apart, whatever the source answers.
                         Some(at) => at
-                            .checked_sub(REFRESH_AHEAD)
-                            .and_then(|t| t.duration_since(SystemTime::now()).ok())
+                            .duration_since(SystemTime::now())
                             .unwrap_or(Duration::ZERO)
                             .max(Duration::from_secs(1)),
                     }
                 };
                 tokio::time::sleep(wait).await;
                 let Some(this) = weak.upgrade() else { return };
+                if this.stopped.load(std::sync::atomic::Ordering::Acquire) {
+                    return;
+                }
                 if let Err(e) = this.refresh().await {
                     tracing::warn!(
                         target: "duroxide_pg",

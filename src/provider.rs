@@ -38,6 +38,8 @@ pub struct PostgresProvider {
     pub(crate) sql: Statements,
     /// The wake-up listener; `None` in poll-only mode.
     pub(crate) long_poll: Option<LongPoll>,
+    /// The credential source's cache and refresher, if there is a source.
+    pub(crate) credentials: Option<std::sync::Arc<crate::credentials::Credentials>>,
     /// Activities leased ahead by acks, for the worker's next fetch.
     pub(crate) worker_prefetch: Prefetch<worker_queue::FetchKey, WorkItem>,
 }
@@ -147,6 +149,7 @@ impl PostgresProvider {
             &config.schema,
         );
         Ok(Self {
+            credentials,
             worker_prefetch,
             sql,
             schema: config.schema,
@@ -172,12 +175,15 @@ impl PostgresProvider {
         }
     }
 
-    /// Releases the activities leased ahead for the next fetch, then closes
-    /// every connection the provider holds, the wake-up listener's included
-    /// (calls fail afterwards).
+    /// Releases the activities leased ahead for the next fetch, stops the
+    /// credential refresher, then closes every connection the provider holds,
+    /// the wake-up listener's included (calls fail afterwards).
     pub async fn close(&self) {
         if let Some(lp) = &self.long_poll {
             lp.stop();
+        }
+        if let Some(c) = &self.credentials {
+            c.stop();
         }
         self.worker_prefetch.release_all().await;
         self.pool.close().await;

@@ -42,6 +42,9 @@ pub(crate) struct FetchKey {
     tags: Vec<String>,
 }
 
+/// Shortest lease (ms) an ack leases ahead for: ten times the longest hold.
+const MIN_PREFETCH_LEASE_MS: i64 = 10 * crate::PREFETCH_HOLD.as_millis() as i64;
+
 impl crate::prefetch::PrefetchKey for FetchKey {
     /// Runtime slots differ only in their session owner; an item leased for
     /// one slot is one the others could lease too.
@@ -161,7 +164,10 @@ pub(crate) async fn ack(
             ));
         }
     };
-    let Some(key) = p.worker_prefetch.next_key(token) else {
+    // Short leases are not leased ahead: the wait in memory (up to
+    // PREFETCH_HOLD) would eat a noticeable share of them.
+    let next = p.worker_prefetch.next_key(token);
+    let Some(key) = next.filter(|k| k.lock_timeout_ms >= MIN_PREFETCH_LEASE_MS) else {
         sqlx::query(&p.sql.ack_work_item)
             .bind(token)
             .bind(now_ms())

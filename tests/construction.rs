@@ -244,7 +244,11 @@ async fn cleanup_schema_removes_everything() {
 #[tokio::test]
 async fn connection_settings_are_applied_and_search_path_is_pinned() {
     let schema = fresh_schema_name("hygiene");
-    let url = format!("{}?options=-c%20search_path%3Dpublic", database_url());
+    // The URL asks for another search_path and isolation level: the provider's win.
+    let url = format!(
+        "{}?options=-c%20search_path%3Dpublic%20-c%20default_transaction_isolation%3Dserializable",
+        database_url()
+    );
     let p = PostgresProvider::connect(
         PostgresConfig::new(url)
             .with_schema(schema.clone())
@@ -253,13 +257,15 @@ async fn connection_settings_are_applied_and_search_path_is_pinned() {
     )
     .await
     .unwrap();
-    let (app, timeout, path): (String, String, String) = sqlx::query_as(
+    let (app, timeout, path, isolation): (String, String, String, String) = sqlx::query_as(
         "SELECT current_setting('application_name'), current_setting('statement_timeout'),
-                current_setting('search_path')",
+                current_setting('search_path'), current_setting('default_transaction_isolation')",
     )
     .fetch_one(p.pool())
     .await
     .unwrap();
+    // The stored functions' locking relies on READ COMMITTED (migration 0009).
+    assert_eq!(isolation, "read committed");
     assert_eq!(app, "dxtest-hygiene");
     assert_eq!(timeout, "1500ms");
     assert_eq!(path, schema);

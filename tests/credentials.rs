@@ -46,6 +46,21 @@ async fn password_role(admin: &PgPool, password: &str) -> String {
     role
 }
 
+/// A source answering `password`, valid for `life` from each call, counting
+/// its calls in `calls`.
+fn counting_source(
+    calls: &Arc<AtomicUsize>,
+    password: &'static str,
+    life: Duration,
+) -> impl duroxide_pg::credentials::CredentialSource {
+    let calls = calls.clone();
+    credential_fn(move || {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let expires = SystemTime::now() + life;
+        async move { Ok(Credential::new(password).expiring_at(expires)) }
+    })
+}
+
 /// The cluster's URL for `role`, without a password.
 fn url_for(role: &str) -> String {
     common::database_url().replacen("postgres://postgres@", &format!("postgres://{role}@"), 1)
@@ -91,20 +106,15 @@ async fn the_password_is_required_for_the_test_role() {
 }
 
 #[tokio::test]
-async fn an_expiring_credential_is_refreshed_ahead_of_expiry() {
+async fn an_expiring_credential_is_cached_while_fresh() {
     let admin = admin().await;
     let role = password_role(&admin, "tok").await;
     let schema = common::fresh_schema_name("pwexp");
     let calls = Arc::new(AtomicUsize::new(0));
-    let source = {
-        let calls = calls.clone();
-        credential_fn(move || {
-            calls.fetch_add(1, Ordering::SeqCst);
-            // Due for refresh 2 s from now.
-            let expires = SystemTime::now() + REFRESH_AHEAD + Duration::from_secs(2);
-            async move { Ok(Credential::new("tok").expiring_at(expires)) }
-        })
-    };
+    // Lives 2 x REFRESH_AHEAD + 2 s: not due for a minute; this test checks
+    // the cache, a_short_lived_token_is_refreshed_halfway_and_not_after_close
+    // times the refresh.
+    let source = counting_source(&calls, "tok", 2 * REFRESH_AHEAD + Duration::from_secs(2));
     let p = PostgresProvider::connect(
         PostgresConfig::new(url_for(&role))
             .with_schema(&schema)
@@ -116,15 +126,6 @@ async fn an_expiring_credential_is_refreshed_ahead_of_expiry() {
     // Opening more connections while the credential is fresh asks nothing.
     let _ = tokio::join!(p.list_instances(), p.list_instances(), p.list_instances());
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    // No call at all, yet the credential is renewed before it is due.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while calls.load(Ordering::SeqCst) < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never refreshed ahead of expiry"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     p.close().await;
     drop_role(&admin, &role, &schema).await;
 }
@@ -339,5 +340,45 @@ async fn pgpassfile_is_honoured_when_the_url_has_no_password() {
     assert!(p.list_instances().await.unwrap().is_empty());
     p.close().await;
     std::fs::remove_file(&file).unwrap();
+    drop_role(&admin, &role, &schema).await;
+}
+
+#[tokio::test]
+async fn a_short_lived_token_is_refreshed_halfway_and_not_after_close() {
+    let admin = admin().await;
+    let role = password_role(&admin, "short").await;
+    let schema = common::fresh_schema_name("pwshort");
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Lives 4 s, far less than REFRESH_AHEAD: refreshed after ~2 s.
+    let source = counting_source(&calls, "short", Duration::from_secs(4));
+    let p = PostgresProvider::connect(
+        PostgresConfig::new(url_for(&role))
+            .with_schema(&schema)
+            .with_credential_source(source),
+    )
+    .await
+    .unwrap();
+    // Not due yet: neither new connections nor the refresher ask.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let _ = tokio::join!(p.list_instances(), p.list_instances());
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "asked before half its life"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while calls.load(Ordering::SeqCst) < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "never refreshed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.close().await;
+    let at_close = calls.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        at_close,
+        "asked after close()"
+    );
+    drop(p);
     drop_role(&admin, &role, &schema).await;
 }

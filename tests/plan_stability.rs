@@ -104,17 +104,7 @@ async fn repeated_orchestrator_acks_never_scan_the_queue() {
     let before = settled(&p, &admin, &schema, |s| s.n_tup_upd >= CALLS as i64).await;
 
     for (instance, token) in &tokens {
-        p.ack_orchestration_item(
-            token,
-            1,
-            vec![common::started_event(instance, "Flip")],
-            vec![],
-            vec![],
-            common::naming_metadata("Flip"),
-            vec![],
-        )
-        .await
-        .unwrap();
+        common::ack_first_turn(&p, token, instance, "Flip").await;
     }
     let after = settled(&p, &admin, &schema, |s| {
         s.n_tup_del >= before.n_tup_del + CALLS as i64
@@ -272,17 +262,7 @@ async fn fetches_never_read_the_messages_held_for_leased_instances() {
 
     // The ack of a lease hands its held messages on...
     let (instance, token) = &leases[0];
-    p.ack_orchestration_item(
-        token,
-        1,
-        vec![common::started_event(instance, "Busy")],
-        vec![],
-        vec![],
-        common::naming_metadata("Busy"),
-        vec![],
-    )
-    .await
-    .unwrap();
+    common::ack_first_turn(&p, token, instance, "Busy").await;
     let (item, _, _) = p
         .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
         .await

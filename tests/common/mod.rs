@@ -124,6 +124,31 @@ pub async fn enqueue_and_fetch(
         .expect("fetch an orchestration item")
 }
 
+/// Acks the first turn of `instance` (lease `token`): its start event and
+/// the metadata that creates its instance row for orchestration `name`.
+pub async fn ack_first_turn(p: &PostgresProvider, token: &str, instance: &str, name: &str) {
+    p.ack_orchestration_item(
+        token,
+        1,
+        vec![started_event(instance, name)],
+        vec![],
+        vec![],
+        naming_metadata(name),
+        vec![],
+    )
+    .await
+    .expect("ack the first turn");
+}
+
+/// A started instance of orchestration `name` (start enqueued, fetched and
+/// its first turn acked), with no lease held.
+pub async fn start_instance(p: &PostgresProvider, instance: &str, name: &str) {
+    let (_, token, _) = enqueue_and_fetch(p, start_item(instance, name))
+        .await
+        .expect("the new instance");
+    ack_first_turn(p, &token, instance, name).await;
+}
+
 /// Metadata that creates the instance row for orchestration `name` 1.0.0.
 pub fn naming_metadata(name: &str) -> ExecutionMetadata {
     ExecutionMetadata {
