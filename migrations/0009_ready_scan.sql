@@ -220,10 +220,14 @@ BEGIN
 END;
 $$;
 
--- fetch_orchestration_item as in 0008 (its guarantees unchanged: oldest
+-- fetch_orchestration_item as in 0002 (its guarantees unchanged: oldest
 -- visible work first, never waits for another fetcher, version filter before
 -- anything is read), searching two sources: expired leases, then untagged
 -- messages through orchestrator_queue_ready_idx; lease_instance does the rest.
+-- A last column o_taken_over (as fetch_work_item's since 0008) says whether
+-- the lease was taken over from a holder that let it expire: a new result
+-- type, so the function is dropped and created again in this transaction.
+DROP FUNCTION fetch_orchestration_item(BIGINT, BIGINT, BIGINT[], BIGINT[]);
 CREATE OR REPLACE FUNCTION fetch_orchestration_item(
     p_now_ms          BIGINT,
     p_lock_timeout_ms BIGINT,
