@@ -2,8 +2,8 @@
 //! generic plan, and a generic plan can read a whole table where the custom
 //! one used an index. These tests run a call well past that point on a large
 //! store and count, through the server's own statistics
-//! (`pg_stat_user_tables.seq_tup_read`), the rows it read by sequential scan:
-//! a property of the plan, not a timing.
+//! (`pg_stat_user_tables`), the rows it read: a property of the plan, not a
+//! timing.
 
 mod common;
 
@@ -18,17 +18,27 @@ use sqlx::PgPool;
 const QUEUED: i64 = 20_000;
 const CALLS: usize = 25;
 
+/// The server's counters for the schema's orchestrator queue.
 #[derive(Debug, Clone, Copy)]
 struct Stats {
     seq_tup_read: i64,
+    idx_tup_fetch: i64,
     n_tup_upd: i64,
     n_tup_del: i64,
 }
 
+impl Stats {
+    /// Rows read by any scan (sequential or index).
+    fn rows_read(&self) -> i64 {
+        self.seq_tup_read + self.idx_tup_fetch
+    }
+}
+
 async fn stats(admin: &PgPool, schema: &str) -> Stats {
-    let (seq_tup_read, n_tup_upd, n_tup_del): (i64, i64, i64) = sqlx::query_as(
-        "SELECT seq_tup_read, n_tup_upd, n_tup_del FROM pg_stat_user_tables
-          WHERE schemaname = $1 AND relname = 'orchestrator_queue'",
+    let (seq_tup_read, idx_tup_fetch, n_tup_upd, n_tup_del): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT seq_tup_read, coalesce(idx_tup_fetch, 0), n_tup_upd, n_tup_del
+               FROM pg_stat_user_tables
+              WHERE schemaname = $1 AND relname = 'orchestrator_queue'",
     )
     .bind(schema)
     .fetch_one(admin)
@@ -36,9 +46,23 @@ async fn stats(admin: &PgPool, schema: &str) -> Stats {
     .unwrap();
     Stats {
         seq_tup_read,
+        idx_tup_fetch,
         n_tup_upd,
         n_tup_del,
     }
+}
+
+/// A provider on `schema` with one connection, so every call runs in one
+/// backend (whose plan cache turns generic after five executions).
+async fn one_connection_provider(schema: &str) -> PostgresProvider {
+    PostgresProvider::connect(
+        PostgresConfig::new(common::database_url())
+            .with_schema(schema)
+            .with_max_connections(1)
+            .with_poll_mode(PollMode::PollOnly),
+    )
+    .await
+    .unwrap()
 }
 
 /// Waits until the provider's backend has flushed its statistics so that
@@ -68,16 +92,7 @@ async fn settled(
 #[tokio::test]
 async fn repeated_orchestrator_acks_never_scan_the_queue() {
     let schema = common::fresh_schema_name("planflip");
-    // One connection: every call runs in one backend, whose plan cache turns
-    // generic after five executions.
-    let p = PostgresProvider::connect(
-        PostgresConfig::new(common::database_url())
-            .with_schema(&schema)
-            .with_max_connections(1)
-            .with_poll_mode(PollMode::PollOnly),
-    )
-    .await
-    .unwrap();
+    let p = one_connection_provider(&schema).await;
     sqlx::raw_sql(&format!(
         "INSERT INTO \"{schema}\".instance_locks (instance_id, lock_token, locked_until, locked_at)
          SELECT 'busy-' || g, 'held-' || g, 9000000000000, 0 FROM generate_series(1, 100) g;
@@ -118,34 +133,6 @@ async fn repeated_orchestrator_acks_never_scan_the_queue() {
     p.cleanup_schema().await.unwrap();
 }
 
-/// Rows of the orchestrator queue read by any scan (sequential or index).
-fn rows_read(s: &Stats2) -> i64 {
-    s.seq_tup_read + s.idx_tup_fetch
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Stats2 {
-    seq_tup_read: i64,
-    idx_tup_fetch: i64,
-    n_tup_upd: i64,
-}
-
-async fn stats2(admin: &PgPool, schema: &str) -> Stats2 {
-    let (seq_tup_read, idx_tup_fetch, n_tup_upd): (i64, i64, i64) = sqlx::query_as(
-        "SELECT seq_tup_read, coalesce(idx_tup_fetch, 0), n_tup_upd FROM pg_stat_user_tables
-          WHERE schemaname = $1 AND relname = 'orchestrator_queue'",
-    )
-    .bind(schema)
-    .fetch_one(admin)
-    .await
-    .unwrap();
-    Stats2 {
-        seq_tup_read,
-        idx_tup_fetch,
-        n_tup_upd,
-    }
-}
-
 /// Flat cost: messages that arrive for leased instances are held for them,
 /// and a fetch never reads them; the ack or abandon of the lease hands them
 /// on. Before, every fetch walked all of them.
@@ -158,14 +145,7 @@ async fn fetches_never_read_the_messages_held_for_leased_instances() {
     /// enough that the planner's choice is the one production gets.
     const BULK: i64 = 20_000;
     let schema = common::fresh_schema_name("heldscan");
-    let p = PostgresProvider::connect(
-        PostgresConfig::new(common::database_url())
-            .with_schema(&schema)
-            .with_max_connections(1)
-            .with_poll_mode(PollMode::PollOnly),
-    )
-    .await
-    .unwrap();
+    let p = one_connection_provider(&schema).await;
     let admin = PgPool::connect(&common::database_url()).await.unwrap();
 
     // BUSY instances leased, EACH messages arriving for each meanwhile.
@@ -225,15 +205,7 @@ async fn fetches_never_read_the_messages_held_for_leased_instances() {
     }
     // Wait for the busy fetches' statistics (one flush carries everything
     // the backend did so far; enqueues read no queue rows).
-    let mut before = stats2(&admin, &schema).await;
-    for _ in 0..150 {
-        if before.n_tup_upd >= BUSY as i64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        p.list_instances().await.unwrap();
-        before = stats2(&admin, &schema).await;
-    }
+    let before = settled(&p, &admin, &schema, |s| s.n_tup_upd >= BUSY as i64).await;
     for i in 0..CALLS {
         let (item, token, _) = p
             .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
@@ -245,16 +217,11 @@ async fn fetches_never_read_the_messages_held_for_leased_instances() {
             .await
             .unwrap();
     }
-    let mut after = stats2(&admin, &schema).await;
-    for _ in 0..150 {
-        if after.n_tup_upd >= before.n_tup_upd + 2 * CALLS as i64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        p.list_instances().await.unwrap();
-        after = stats2(&admin, &schema).await;
-    }
-    let read = rows_read(&after) - rows_read(&before);
+    let after = settled(&p, &admin, &schema, |s| {
+        s.n_tup_upd >= before.n_tup_upd + 2 * CALLS as i64
+    })
+    .await;
+    let read = after.rows_read() - before.rows_read();
     assert!(
         read < held / 4,
         "{CALLS} fetches read {read} queue rows; {held} are held for leased instances"

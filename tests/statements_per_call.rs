@@ -46,6 +46,24 @@ async fn reset_counts(admin: &PgPool, db: &str) {
     .expect("reset pg_stat_statements");
 }
 
+/// A provider on a fresh schema (prefix `prefix`) reaching the server through
+/// a zero-delay proxy that counts round trips. One connection and poll-only
+/// (no listener), so every counted exchange is a provider call's.
+async fn counted_provider(prefix: &str) -> (DelayProxy, PostgresProvider) {
+    let url = database_url();
+    let upstream = delay_proxy::upstream_of(&url).await.unwrap();
+    let proxy = DelayProxy::start(upstream, Duration::ZERO).await.unwrap();
+    let provider = PostgresProvider::connect(
+        PostgresConfig::new(delay_proxy::reroute_url(&url, proxy.local_addr()).unwrap())
+            .with_schema(fresh_schema_name(prefix))
+            .with_max_connections(1)
+            .with_poll_mode(PollMode::PollOnly),
+    )
+    .await
+    .unwrap();
+    (proxy, provider)
+}
+
 /// A whole orchestration with one activity: enqueue, two turns (fetch + ack),
 /// one activity (fetch + ack) and a read: 8 provider calls. `after(call)`
 /// runs after each call, named by its provider method.
@@ -181,18 +199,7 @@ async fn each_provider_call_is_one_statement() {
 
 #[tokio::test]
 async fn each_provider_call_is_one_round_trip() {
-    let url = database_url();
-    let upstream = delay_proxy::upstream_of(&url).await.unwrap();
-    let proxy = DelayProxy::start(upstream, Duration::ZERO).await.unwrap();
-    // One connection, poll-only (no listener), so every counted exchange is a call's.
-    let provider = PostgresProvider::connect(
-        PostgresConfig::new(delay_proxy::reroute_url(&url, proxy.local_addr()).unwrap())
-            .with_schema(fresh_schema_name("rtt"))
-            .with_max_connections(1)
-            .with_poll_mode(PollMode::PollOnly),
-    )
-    .await
-    .unwrap();
+    let (proxy, provider) = counted_provider("rtt").await;
     // The first use of each statement on a connection also prepares it.
     one_cycle(&provider, "warm-up", &mut |_| {}).await;
 
@@ -225,17 +232,7 @@ async fn each_provider_call_is_one_round_trip() {
 /// ack that found more work is answered from memory.
 #[tokio::test]
 async fn a_fetch_after_an_ack_that_leased_ahead_costs_no_round_trip() {
-    let url = database_url();
-    let upstream = delay_proxy::upstream_of(&url).await.unwrap();
-    let proxy = DelayProxy::start(upstream, Duration::ZERO).await.unwrap();
-    let provider = PostgresProvider::connect(
-        PostgresConfig::new(delay_proxy::reroute_url(&url, proxy.local_addr()).unwrap())
-            .with_schema(fresh_schema_name("rtt_prefetch"))
-            .with_max_connections(1)
-            .with_poll_mode(PollMode::PollOnly),
-    )
-    .await
-    .unwrap();
+    let (proxy, provider) = counted_provider("rtt_prefetch").await;
     let lock = Duration::from_secs(30);
     let filter = TagFilter::default();
     for id in 1..=3 {
@@ -290,17 +287,7 @@ async fn a_fetch_after_an_ack_that_leased_ahead_costs_no_round_trip() {
 /// measuring at 20 ms, where it cost a third of the throughput).
 #[tokio::test]
 async fn each_slot_gets_what_its_own_ack_leased_ahead() {
-    let url = database_url();
-    let upstream = delay_proxy::upstream_of(&url).await.unwrap();
-    let proxy = DelayProxy::start(upstream, Duration::ZERO).await.unwrap();
-    let provider = PostgresProvider::connect(
-        PostgresConfig::new(delay_proxy::reroute_url(&url, proxy.local_addr()).unwrap())
-            .with_schema(fresh_schema_name("rtt_slots"))
-            .with_max_connections(1)
-            .with_poll_mode(PollMode::PollOnly),
-    )
-    .await
-    .unwrap();
+    let (proxy, provider) = counted_provider("rtt_slots").await;
     let lock = Duration::from_secs(30);
     let filter = TagFilter::default();
     let slot = |owner: &str| duroxide::providers::SessionFetchConfig {
