@@ -9,7 +9,7 @@
 //! ([`PREFETCH_HOLD`]): an item no fetch takes in time is abandoned with its
 //! attempt count restored.
 //!
-//! Only the worker queue uses it (`queue` labels its metric). Orchestration
+//! Only the worker queue has it (its metric's `queue` label says `worker`). Orchestration
 //! turns are not leased ahead: a held instance would carry a history snapshot
 //! that changes made meanwhile (admin tools, the validation suite's
 //! corruption checks) would not reach, and at 20 ms round trips it measured
@@ -19,9 +19,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use duroxide::providers::WorkItem;
+
 use crate::codec::now_ms;
 use crate::connections::Connections;
 use crate::long_poll::Queue;
+use crate::worker_queue::FetchKey;
 
 /// Most items one provider holds leased ahead at once.
 pub const PREFETCH_LIMIT: usize = 4;
@@ -29,24 +32,25 @@ pub const PREFETCH_LIMIT: usize = 4;
 /// How long a leased-ahead item waits for a fetch before it is released.
 pub const PREFETCH_HOLD: Duration = Duration::from_millis(200);
 
-/// A fetched item as the fetches return it: item, lock token, attempts.
-pub(crate) type Fetched<I> = (I, String, u32);
+/// A fetched activity as the worker fetch returns it: item, lock token,
+/// attempts.
+pub(crate) type Fetched = (WorkItem, String, u32);
 
-/// A leased-ahead item, with the fetch arguments (`K`) it was leased with: a
+/// A leased-ahead activity, with the fetch arguments it was leased with: a
 /// fetch takes it only when it asks for exactly the same.
-struct Held<K, I> {
-    key: K,
-    fetched: Fetched<I>,
+struct Held {
+    key: FetchKey,
+    fetched: Fetched,
     leased_at: Instant,
 }
 
-struct State<K, I> {
+struct State {
     /// The fetch arguments of every lease handed out and not yet acked, by
     /// lock token: an ack leases ahead for the fetch that leased its item
     /// (one dispatcher slot: slots differ in their arguments, e.g. the
     /// session owner).
-    leased: HashMap<String, K>,
-    held: Vec<Held<K, I>>,
+    leased: HashMap<String, FetchKey>,
+    held: Vec<Held>,
 }
 
 /// Most lease tokens remembered for acks to come. Leases that are never
@@ -54,40 +58,21 @@ struct State<K, I> {
 /// many the memory is cleared, costing some acks their lease-ahead.
 const LEASED_MEMORY: usize = 4096;
 
-/// Fetch arguments that say whether two fetches lease from the same items.
-pub(crate) trait PrefetchKey: PartialEq + Clone + Send + 'static {
-    /// Whether an item leased for `other` could have been leased for `self`
-    /// too (the arguments differ at most in the slot's own identity).
-    fn same_items(&self, other: &Self) -> bool;
-}
-
-/// One queue's leased-ahead items (see the module doc).
-pub(crate) struct Prefetch<K, I> {
+/// The provider's leased-ahead activities (see the module doc).
+pub(crate) struct WorkerPrefetch {
     enabled: bool,
-    queue: Queue,
-    state: Arc<Mutex<State<K, I>>>,
+    state: Arc<Mutex<State>>,
     pool: Connections,
-    /// The queue's abandon call: (token, now, delay, ignore_attempt).
+    /// `abandon_work_item`'s call: (token, now, delay, ignore_attempt).
     abandon_sql: Arc<str>,
     /// The provider's schema: the `schema` label of the prefetch metric.
     schema: Arc<str>,
 }
 
-impl<K, I> Prefetch<K, I>
-where
-    K: PrefetchKey,
-    I: Send + 'static,
-{
-    pub(crate) fn new(
-        enabled: bool,
-        queue: Queue,
-        pool: Connections,
-        abandon_sql: &str,
-        schema: &str,
-    ) -> Self {
+impl WorkerPrefetch {
+    pub(crate) fn new(enabled: bool, pool: Connections, abandon_sql: &str, schema: &str) -> Self {
         Self {
             enabled,
-            queue,
             state: Arc::new(Mutex::new(State {
                 leased: HashMap::new(),
                 held: Vec::new(),
@@ -101,14 +86,14 @@ where
     /// Takes a held item leased with exactly `key` and still fresh.
     /// Synchronous on purpose: a fetch future either returns the item in the
     /// poll that takes it or never takes it.
-    pub(crate) fn take(&self, key: &K) -> Option<Fetched<I>> {
+    pub(crate) fn take(&self, key: &FetchKey) -> Option<Fetched> {
         let mut state = self.state.lock().expect("prefetch state");
         let now = Instant::now();
         let i = state
             .held
             .iter()
             .position(|h| &h.key == key && now.duration_since(h.leased_at) < PREFETCH_HOLD)?;
-        crate::metrics::prefetch(&self.schema, self.queue, "used");
+        crate::metrics::prefetch(&self.schema, Queue::Worker, "used");
         let fetched = state.held.swap_remove(i).fetched;
         remember(&mut state.leased, &fetched.1, key);
         Some(fetched)
@@ -116,7 +101,7 @@ where
 
     /// Records that the lease `token` was handed to a fetch with `key` (its
     /// ack will lease ahead for that fetch).
-    pub(crate) fn leased(&self, token: &str, key: &K) {
+    pub(crate) fn leased(&self, token: &str, key: &FetchKey) {
         if self.enabled {
             remember(
                 &mut self.state.lock().expect("prefetch state").leased,
@@ -141,8 +126,8 @@ where
     /// and only then: a runtime's dispatcher always fetches with the same
     /// arguments. Items held for another slot of the same dispatcher are left
     /// for it.
-    pub(crate) async fn release_others(&self, key: &K) {
-        let others: Vec<Held<K, I>> = {
+    pub(crate) async fn release_others(&self, key: &FetchKey) {
+        let others: Vec<Held> = {
             let mut state = self.state.lock().expect("prefetch state");
             if state.held.iter().all(|h| h.key.same_items(key)) {
                 return;
@@ -154,21 +139,14 @@ where
             others
         };
         for h in others {
-            release(
-                &self.pool,
-                &self.abandon_sql,
-                &h.fetched.1,
-                &self.schema,
-                self.queue,
-            )
-            .await;
+            release(&self.pool, &self.abandon_sql, &h.fetched.1, &self.schema).await;
         }
     }
 
     /// The arguments the ack of `token` should lease ahead with (those of
     /// the fetch that leased it), or `None` when it should not (disabled, a
     /// lease this provider did not hand out, or enough held already).
-    pub(crate) fn next_key(&self, token: &str) -> Option<K> {
+    pub(crate) fn next_key(&self, token: &str) -> Option<FetchKey> {
         if !self.enabled {
             return None;
         }
@@ -179,7 +157,7 @@ where
 
     /// Holds `fetched` for the next fetch and schedules its release should no
     /// fetch take it within [`PREFETCH_HOLD`].
-    pub(crate) fn hold(&self, key: K, fetched: Fetched<I>) {
+    pub(crate) fn hold(&self, key: FetchKey, fetched: Fetched) {
         let token = fetched.1.clone();
         self.state.lock().expect("prefetch state").held.push(Held {
             key,
@@ -190,7 +168,6 @@ where
         let pool = self.pool.clone();
         let sql = Arc::clone(&self.abandon_sql);
         let schema = Arc::clone(&self.schema);
-        let queue = self.queue;
         tokio::spawn(async move {
             tokio::time::sleep(PREFETCH_HOLD).await;
             let expired = {
@@ -199,7 +176,7 @@ where
                 i.map(|i| state.held.swap_remove(i))
             };
             if let Some(held) = expired {
-                release(&pool, &sql, &held.fetched.1, &schema, queue).await;
+                release(&pool, &sql, &held.fetched.1, &schema).await;
             }
         });
     }
@@ -208,19 +185,12 @@ where
     pub(crate) async fn release_all(&self) {
         let held = std::mem::take(&mut self.state.lock().expect("prefetch state").held);
         for h in held {
-            release(
-                &self.pool,
-                &self.abandon_sql,
-                &h.fetched.1,
-                &self.schema,
-                self.queue,
-            )
-            .await;
+            release(&self.pool, &self.abandon_sql, &h.fetched.1, &self.schema).await;
         }
     }
 }
 
-fn remember<K: Clone>(leased: &mut HashMap<String, K>, token: &str, key: &K) {
+fn remember(leased: &mut HashMap<String, FetchKey>, token: &str, key: &FetchKey) {
     if leased.len() >= LEASED_MEMORY {
         leased.clear();
     }
@@ -229,8 +199,8 @@ fn remember<K: Clone>(leased: &mut HashMap<String, K>, token: &str, key: &K) {
 
 /// Abandons one held lease, undoing its attempt increment: to the queue it is
 /// as if it had never been fetched. A failure leaves the lease to expire.
-async fn release(pool: &Connections, abandon_sql: &str, token: &str, schema: &str, queue: Queue) {
-    crate::metrics::prefetch(schema, queue, "released");
+async fn release(pool: &Connections, abandon_sql: &str, token: &str, schema: &str) {
+    crate::metrics::prefetch(schema, Queue::Worker, "released");
     let result = sqlx::query(abandon_sql)
         .bind(token)
         .bind(now_ms())

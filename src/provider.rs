@@ -18,9 +18,8 @@ use crate::config::{PollMode, PostgresConfig};
 use crate::connections::Connections;
 use crate::error::Error;
 use crate::long_poll::LongPoll;
-use crate::long_poll::Queue;
 use crate::migrations::{self, MigrationReport, quote_ident};
-use crate::prefetch::Prefetch;
+use crate::prefetch::WorkerPrefetch;
 use crate::statements::Statements;
 use crate::{admin, history, orchestrator_queue, state, worker_queue};
 
@@ -41,7 +40,7 @@ pub struct PostgresProvider {
     /// The credential source's cache and refresher, if there is a source.
     pub(crate) credentials: Option<std::sync::Arc<crate::credentials::Credentials>>,
     /// Activities leased ahead by acks, for the worker's next fetch.
-    pub(crate) worker_prefetch: Prefetch<worker_queue::FetchKey, WorkItem>,
+    pub(crate) worker_prefetch: WorkerPrefetch,
 }
 
 /// A snapshot of the provider's call pool ([`PostgresProvider::pool_status`]).
@@ -141,9 +140,8 @@ impl PostgresProvider {
                 )
             }
         };
-        let worker_prefetch = Prefetch::new(
+        let worker_prefetch = WorkerPrefetch::new(
             config.worker_prefetch,
-            Queue::Worker,
             pool.clone(),
             &sql.abandon_work_item,
             &config.schema,

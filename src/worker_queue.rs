@@ -45,10 +45,11 @@ pub(crate) struct FetchKey {
 /// Shortest lease (ms) an ack leases ahead for: ten times the longest hold.
 const MIN_PREFETCH_LEASE_MS: i64 = 10 * crate::PREFETCH_HOLD.as_millis() as i64;
 
-impl crate::prefetch::PrefetchKey for FetchKey {
-    /// Runtime slots differ only in their session owner; an item leased for
-    /// one slot is one the others could lease too.
-    fn same_items(&self, other: &Self) -> bool {
+impl FetchKey {
+    /// Whether an item leased for `other` could have been leased for `self`
+    /// too. Runtime slots differ only in their session owner, so an item
+    /// leased for one slot is one the others could lease too.
+    pub(crate) fn same_items(&self, other: &Self) -> bool {
         self.lock_timeout_ms == other.lock_timeout_ms
             && self.tag_mode == other.tag_mode
             && self.tags == other.tags
@@ -78,7 +79,7 @@ pub(crate) async fn fetch(
     poll_timeout: Duration,
     session: Option<&SessionFetchConfig>,
     tag_filter: &TagFilter,
-) -> Result<Option<Fetched<WorkItem>>, ProviderError> {
+) -> Result<Option<Fetched>, ProviderError> {
     const OP: &str = "fetch_work_item";
     let Some((tag_mode, tags)) = tag_arguments(tag_filter) else {
         return Ok(None);
@@ -132,7 +133,7 @@ fn leased_item(
     op: &str,
     row: &sqlx::postgres::PgRow,
     taken_over: usize,
-) -> Result<Option<Fetched<WorkItem>>, ProviderError> {
+) -> Result<Option<Fetched>, ProviderError> {
     let get = |e| provider_error(op, e);
     let Some(text) = row.try_get::<Option<String>, _>(0).map_err(get)? else {
         return Ok(None);
