@@ -43,6 +43,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007", "stats_nul"),
     migration!(8, "0008", "prefetch_takeovers"),
     migration!(9, "0009", "ready_scan"),
+    migration!(10, "0010", "call_cost"),
 ];
 
 /// Name of the per-schema ledger table.
@@ -58,18 +59,30 @@ pub(crate) fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
-/// Names that follow `marker` in the bundled SQL (e.g. every created table).
-fn created_names(marker: &str) -> Vec<&'static str> {
+/// Names that follow `marker` in the bundled SQL (e.g. every created table),
+/// in order of first appearance, leaving out those that a later
+/// `removed_marker` drops again.
+fn created_names(marker: &str, removed_marker: Option<&str>) -> Vec<&'static str> {
     let mut names: Vec<&'static str> = Vec::new();
     for m in MIGRATIONS {
-        let mut rest = m.sql;
-        while let Some(i) = rest.find(marker) {
-            rest = &rest[i + marker.len()..];
-            let end = rest
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(rest.len());
-            if !names.contains(&&rest[..end]) {
-                names.push(&rest[..end]);
+        let mut events: Vec<(usize, bool, &'static str)> = Vec::new();
+        for (needle, created) in [(Some(marker), true), (removed_marker, false)] {
+            let Some(needle) = needle else { continue };
+            for (i, _) in m.sql.match_indices(needle) {
+                let rest = &m.sql[i + needle.len()..];
+                let rest = rest.strip_prefix("IF EXISTS ").unwrap_or(rest);
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                events.push((i, created, &rest[..end]));
+            }
+        }
+        events.sort_unstable();
+        for (_, created, name) in events {
+            if created && !names.contains(&name) {
+                names.push(name);
+            } else if !created {
+                names.retain(|n| *n != name);
             }
         }
     }
@@ -78,12 +91,12 @@ fn created_names(marker: &str) -> Vec<&'static str> {
 
 /// Tables the bundled migrations create.
 pub fn owned_tables() -> Vec<&'static str> {
-    created_names("CREATE TABLE IF NOT EXISTS ")
+    created_names("CREATE TABLE IF NOT EXISTS ", None)
 }
 
-/// Stored functions the bundled migrations create.
+/// Stored functions the bundled migrations create (and do not drop again).
 pub fn owned_functions() -> Vec<&'static str> {
-    created_names("CREATE OR REPLACE FUNCTION ")
+    created_names("CREATE OR REPLACE FUNCTION ", Some("DROP FUNCTION "))
 }
 
 /// What a migration run did.
@@ -349,5 +362,21 @@ mod tests {
                 "versions must be consecutive"
             );
         }
+    }
+
+    /// A function a later migration drops is not owned; one dropped only to
+    /// be recreated with another signature is.
+    #[test]
+    fn owned_functions_leave_out_dropped_ones() {
+        let owned = owned_functions();
+        assert!(!owned.contains(&"instance_is_leased"), "{owned:?}");
+        for kept in [
+            "fetch_work_item",
+            "fetch_orchestration_item",
+            "notify_channel",
+        ] {
+            assert!(owned.contains(&kept), "{kept} missing from {owned:?}");
+        }
+        assert!(owned_tables().contains(&"orchestrator_queue"));
     }
 }

@@ -296,3 +296,74 @@ async fn connection_settings_are_applied_and_search_path_is_pinned() {
         }
     }
 }
+
+/// The stored functions act on their own schema whatever `search_path` the
+/// calling connection has: the inlined SQL functions (read, custom status,
+/// channel, lock key) bind their names when created, the plpgsql entry points
+/// pin the schema for themselves and for the helpers they call.
+#[tokio::test]
+async fn stored_functions_act_on_their_own_schema_whatever_the_callers_search_path() {
+    let a = common::fresh_provider("own_schema_a").await;
+    let b = common::fresh_provider("own_schema_b").await;
+    common::start_instance(&a, "only-in-a", "Orch").await;
+    let (sa, sb) = (a.schema_name().to_string(), b.schema_name().to_string());
+
+    // A connection that looks at B first, then public.
+    let mut conn = b.pool().acquire().await.unwrap();
+    sqlx::query(&format!("SET search_path = \"{sb}\", public"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let events: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT * FROM \"{sa}\".read_history('only-in-a', NULL)"
+    ))
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert!(
+        !events.is_empty() && events[0].contains("only-in-a"),
+        "{events:?}"
+    );
+    let status: Option<(Option<String>, i64)> = sqlx::query_as(&format!(
+        "SELECT * FROM \"{sa}\".get_custom_status('only-in-a', -1)"
+    ))
+    .fetch_optional(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(status, Some((None, 0)));
+    let (channel, expected_channel, key, expected_key): (String, String, i64, i64) =
+        sqlx::query_as(&format!(
+            "SELECT \"{sa}\".notify_channel(), 'duroxide_pg_' || left(md5($1), 24),
+                    \"{sa}\".lock_key('instance', 'x'),
+                    hashtextextended('duroxide-pg/' || $1 || '/instance/x', 0)"
+        ))
+        .bind(&sa)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!((channel, key), (expected_channel, expected_key));
+    // A write through a plpgsql entry point and its helpers lands in A only.
+    sqlx::query(&format!(
+        "SELECT \"{sa}\".enqueue_orchestrator_item('only-in-a', 'ExternalRaised', '{{}}', 1, 0)"
+    ))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let count = |schema: &str| {
+        format!(
+            "SELECT count(*) FROM \"{schema}\".orchestrator_queue WHERE instance_id = 'only-in-a'"
+        )
+    };
+    let in_a: i64 = sqlx::query_scalar(&count(&sa))
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    let in_b: i64 = sqlx::query_scalar(&count(&sb))
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!((in_a, in_b), (1, 0));
+    conn.detach();
+    a.cleanup_schema().await.unwrap();
+    b.cleanup_schema().await.unwrap();
+}

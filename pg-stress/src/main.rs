@@ -64,6 +64,10 @@ struct Cli {
     /// sizes and dead tuples (PostgreSQL runs; for soak runs).
     #[arg(long, value_name = "SECS")]
     sample_every: Option<u64>,
+    /// Time every provider call (p50/p99/total by operation) and a 10 ms tokio
+    /// sleep probe, and print the table after each run (also in `--json`).
+    #[arg(long)]
+    call_stats: bool,
     /// Repetitions of every cell (medians are reported when > 1).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
@@ -112,6 +116,7 @@ async fn run(cli: Cli, command: String) -> Result<bool, StressError> {
         repeat: cli.repeat,
         show_progress: !cli.json,
         sample_every_secs: cli.sample_every,
+        call_stats: cli.call_stats,
     };
 
     // Fail fast, with a one-line error, on a wrong URL or unreachable server.

@@ -7,6 +7,7 @@
 //! forwarded unchanged; the counting costs a few atomic increments.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,6 +17,8 @@ use duroxide::providers::{
     ProviderError, ScheduledActivityIdentifier, SessionFetchConfig, TagFilter, WorkItem,
 };
 use duroxide::{Event, SystemStats};
+
+use crate::call_stats::CallStats;
 
 /// Counters shared between a [`ProgressProvider`] and whoever prints them.
 #[derive(Debug, Default)]
@@ -51,12 +54,30 @@ fn is_root(instance: &str) -> bool {
 pub struct ProgressProvider {
     inner: Arc<dyn Provider>,
     progress: Arc<Progress>,
+    calls: Option<Arc<CallStats>>,
 }
 
 impl ProgressProvider {
     /// Wraps `inner`, counting into `progress`.
     pub fn new(inner: Arc<dyn Provider>, progress: Arc<Progress>) -> Self {
-        Self { inner, progress }
+        Self {
+            inner,
+            progress,
+            calls: None,
+        }
+    }
+
+    /// Also records every call's latency into `calls` (`--call-stats`).
+    pub fn with_call_stats(mut self, calls: Arc<CallStats>) -> Self {
+        self.calls = Some(calls);
+        self
+    }
+
+    async fn timed<T>(&self, operation: &'static str, call: impl Future<Output = T>) -> T {
+        match &self.calls {
+            Some(calls) => calls.time(operation, call).await,
+            None => call.await,
+        }
     }
 }
 
@@ -76,9 +97,12 @@ impl Provider for ProgressProvider {
         poll_timeout: Duration,
         filter: Option<&DispatcherCapabilityFilter>,
     ) -> Result<Option<(OrchestrationItem, String, u32)>, ProviderError> {
-        self.inner
-            .fetch_orchestration_item(lock_timeout, poll_timeout, filter)
-            .await
+        self.timed(
+            "fetch_orchestration_item",
+            self.inner
+                .fetch_orchestration_item(lock_timeout, poll_timeout, filter),
+        )
+        .await
     }
 
     async fn ack_orchestration_item(
@@ -93,8 +117,9 @@ impl Provider for ProgressProvider {
     ) -> Result<(), ProviderError> {
         let instance = history_delta.first().map(|e| e.instance_id.clone());
         let status = metadata.status.clone();
-        self.inner
-            .ack_orchestration_item(
+        self.timed(
+            "ack_orchestration_item",
+            self.inner.ack_orchestration_item(
                 lock_token,
                 execution_id,
                 history_delta,
@@ -102,8 +127,9 @@ impl Provider for ProgressProvider {
                 orchestrator_items,
                 metadata,
                 cancelled_activities,
-            )
-            .await?;
+            ),
+        )
+        .await?;
         if instance.as_deref().is_some_and(is_root) {
             match status.as_deref() {
                 Some("Completed") => self.progress.completed.fetch_add(1, Ordering::Relaxed),
@@ -120,13 +146,16 @@ impl Provider for ProgressProvider {
         delay: Option<Duration>,
         ignore_attempt: bool,
     ) -> Result<(), ProviderError> {
-        self.inner
-            .abandon_orchestration_item(lock_token, delay, ignore_attempt)
-            .await
+        self.timed(
+            "abandon_orchestration_item",
+            self.inner
+                .abandon_orchestration_item(lock_token, delay, ignore_attempt),
+        )
+        .await
     }
 
     async fn read(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
-        self.inner.read(instance).await
+        self.timed("read", self.inner.read(instance)).await
     }
 
     async fn read_with_execution(
@@ -149,7 +178,8 @@ impl Provider for ProgressProvider {
     }
 
     async fn enqueue_for_worker(&self, item: WorkItem) -> Result<(), ProviderError> {
-        self.inner.enqueue_for_worker(item).await
+        self.timed("enqueue_for_worker", self.inner.enqueue_for_worker(item))
+            .await
     }
 
     async fn fetch_work_item(
@@ -159,9 +189,12 @@ impl Provider for ProgressProvider {
         session: Option<&SessionFetchConfig>,
         tag_filter: &TagFilter,
     ) -> Result<Option<(WorkItem, String, u32)>, ProviderError> {
-        self.inner
-            .fetch_work_item(lock_timeout, poll_timeout, session, tag_filter)
-            .await
+        self.timed(
+            "fetch_work_item",
+            self.inner
+                .fetch_work_item(lock_timeout, poll_timeout, session, tag_filter),
+        )
+        .await
     }
 
     async fn ack_work_item(
@@ -169,7 +202,8 @@ impl Provider for ProgressProvider {
         token: &str,
         completion: Option<WorkItem>,
     ) -> Result<(), ProviderError> {
-        self.inner.ack_work_item(token, completion).await
+        self.timed("ack_work_item", self.inner.ack_work_item(token, completion))
+            .await
     }
 
     async fn renew_work_item_lock(
@@ -177,7 +211,11 @@ impl Provider for ProgressProvider {
         token: &str,
         extend_for: Duration,
     ) -> Result<(), ProviderError> {
-        self.inner.renew_work_item_lock(token, extend_for).await
+        self.timed(
+            "renew_work_item_lock",
+            self.inner.renew_work_item_lock(token, extend_for),
+        )
+        .await
     }
 
     async fn renew_session_lock(
@@ -186,9 +224,12 @@ impl Provider for ProgressProvider {
         extend_for: Duration,
         idle_timeout: Duration,
     ) -> Result<usize, ProviderError> {
-        self.inner
-            .renew_session_lock(owner_ids, extend_for, idle_timeout)
-            .await
+        self.timed(
+            "renew_session_lock",
+            self.inner
+                .renew_session_lock(owner_ids, extend_for, idle_timeout),
+        )
+        .await
     }
 
     async fn cleanup_orphaned_sessions(
@@ -204,9 +245,11 @@ impl Provider for ProgressProvider {
         delay: Option<Duration>,
         ignore_attempt: bool,
     ) -> Result<(), ProviderError> {
-        self.inner
-            .abandon_work_item(token, delay, ignore_attempt)
-            .await
+        self.timed(
+            "abandon_work_item",
+            self.inner.abandon_work_item(token, delay, ignore_attempt),
+        )
+        .await
     }
 
     async fn renew_orchestration_item_lock(
@@ -214,9 +257,11 @@ impl Provider for ProgressProvider {
         token: &str,
         extend_for: Duration,
     ) -> Result<(), ProviderError> {
-        self.inner
-            .renew_orchestration_item_lock(token, extend_for)
-            .await
+        self.timed(
+            "renew_orchestration_item_lock",
+            self.inner.renew_orchestration_item_lock(token, extend_for),
+        )
+        .await
     }
 
     async fn enqueue_for_orchestrator(
@@ -226,7 +271,11 @@ impl Provider for ProgressProvider {
     ) -> Result<(), ProviderError> {
         let root_start =
             matches!(&item, WorkItem::StartOrchestration { instance, .. } if is_root(instance));
-        self.inner.enqueue_for_orchestrator(item, delay).await?;
+        self.timed(
+            "enqueue_for_orchestrator",
+            self.inner.enqueue_for_orchestrator(item, delay),
+        )
+        .await?;
         if root_start {
             self.progress.launched.fetch_add(1, Ordering::Relaxed);
         }
@@ -242,9 +291,11 @@ impl Provider for ProgressProvider {
         instance: &str,
         last_seen_version: u64,
     ) -> Result<Option<(Option<String>, u64)>, ProviderError> {
-        self.inner
-            .get_custom_status(instance, last_seen_version)
-            .await
+        self.timed(
+            "get_custom_status",
+            self.inner.get_custom_status(instance, last_seen_version),
+        )
+        .await
     }
 
     async fn get_kv_value(

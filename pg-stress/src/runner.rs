@@ -16,6 +16,7 @@ use duroxide::provider_stress_tests::parallel_orchestrations::{
 use duroxide::providers::Provider;
 use duroxide::providers::sqlite::SqliteProvider;
 
+use crate::call_stats::{CallStats, spawn_sleep_probe};
 use crate::progress::{Progress, ProgressProvider};
 use crate::{Concurrency, Matrix, PgStressFactory, ProviderKind, Scenario, StressError};
 use duroxide_pg::delay_proxy::{self, DelayProxy};
@@ -50,6 +51,8 @@ pub struct RunOptions {
     pub show_progress: bool,
     /// Sample throughput, RSS and table sizes this often (PostgreSQL runs).
     pub sample_every_secs: Option<u64>,
+    /// Time every provider call and a 10 ms sleep probe; print a table per run.
+    pub call_stats: bool,
 }
 
 /// One finished run.
@@ -89,6 +92,9 @@ pub struct RunRecord {
     pub total_secs: f64,
     /// Samples taken during the run (`--sample-every`).
     pub samples: Vec<crate::soak::Sample>,
+    /// Provider call latencies and the sleep probe (`--call-stats`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<crate::call_stats::CallSummary>,
 }
 
 impl RunRecord {
@@ -285,8 +291,13 @@ pub async fn run_all(
                     let config = cell_config(options, scenario, concurrency);
                     let (inner, store) = open_store(kind, &pg, run_id).await?;
                     let progress = Arc::new(Progress::default());
-                    let provider: Arc<dyn Provider> =
-                        Arc::new(ProgressProvider::new(inner, Arc::clone(&progress)));
+                    let calls = options.call_stats.then(|| Arc::new(CallStats::default()));
+                    let mut wrapped = ProgressProvider::new(inner, Arc::clone(&progress));
+                    if let Some(calls) = &calls {
+                        wrapped = wrapped.with_call_stats(Arc::clone(calls));
+                    }
+                    let provider: Arc<dyn Provider> = Arc::new(wrapped);
+                    let probe = calls.as_ref().map(|c| spawn_sleep_probe(Arc::clone(c)));
                     let label = format!("[{kind} {scenario} {concurrency} #{repetition}]");
                     let ticker = options
                         .show_progress
@@ -322,6 +333,16 @@ pub async fn run_all(
                         }
                     }
                     drop(factory);
+                    if let Some(probe) = probe {
+                        probe.abort();
+                    }
+                    let calls = calls.map_or_else(Vec::new, |c| {
+                        eprintln!(
+                            "{kind} {scenario} {concurrency} #{repetition} calls:\n{}",
+                            c.table()
+                        );
+                        c.summaries()
+                    });
                     let samples = sampler.map_or_else(Vec::new, |(task, samples)| {
                         task.abort();
                         std::mem::take(&mut *samples.lock().expect("samples"))
@@ -348,6 +369,7 @@ pub async fn run_all(
                         avg_latency_ms: r.avg_latency_ms,
                         total_secs: r.total_time.as_secs_f64(),
                         samples,
+                        calls,
                     });
                 }
             }

@@ -1,0 +1,140 @@
+//! Where a run's time goes: the latency of every provider call, by operation,
+//! and how long a 10 ms tokio sleep really takes on the loaded machine.
+//!
+//! Enabled by `--call-stats`. The sleep probe matters for reading config D:
+//! its activities are `tokio::time::sleep(10 ms)`, so the measured sleep, not
+//! 10 ms, is what two worker slots can at best turn into activities per second.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The sleep the probe measures (config D's activity length).
+pub const PROBE_SLEEP: Duration = Duration::from_millis(10);
+
+/// The operation name the sleep probe records under.
+pub const PROBE_NAME: &str = "(tokio sleep 10 ms)";
+
+/// Call latencies collected during one run, in microseconds per operation.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    samples: Mutex<BTreeMap<&'static str, Vec<u64>>>,
+}
+
+/// One operation's summary.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CallSummary {
+    /// Provider method (or the sleep probe).
+    pub operation: &'static str,
+    /// Calls made.
+    pub calls: usize,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency, ms.
+    pub p99_ms: f64,
+    /// Sum of all latencies, ms (long-polling fetches include their wait).
+    pub total_ms: f64,
+}
+
+impl CallStats {
+    /// Records one call of `operation` that took `elapsed`.
+    pub fn record(&self, operation: &'static str, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.samples
+            .lock()
+            .expect("call stats")
+            .entry(operation)
+            .or_default()
+            .push(micros);
+    }
+
+    /// Awaits `call`, recording its latency under `operation`.
+    pub async fn time<T>(&self, operation: &'static str, call: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let result = call.await;
+        self.record(operation, started.elapsed());
+        result
+    }
+
+    /// Per-operation summaries, by operation name.
+    pub fn summaries(&self) -> Vec<CallSummary> {
+        let samples = self.samples.lock().expect("call stats");
+        samples
+            .iter()
+            .map(|(&operation, values)| {
+                let mut sorted = values.clone();
+                sorted.sort_unstable();
+                let at = |q: f64| {
+                    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+                    sorted[i] as f64 / 1000.0
+                };
+                CallSummary {
+                    operation,
+                    calls: sorted.len(),
+                    p50_ms: at(0.5),
+                    p99_ms: at(0.99),
+                    total_ms: sorted.iter().sum::<u64>() as f64 / 1000.0,
+                }
+            })
+            .collect()
+    }
+
+    /// The summaries as an aligned text table.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<28} {:>8} {:>9} {:>9} {:>11}\n",
+            "operation", "calls", "p50 ms", "p99 ms", "total ms"
+        );
+        for s in self.summaries() {
+            out.push_str(&format!(
+                "{:<28} {:>8} {:>9.3} {:>9.3} {:>11.1}\n",
+                s.operation, s.calls, s.p50_ms, s.p99_ms, s.total_ms
+            ));
+        }
+        out
+    }
+}
+
+/// Sleeps [`PROBE_SLEEP`] in a loop, recording each real duration, until aborted.
+pub fn spawn_sleep_probe(stats: Arc<CallStats>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            stats
+                .time(PROBE_NAME, tokio::time::sleep(PROBE_SLEEP))
+                .await;
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_report_count_median_tail_and_total() {
+        let stats = CallStats::default();
+        for ms in 1..=100 {
+            stats.record("read", Duration::from_millis(ms));
+        }
+        stats.record("ack_work_item", Duration::from_micros(1500));
+        let s = stats.summaries();
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            s[0],
+            CallSummary {
+                operation: "ack_work_item",
+                calls: 1,
+                p50_ms: 1.5,
+                p99_ms: 1.5,
+                total_ms: 1.5
+            }
+        );
+        assert_eq!(s[1].operation, "read");
+        assert_eq!(s[1].calls, 100);
+        assert_eq!(s[1].p50_ms, 51.0);
+        assert_eq!(s[1].p99_ms, 99.0);
+        assert_eq!(s[1].total_ms, 5050.0);
+        assert!(stats.table().contains("ack_work_item"));
+    }
+}
