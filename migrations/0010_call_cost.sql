@@ -50,6 +50,7 @@ $migration$;
 -- caller's search_path, which every calling entry point pins to this schema.
 
 -- notify_work as in 0002: one NOTIFY of p_count items on p_queue, none for 0.
+-- Internal (caller's search_path).
 CREATE OR REPLACE FUNCTION notify_work(p_queue TEXT, p_count BIGINT)
 RETURNS VOID
 LANGUAGE plpgsql
@@ -62,6 +63,7 @@ END;
 $$;
 
 -- notify_later as in 0002: one NOTIFY naming the time an item becomes visible.
+-- Internal (caller's search_path).
 CREATE OR REPLACE FUNCTION notify_later(p_queue TEXT, p_visible_at BIGINT)
 RETURNS VOID
 LANGUAGE plpgsql
@@ -74,6 +76,7 @@ END;
 $$;
 
 -- touch_session as in 0003: bumps a live session's last activity.
+-- Internal (caller's search_path).
 CREATE OR REPLACE FUNCTION touch_session(p_session_id TEXT, p_now_ms BIGINT)
 RETURNS VOID
 LANGUAGE plpgsql
@@ -89,6 +92,7 @@ $$;
 -- live_lease_token as in 0009: the token of p_instance_id's live lease, or
 -- NULL when it has none or its lease row is being changed right now (SKIP
 -- LOCKED: never waits). Takes FOR SHARE on the row and keeps it to commit.
+-- Internal (caller's search_path).
 CREATE OR REPLACE FUNCTION live_lease_token(p_instance_id TEXT, p_now_ms BIGINT)
 RETURNS TEXT
 LANGUAGE plpgsql

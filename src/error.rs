@@ -80,6 +80,18 @@ pub enum Error {
         /// The server's explanation.
         reason: String,
     },
+    /// The server is older than the bundled migrations need
+    /// ([`crate::migrations::MIN_SERVER_VERSION_NUM`]); nothing was changed.
+    #[error(
+        "PostgreSQL {server_version} is too old: duroxide-pg needs PostgreSQL {minimum} or newer \
+         (its stored functions use SQL-standard function bodies)"
+    )]
+    UnsupportedServer {
+        /// The server's `server_version`.
+        server_version: String,
+        /// The oldest major version supported.
+        minimum: u32,
+    },
     /// Any other database failure during construction or maintenance.
     #[error("database error during {operation}: {reason}")]
     Database {

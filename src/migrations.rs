@@ -229,6 +229,33 @@ async fn read_ledger(
         .collect())
 }
 
+/// The oldest server the bundled migrations run on (`server_version_num`):
+/// PostgreSQL 14, the first with SQL-standard function bodies (migration 0010).
+pub const MIN_SERVER_VERSION_NUM: i32 = 140_000;
+
+/// Refuses, before anything is changed, a server older than
+/// [`MIN_SERVER_VERSION_NUM`]: its parser would reject a migration halfway
+/// with a bare syntax error.
+async fn check_server_version(conn: &mut PgConnection) -> Result<(), Error> {
+    let (num, version): (i32, String) = sqlx::query_as(
+        "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db)?;
+    server_version_supported(num, version)
+}
+
+fn server_version_supported(num: i32, version: String) -> Result<(), Error> {
+    if num >= MIN_SERVER_VERSION_NUM {
+        return Ok(());
+    }
+    Err(Error::UnsupportedServer {
+        server_version: version,
+        minimum: (MIN_SERVER_VERSION_NUM / 10_000) as u32,
+    })
+}
+
 /// Runs a multi-statement script (simple query protocol). A named, concrete
 /// function keeps the future `Send` for callers that spawn it.
 fn exec_script<'c>(
@@ -294,6 +321,8 @@ async fn run_in_transaction(
             pending: pending.iter().map(|m| m.version).collect(),
         });
     }
+
+    check_server_version(&mut *tx).await?;
 
     // Unqualified names in the files resolve to the schema; functions capture it.
     let prelude = format!(
@@ -378,5 +407,21 @@ mod tests {
             assert!(owned.contains(&kept), "{kept} missing from {owned:?}");
         }
         assert!(owned_tables().contains(&"orchestrator_queue"));
+    }
+
+    #[test]
+    fn servers_older_than_14_are_refused_with_their_version() {
+        assert!(server_version_supported(140_000, "14.0".into()).is_ok());
+        assert!(server_version_supported(150_018, "15.18".into()).is_ok());
+        let err = server_version_supported(130_012, "13.12".into()).unwrap_err();
+        assert!(
+            matches!(&err, Error::UnsupportedServer { server_version, minimum: 14 } if server_version == "13.12"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "PostgreSQL 13.12 is too old: duroxide-pg needs PostgreSQL 14 or newer \
+             (its stored functions use SQL-standard function bodies)"
+        );
     }
 }

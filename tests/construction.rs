@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{database_url, fresh_schema_name};
+use duroxide::providers::WorkItem;
 use duroxide_pg::migrations::{LEDGER_TABLE, MIGRATIONS};
 use duroxide_pg::{Error, MigrationMode, PostgresConfig, PostgresProvider};
 use sqlx::PgPool;
@@ -300,7 +301,9 @@ async fn connection_settings_are_applied_and_search_path_is_pinned() {
 /// The stored functions act on their own schema whatever `search_path` the
 /// calling connection has: the inlined SQL functions (read, custom status,
 /// channel, lock key) bind their names when created, the plpgsql entry points
-/// pin the schema for themselves and for the helpers they call.
+/// pin the schema for themselves and for the helpers they call (checked
+/// through their effects: a message held for A's live lease, found by
+/// `live_lease_token`, and a NOTIFY on A's channel, sent by `notify_work`).
 #[tokio::test]
 async fn stored_functions_act_on_their_own_schema_whatever_the_callers_search_path() {
     let a = common::fresh_provider("own_schema_a").await;
@@ -341,28 +344,70 @@ async fn stored_functions_act_on_their_own_schema_whatever_the_callers_search_pa
         .fetch_one(&mut *conn)
         .await
         .unwrap();
-    assert_eq!((channel, key), (expected_channel, expected_key));
-    // A write through a plpgsql entry point and its helpers lands in A only.
-    sqlx::query(&format!(
-        "SELECT \"{sa}\".enqueue_orchestrator_item('only-in-a', 'ExternalRaised', '{{}}', 1, 0)"
-    ))
-    .execute(&mut *conn)
+    assert_eq!((channel.clone(), key), (expected_channel, expected_key));
+
+    // A live lease on only-in-a in A, and a listener on A's channel.
+    let (_, token, _) = common::enqueue_and_fetch(
+        &a,
+        WorkItem::ExternalRaised {
+            instance: "only-in-a".into(),
+            name: "first".into(),
+            data: "{}".into(),
+        },
+    )
     .await
-    .unwrap();
-    let count = |schema: &str| {
+    .expect("lease only-in-a");
+    let mut listener = sqlx::postgres::PgListener::connect(&database_url())
+        .await
+        .unwrap();
+    listener.listen(&channel).await.unwrap();
+
+    // Writes through plpgsql entry points from the B-first connection.
+    let enqueue = |instance: &str| {
         format!(
-            "SELECT count(*) FROM \"{schema}\".orchestrator_queue WHERE instance_id = 'only-in-a'"
+            "SELECT \"{sa}\".enqueue_orchestrator_item('{instance}', 'ExternalRaised', '{{}}',
+                    (extract(epoch FROM clock_timestamp()) * 1000)::bigint, 0)"
         )
     };
-    let in_a: i64 = sqlx::query_scalar(&count(&sa))
-        .fetch_one(&mut *conn)
+    sqlx::query(&enqueue("only-in-a"))
+        .execute(&mut *conn)
         .await
         .unwrap();
-    let in_b: i64 = sqlx::query_scalar(&count(&sb))
-        .fetch_one(&mut *conn)
+    sqlx::query(&enqueue("not-leased"))
+        .execute(&mut *conn)
         .await
         .unwrap();
-    assert_eq!((in_a, in_b), (1, 0));
+    let tags = |schema: &str| {
+        format!(
+            "SELECT instance_id, lock_token FROM \"{schema}\".orchestrator_queue
+              WHERE instance_id IN ('only-in-a', 'not-leased') AND lock_token IS DISTINCT FROM $1
+              ORDER BY instance_id"
+        )
+    };
+    let in_a: Vec<(String, Option<String>)> = sqlx::query_as(&tags(&sa))
+        .bind(&token)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        in_a,
+        vec![
+            ("not-leased".to_string(), None),
+            ("only-in-a".to_string(), Some(format!("held:{token}"))),
+        ]
+    );
+    let in_b: Vec<(String, Option<String>)> = sqlx::query_as(&tags(&sb))
+        .bind(&token)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    assert!(in_b.is_empty(), "{in_b:?}");
+    // The message for the instance without a lease was announced on A's channel.
+    let note = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("a notification on A's channel")
+        .unwrap();
+    assert_eq!((note.channel(), note.payload()), (channel.as_str(), "o1"));
     conn.detach();
     a.cleanup_schema().await.unwrap();
     b.cleanup_schema().await.unwrap();

@@ -163,7 +163,11 @@ impl Provider for ProgressProvider {
         instance: &str,
         execution_id: u64,
     ) -> Result<Vec<Event>, ProviderError> {
-        self.inner.read_with_execution(instance, execution_id).await
+        self.timed(
+            "read_with_execution",
+            self.inner.read_with_execution(instance, execution_id),
+        )
+        .await
     }
 
     async fn append_with_execution(
@@ -172,9 +176,12 @@ impl Provider for ProgressProvider {
         execution_id: u64,
         new_events: Vec<Event>,
     ) -> Result<(), ProviderError> {
-        self.inner
-            .append_with_execution(instance, execution_id, new_events)
-            .await
+        self.timed(
+            "append_with_execution",
+            self.inner
+                .append_with_execution(instance, execution_id, new_events),
+        )
+        .await
     }
 
     async fn enqueue_for_worker(&self, item: WorkItem) -> Result<(), ProviderError> {
@@ -236,7 +243,11 @@ impl Provider for ProgressProvider {
         &self,
         idle_timeout: Duration,
     ) -> Result<usize, ProviderError> {
-        self.inner.cleanup_orphaned_sessions(idle_timeout).await
+        self.timed(
+            "cleanup_orphaned_sessions",
+            self.inner.cleanup_orphaned_sessions(idle_timeout),
+        )
+        .await
     }
 
     async fn abandon_work_item(
@@ -303,21 +314,27 @@ impl Provider for ProgressProvider {
         instance: &str,
         key: &str,
     ) -> Result<Option<String>, ProviderError> {
-        self.inner.get_kv_value(instance, key).await
+        self.timed("get_kv_value", self.inner.get_kv_value(instance, key))
+            .await
     }
 
     async fn get_kv_all_values(
         &self,
         instance: &str,
     ) -> Result<HashMap<String, String>, ProviderError> {
-        self.inner.get_kv_all_values(instance).await
+        self.timed("get_kv_all_values", self.inner.get_kv_all_values(instance))
+            .await
     }
 
     async fn get_instance_stats(
         &self,
         instance: &str,
     ) -> Result<Option<SystemStats>, ProviderError> {
-        self.inner.get_instance_stats(instance).await
+        self.timed(
+            "get_instance_stats",
+            self.inner.get_instance_stats(instance),
+        )
+        .await
     }
 }
 
