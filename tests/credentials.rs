@@ -61,9 +61,12 @@ fn counting_source(
     })
 }
 
-/// The cluster's URL for `role`, without a password.
-fn url_for(role: &str) -> String {
-    common::database_url().replacen("postgres://postgres@", &format!("postgres://{role}@"), 1)
+/// A configuration for `role` on `schema`: the cluster's URL with that user
+/// and no password.
+fn config_for(role: &str, schema: &str) -> PostgresConfig {
+    let url =
+        common::database_url().replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+    PostgresConfig::new(url).with_schema(schema)
 }
 
 async fn admin() -> PgPool {
@@ -98,7 +101,7 @@ async fn the_password_is_required_for_the_test_role() {
     let admin = admin().await;
     let role = password_role(&admin, "right").await;
     let schema = common::fresh_schema_name("pwreq");
-    let err = PostgresProvider::connect(PostgresConfig::new(url_for(&role)).with_schema(&schema))
+    let err = PostgresProvider::connect(config_for(&role, &schema))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err:?}");
@@ -115,13 +118,9 @@ async fn an_expiring_credential_is_cached_while_fresh() {
     // the cache, a_short_lived_token_is_refreshed_halfway_and_not_after_close
     // times the refresh.
     let source = counting_source(&calls, "tok", 2 * REFRESH_AHEAD + Duration::from_secs(2));
-    let p = PostgresProvider::connect(
-        PostgresConfig::new(url_for(&role))
-            .with_schema(&schema)
-            .with_credential_source(source),
-    )
-    .await
-    .unwrap();
+    let p = PostgresProvider::connect(config_for(&role, &schema).with_credential_source(source))
+        .await
+        .unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1, "asked once to connect");
     // Opening more connections while the credential is fresh asks nothing.
     let _ = tokio::join!(p.list_instances(), p.list_instances(), p.list_instances());
@@ -136,13 +135,9 @@ async fn a_wrong_secret_names_host_port_and_user_but_never_the_secret() {
     let role = password_role(&admin, "right").await;
     let schema = common::fresh_schema_name("pwbad");
     let secret = "Wr0ng-s3cret-value";
-    let err = PostgresProvider::connect(
-        PostgresConfig::new(url_for(&role))
-            .with_schema(&schema)
-            .with_credential_source(credential_fn(
-                move || async move { Ok(Credential::new(secret)) },
-            )),
-    )
+    let err = PostgresProvider::connect(config_for(&role, &schema).with_credential_source(
+        credential_fn(move || async move { Ok(Credential::new(secret)) }),
+    ))
     .await
     .unwrap_err();
     let text = format!("{err} {err:?}");
@@ -207,8 +202,7 @@ async fn a_runtime_keeps_running_while_the_password_rotates() {
     };
     let provider = Arc::new(
         PostgresProvider::connect(
-            PostgresConfig::new(url_for(&role))
-                .with_schema(&schema)
+            config_for(&role, &schema)
                 .with_application_name(app.clone())
                 .with_max_lifetime(Some(Duration::from_millis(500)))
                 .with_credential_source(source),
@@ -308,7 +302,7 @@ async fn pgpassword_is_honoured_when_the_url_has_no_password() {
     let role = password_role(&admin, "from-env").await;
     let schema = common::fresh_schema_name("pwenv");
     set_env("PGPASSWORD", "from-env");
-    let p = PostgresProvider::connect(PostgresConfig::new(url_for(&role)).with_schema(&schema))
+    let p = PostgresProvider::connect(config_for(&role, &schema))
         .await
         .unwrap();
     assert!(p.list_instances().await.unwrap().is_empty());
@@ -334,7 +328,7 @@ async fn pgpassfile_is_honoured_when_the_url_has_no_password() {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     set_env("PGPASSFILE", file.to_str().unwrap());
-    let p = PostgresProvider::connect(PostgresConfig::new(url_for(&role)).with_schema(&schema))
+    let p = PostgresProvider::connect(config_for(&role, &schema))
         .await
         .unwrap();
     assert!(p.list_instances().await.unwrap().is_empty());
@@ -351,13 +345,9 @@ async fn a_short_lived_token_is_refreshed_halfway_and_not_after_close() {
     let calls = Arc::new(AtomicUsize::new(0));
     // Lives 4 s, far less than REFRESH_AHEAD: refreshed after ~2 s.
     let source = counting_source(&calls, "short", Duration::from_secs(4));
-    let p = PostgresProvider::connect(
-        PostgresConfig::new(url_for(&role))
-            .with_schema(&schema)
-            .with_credential_source(source),
-    )
-    .await
-    .unwrap();
+    let p = PostgresProvider::connect(config_for(&role, &schema).with_credential_source(source))
+        .await
+        .unwrap();
     // Not due yet: neither new connections nor the refresher ask.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let _ = tokio::join!(p.list_instances(), p.list_instances());

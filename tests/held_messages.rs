@@ -79,10 +79,8 @@ async fn a_delete_racing_a_new_lease_leaves_no_held_message_behind() {
     blocked_by(&admin, staller_pid).await;
 
     // 2. Meanwhile a fetch leases the instance...
-    let (_, _lease, _) = p
-        .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+    let (_, _lease, _) = common::fetch_orchestration_now(&p)
         .await
-        .unwrap()
         .expect("the instance");
     // 3. ...and a message arrives for it, held for that lease, not committed yet.
     let mut enqueuer = PgConnection::connect(&common::database_url())
@@ -159,10 +157,8 @@ async fn a_takeover_takes_everything_the_expired_lease_held() {
     .execute(&admin)
     .await
     .unwrap();
-    let (item, _, _) = p
-        .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+    let (item, _, _) = common::fetch_orchestration_now(&p)
         .await
-        .unwrap()
         .expect("the expired lease is taken over with its held message");
     assert_eq!((item.instance.as_str(), item.messages.len()), (instance, 1));
     p.cleanup_schema().await.unwrap();

@@ -207,10 +207,8 @@ async fn fetches_never_read_the_messages_held_for_leased_instances() {
     // the backend did so far; enqueues read no queue rows).
     let before = settled(&p, &admin, &schema, |s| s.n_tup_upd >= BUSY as i64).await;
     for i in 0..CALLS {
-        let (item, token, _) = p
-            .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+        let (item, token, _) = common::fetch_orchestration_now(&p)
             .await
-            .unwrap()
             .expect("a fresh instance");
         assert_eq!(item.instance, format!("fresh-{i}"));
         p.abandon_orchestration_item(&token, Some(Duration::from_secs(3600)), true)
@@ -230,10 +228,8 @@ async fn fetches_never_read_the_messages_held_for_leased_instances() {
     // The ack of a lease hands its held messages on...
     let (instance, token) = &leases[0];
     common::ack_first_turn(&p, token, instance, "Busy").await;
-    let (item, _, _) = p
-        .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+    let (item, _, _) = common::fetch_orchestration_now(&p)
         .await
-        .unwrap()
         .expect("the acked instance's held messages");
     let per_instance = EACH + (BULK as usize) / BUSY;
     assert_eq!(
@@ -245,10 +241,8 @@ async fn fetches_never_read_the_messages_held_for_leased_instances() {
     p.abandon_orchestration_item(token, None, true)
         .await
         .unwrap();
-    let (item, _, _) = p
-        .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+    let (item, _, _) = common::fetch_orchestration_now(&p)
         .await
-        .unwrap()
         .expect("the abandoned instance's messages");
     assert_eq!(
         (&item.instance, item.messages.len()),

@@ -119,6 +119,14 @@ pub async fn enqueue_and_fetch(
     p.enqueue_for_orchestrator(item, None)
         .await
         .expect("enqueue for the orchestrator");
+    fetch_orchestration_now(p).await
+}
+
+/// Fetches the next orchestration item without waiting, leased for
+/// [`TEST_LEASE`].
+pub async fn fetch_orchestration_now(
+    p: &PostgresProvider,
+) -> Option<(OrchestrationItem, String, u32)> {
     p.fetch_orchestration_item(TEST_LEASE, Duration::ZERO, None)
         .await
         .expect("fetch an orchestration item")
