@@ -9,6 +9,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
 
 use crate::PostgresProvider;
+use crate::call::Statement;
 use crate::codec::{from_stored, now_ms, to_i64, to_u64};
 use crate::error::provider_error;
 
@@ -18,14 +19,10 @@ const DEFAULT_BULK_LIMIT: u32 = 1000;
 async fn ids(
     p: &PostgresProvider,
     op: &str,
-    sql: &str,
+    sql: &Statement,
     arg: Option<&str>,
 ) -> Result<Vec<String>, ProviderError> {
-    sqlx::query_scalar(sql)
-        .bind(arg)
-        .fetch_all(&p.pool)
-        .await
-        .map_err(|e| provider_error(op, e))
+    p.call(op, sql).bind(arg).scalars().await
 }
 
 pub(crate) async fn list_instances(
@@ -69,11 +66,11 @@ pub(crate) async fn list_executions(
     instance: &str,
 ) -> Result<Vec<u64>, ProviderError> {
     const OP: &str = "list_executions";
-    let rows: Vec<i64> = sqlx::query_scalar(&p.sql.list_executions)
+    let rows: Vec<i64> = p
+        .call(OP, &p.sql.list_executions)
         .bind(instance)
-        .fetch_all(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
+        .scalars()
+        .await?;
     rows.into_iter()
         .map(|e| to_u64(OP, "execution_id", e))
         .collect()
@@ -84,11 +81,11 @@ pub(crate) async fn latest_execution_id(
     instance: &str,
 ) -> Result<u64, ProviderError> {
     const OP: &str = "latest_execution_id";
-    let id: i64 = sqlx::query_scalar(&p.sql.latest_execution_id)
+    let id: i64 = p
+        .call(OP, &p.sql.latest_execution_id)
         .bind(instance)
-        .fetch_one(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
+        .scalar()
+        .await?;
     to_u64(OP, "execution_id", id)
 }
 
@@ -97,11 +94,11 @@ pub(crate) async fn instance_info(
     instance: &str,
 ) -> Result<InstanceInfo, ProviderError> {
     const OP: &str = "get_instance_info";
-    let r = sqlx::query(&p.sql.get_instance_info)
+    let r = p
+        .call(OP, &p.sql.get_instance_info)
         .bind(instance)
-        .fetch_one(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
+        .fetch_one()
+        .await?;
     let get = |e| provider_error(OP, e);
     Ok(InstanceInfo {
         instance_id: r.try_get(0).map_err(get)?,
@@ -125,12 +122,12 @@ pub(crate) async fn execution_info(
     execution_id: u64,
 ) -> Result<ExecutionInfo, ProviderError> {
     const OP: &str = "get_execution_info";
-    let r = sqlx::query(&p.sql.get_execution_info)
+    let r = p
+        .call(OP, &p.sql.get_execution_info)
         .bind(instance)
         .bind(to_i64(OP, "execution_id", execution_id)?)
-        .fetch_one(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
+        .fetch_one()
+        .await?;
     let get = |e| provider_error(OP, e);
     let completed_at: Option<i64> = r.try_get(4).map_err(get)?;
     Ok(ExecutionInfo {
@@ -151,10 +148,7 @@ pub(crate) async fn execution_info(
 pub(crate) async fn system_metrics(p: &PostgresProvider) -> Result<SystemMetrics, ProviderError> {
     const OP: &str = "get_system_metrics";
     let (total, executions, running, completed, failed, events): (i64, i64, i64, i64, i64, i64) =
-        sqlx::query_as(&p.sql.get_system_metrics)
-            .fetch_one(&p.pool)
-            .await
-            .map_err(|e| provider_error(OP, e))?;
+        p.call(OP, &p.sql.get_system_metrics).one_as().await?;
     Ok(SystemMetrics {
         total_instances: to_u64(OP, "count", total)?,
         total_executions: to_u64(OP, "count", executions)?,
@@ -167,11 +161,11 @@ pub(crate) async fn system_metrics(p: &PostgresProvider) -> Result<SystemMetrics
 
 pub(crate) async fn queue_depths(p: &PostgresProvider) -> Result<QueueDepths, ProviderError> {
     const OP: &str = "get_queue_depths";
-    let (orchestrator, worker): (i64, i64) = sqlx::query_as(&p.sql.get_queue_depths)
+    let (orchestrator, worker): (i64, i64) = p
+        .call(OP, &p.sql.get_queue_depths)
         .bind(now_ms())
-        .fetch_one(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
+        .one_as()
+        .await?;
     Ok(QueueDepths {
         orchestrator_queue: usize::try_from(orchestrator).unwrap_or(0),
         worker_queue: usize::try_from(worker).unwrap_or(0),
@@ -184,11 +178,10 @@ pub(crate) async fn parent_id(
     instance: &str,
 ) -> Result<Option<String>, ProviderError> {
     const OP: &str = "get_parent_id";
-    sqlx::query_scalar(&p.sql.get_parent_id)
+    p.call(OP, &p.sql.get_parent_id)
         .bind(instance)
-        .fetch_one(&p.pool)
+        .scalar()
         .await
-        .map_err(|e| provider_error(OP, e))
 }
 
 /// The first `N` columns of a row as non-negative counters.
@@ -243,12 +236,12 @@ pub(crate) async fn delete_instances_atomic(
     if ids.is_empty() {
         return Ok(DeleteInstanceResult::default());
     }
-    let counts: DeleteCounts = sqlx::query_as(&p.sql.delete_instances_atomic)
+    let counts: DeleteCounts = p
+        .call(OP, &p.sql.delete_instances_atomic)
         .bind(ids)
         .bind(force)
-        .fetch_one(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
+        .one_as()
+        .await?;
     Ok(counts.0)
 }
 
@@ -258,12 +251,12 @@ pub(crate) async fn delete_instance(
     force: bool,
 ) -> Result<DeleteInstanceResult, ProviderError> {
     const OP: &str = "delete_instance";
-    let counts: DeleteCounts = sqlx::query_as(&p.sql.delete_instance)
+    let counts: DeleteCounts = p
+        .call(OP, &p.sql.delete_instance)
         .bind(instance)
         .bind(force)
-        .fetch_one(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
+        .one_as()
+        .await?;
     Ok(counts.0)
 }
 
@@ -305,12 +298,11 @@ impl PostgresProvider {
     /// [`ProviderError`] when the server refuses the query.
     pub async fn queue_overview(&self) -> Result<Vec<QueueStatus>, ProviderError> {
         const OP: &str = "queue_overview";
-        let rows: Vec<(String, i64, i64, i64, Option<i64>)> =
-            sqlx::query_as(&self.sql.queue_overview)
-                .bind(now_ms())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| provider_error(OP, e))?;
+        let rows: Vec<(String, i64, i64, i64, Option<i64>)> = self
+            .call(OP, &self.sql.queue_overview)
+            .bind(now_ms())
+            .all_as()
+            .await?;
         rows.into_iter()
             .map(|(queue, ready, delayed, locked, oldest)| {
                 Ok(QueueStatus {
@@ -341,13 +333,12 @@ impl PostgresProvider {
     ) -> Result<Vec<String>, ProviderError> {
         const OP: &str = "bulk_delete_roots";
         let (ids, completed_before, limit) = filter_arguments(OP, filter)?;
-        sqlx::query_scalar(&self.sql.bulk_delete_roots)
+        self.call(OP, &self.sql.bulk_delete_roots)
             .bind(ids)
             .bind(completed_before)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .scalars()
             .await
-            .map_err(|e| provider_error(OP, e))
     }
 }
 
@@ -357,13 +348,13 @@ pub(crate) async fn delete_instance_bulk(
 ) -> Result<DeleteInstanceResult, ProviderError> {
     const OP: &str = "delete_instance_bulk";
     let (ids, completed_before, limit) = filter_arguments(OP, filter)?;
-    let counts: DeleteCounts = sqlx::query_as(&p.sql.delete_instance_bulk)
+    let counts: DeleteCounts = p
+        .call(OP, &p.sql.delete_instance_bulk)
         .bind(ids)
         .bind(completed_before)
         .bind(limit)
-        .fetch_one(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
+        .one_as()
+        .await?;
     Ok(counts.0)
 }
 
@@ -386,13 +377,13 @@ pub(crate) async fn prune_executions(
 ) -> Result<PruneResult, ProviderError> {
     const OP: &str = "prune_executions";
     let (keep_last, completed_before) = prune_arguments(OP, options)?;
-    let counts: PruneCounts = sqlx::query_as(&p.sql.prune_executions)
+    let counts: PruneCounts = p
+        .call(OP, &p.sql.prune_executions)
         .bind(instance)
         .bind(keep_last)
         .bind(completed_before)
-        .fetch_one(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
+        .one_as()
+        .await?;
     Ok(counts.0)
 }
 
@@ -404,14 +395,14 @@ pub(crate) async fn prune_executions_bulk(
     const OP: &str = "prune_executions_bulk";
     let (ids, filter_before, limit) = filter_arguments(OP, filter)?;
     let (keep_last, completed_before) = prune_arguments(OP, options)?;
-    let counts: PruneCounts = sqlx::query_as(&p.sql.prune_executions_bulk)
+    let counts: PruneCounts = p
+        .call(OP, &p.sql.prune_executions_bulk)
         .bind(ids)
         .bind(filter_before)
         .bind(limit)
         .bind(keep_last)
         .bind(completed_before)
-        .fetch_one(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
+        .one_as()
+        .await?;
     Ok(counts.0)
 }

@@ -31,6 +31,10 @@ pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// Connections idle longer than this are closed instead of reused by default.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
+/// How long a waiting fetch goes without looking at the tables by default,
+/// should a wake-up hint be lost (a listener reconnecting, a pooler).
+pub const DEFAULT_FALLBACK_POLL: Duration = Duration::from_secs(10);
+
 /// `application_name` of the provider's connections unless configured.
 pub const DEFAULT_APPLICATION_NAME: &str = "duroxide-pg";
 
@@ -60,6 +64,32 @@ pub enum PollMode {
     PollOnly,
 }
 
+/// Environment variable naming the connection pooler in front of the server
+/// when the configuration does not (`transaction` or `none`): operators can
+/// put a process behind PgBouncer without a code change.
+pub const POOLER_ENV: &str = "DUROXIDE_PG_POOLER";
+
+/// What sits between the provider and PostgreSQL
+/// ([`PostgresConfig::with_pooler`], or [`POOLER_ENV`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pooler {
+    /// Direct connections, or a pooler in session mode: every connection keeps
+    /// one server session for its lifetime (default). Calls use prepared
+    /// statements; waiting fetches use `LISTEN`/`NOTIFY`.
+    #[default]
+    None,
+    /// A pooler in transaction mode (PgBouncer `pool_mode = transaction`,
+    /// including 1.18 and other versions without prepared-statement
+    /// tracking): consecutive transactions of one client connection may run on
+    /// different server sessions. The provider then keeps nothing in a
+    /// session: each call goes out as one simple-query message with its
+    /// arguments as literals (no named prepared statement another client could
+    /// run or collide with; still one round trip), sends no startup `options`
+    /// (the transaction's settings travel with each call), and polls
+    /// ([`PollMode::PollOnly`]; `LISTEN` needs a session).
+    Transaction,
+}
+
 /// Everything needed to build a [`crate::PostgresProvider`]. Build it with
 /// [`PostgresConfig::new`] and the `with_*` methods, then call
 /// [`crate::PostgresProvider::connect`].
@@ -71,14 +101,46 @@ pub struct PostgresConfig {
     pub(crate) acquire_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) migrations: MigrationMode,
-    pub(crate) poll_mode: PollMode,
+    /// `None`: long polling, or poll-only behind a transaction pooler.
+    pub(crate) poll_mode: Option<PollMode>,
+    /// `None`: from [`POOLER_ENV`], else [`Pooler::None`].
+    pub(crate) pooler: Option<Pooler>,
     pub(crate) max_lifetime: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) application_name: String,
     pub(crate) statement_timeout: Option<Duration>,
     pub(crate) worker_prefetch: bool,
+    pub(crate) fallback_poll: Duration,
     pub(crate) credential_source: Option<Arc<dyn CredentialSource>>,
     pub(crate) tls: TlsSettings,
+}
+
+/// `current_setting('search_path')` by the simple-query protocol. A named,
+/// concrete function keeps the caller's future `Send` (as `exec_script` in
+/// the migration runner).
+fn current_search_path<'c>(
+    conn: &'c mut PgConnection,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<sqlx::postgres::PgRow, sqlx::Error>> + Send + 'c>,
+> {
+    Box::pin(async move {
+        // A plain `&str` runs as a simple query: nothing is prepared.
+        sqlx::Executor::fetch_one(conn, "SELECT current_setting('search_path')").await
+    })
+}
+
+/// PgBouncer refuses a login that carries startup parameters it does not
+/// know (`options`, which the default configuration sends): say what to do.
+fn with_pooler_hint(reason: String) -> String {
+    if reason.contains("unsupported startup parameter") {
+        format!(
+            "{reason} (a connection pooler such as PgBouncer refused the startup options: behind \
+             a pooler in transaction mode set PostgresConfig::with_pooler(Pooler::Transaction) or \
+             {POOLER_ENV}=transaction)"
+        )
+    } else {
+        reason
+    }
 }
 
 /// How the provider's connections use TLS: libpq's `sslmode`, settable in the
@@ -117,11 +179,13 @@ impl std::fmt::Debug for PostgresConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("migrations", &self.migrations)
             .field("poll_mode", &self.poll_mode)
+            .field("pooler", &self.pooler)
             .field("max_lifetime", &self.max_lifetime)
             .field("idle_timeout", &self.idle_timeout)
             .field("application_name", &self.application_name)
             .field("statement_timeout", &self.statement_timeout)
             .field("worker_prefetch", &self.worker_prefetch)
+            .field("fallback_poll", &self.fallback_poll)
             .field("credential_source", &self.credential_source.is_some())
             .field("tls", &self.tls)
             .finish()
@@ -141,12 +205,14 @@ impl PostgresConfig {
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             migrations: MigrationMode::Apply,
-            poll_mode: PollMode::LongPoll,
+            poll_mode: None,
+            pooler: None,
             max_lifetime: Some(DEFAULT_MAX_LIFETIME),
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             application_name: DEFAULT_APPLICATION_NAME.to_string(),
             statement_timeout: None,
             worker_prefetch: true,
+            fallback_poll: DEFAULT_FALLBACK_POLL,
             credential_source: None,
             tls: TlsSettings::default(),
         }
@@ -184,8 +250,59 @@ impl PostgresConfig {
 
     /// Long polling (default) or poll-only.
     pub fn with_poll_mode(mut self, mode: PollMode) -> Self {
-        self.poll_mode = mode;
+        self.poll_mode = Some(mode);
         self
+    }
+
+    /// Declare the connection pooler in front of the server (default: the
+    /// [`POOLER_ENV`] environment variable, else [`Pooler::None`]). Behind
+    /// PgBouncer or another pooler in transaction mode, set
+    /// [`Pooler::Transaction`]; with the default, a pooler that drops the
+    /// connection's startup options is detected at construction and refused
+    /// ([`crate::Error::PoolerDetected`]).
+    pub fn with_pooler(mut self, pooler: Pooler) -> Self {
+        self.pooler = Some(pooler);
+        self
+    }
+
+    /// The pooler this configuration resolves to: the explicit setting, else
+    /// [`POOLER_ENV`], else [`Pooler::None`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when the variable holds anything but
+    /// `transaction` or `none`.
+    pub fn resolved_pooler(&self) -> Result<Pooler, Error> {
+        if let Some(p) = self.pooler {
+            return Ok(p);
+        }
+        match std::env::var(POOLER_ENV) {
+            Err(_) => Ok(Pooler::None),
+            Ok(raw) => match raw.trim().to_ascii_lowercase().as_str() {
+                "" | "none" => Ok(Pooler::None),
+                "transaction" => Ok(Pooler::Transaction),
+                _ => Err(Error::InvalidConfig(format!(
+                    "{POOLER_ENV}={raw:?} is not a pooler mode: use \"transaction\" (PgBouncer and \
+                     other poolers in transaction mode) or \"none\""
+                ))),
+            },
+        }
+    }
+
+    /// How fetches wait: the explicit setting, else long polling, except
+    /// behind a transaction pooler, where only polling works.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for long polling behind a transaction pooler.
+    pub fn resolved_poll_mode(&self) -> Result<PollMode, Error> {
+        match (self.resolved_pooler()?, self.poll_mode) {
+            (Pooler::None, mode) => Ok(mode.unwrap_or_default()),
+            (Pooler::Transaction, None | Some(PollMode::PollOnly)) => Ok(PollMode::PollOnly),
+            (Pooler::Transaction, Some(PollMode::LongPoll)) => Err(Error::InvalidConfig(
+                "long polling needs LISTEN, which a transaction pooler cannot carry: use \
+                 PollMode::PollOnly (the default behind Pooler::Transaction)"
+                    .into(),
+            )),
+        }
     }
 
     /// Replace connections older than `lifetime` (`None`: keep them for
@@ -230,6 +347,17 @@ impl PostgresConfig {
     /// ahead. Turn it off to make every fetch go to the database.
     pub fn with_worker_prefetch(mut self, enabled: bool) -> Self {
         self.worker_prefetch = enabled;
+        self
+    }
+
+    /// The longest a waiting fetch goes without looking at the tables
+    /// (default [`DEFAULT_FALLBACK_POLL`], 10 s). Work normally wakes a waiting
+    /// fetch within milliseconds through `LISTEN`/`NOTIFY` and at the fire time
+    /// of delayed items; this interval only bounds the delay when a wake-up is
+    /// lost (the listener reconnecting). Each waiting fetch costs one query per
+    /// interval when idle. Must be at least 1 ms.
+    pub fn with_fallback_poll(mut self, interval: Duration) -> Self {
+        self.fallback_poll = interval;
         self
     }
 
@@ -336,6 +464,13 @@ impl PostgresConfig {
     ) -> Result<PgConnection, Error> {
         validate_schema_name(&self.schema)?;
         self.resolved_max_connections()?;
+        self.resolved_poll_mode()?;
+        if self.fallback_poll < Duration::from_millis(1) {
+            return Err(Error::InvalidConfig(format!(
+                "the fallback poll interval must be at least 1 ms, got {:?}",
+                self.fallback_poll
+            )));
+        }
         let mut options = self.driver_options()?;
         let (host, port, user) = (
             options.get_host().to_string(),
@@ -357,12 +492,45 @@ impl PostgresConfig {
         match tokio::time::timeout(self.connect_timeout, PgConnection::connect_with(&options)).await
         {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(connect_error(e.to_string())),
+            Ok(Err(e)) => Err(connect_error(with_pooler_hint(e.to_string()))),
             Err(_) => Err(connect_error(format!(
                 "no connection within the connect timeout of {:?}",
                 self.connect_timeout
             ))),
         }
+    }
+
+    /// With [`Pooler::None`], proves the server applied this connection's
+    /// startup options. A pooler that drops them (PgBouncer with
+    /// `ignore_startup_parameters = options`) most likely also moves a
+    /// client between server sessions, where a prepared statement's name
+    /// could reach another client's statement: refused before any call.
+    /// One simple-query round trip (nothing named is prepared for it).
+    pub(crate) async fn check_session_kept(&self, conn: &mut PgConnection) -> Result<(), Error> {
+        if self.resolved_pooler()? == Pooler::Transaction {
+            return Ok(());
+        }
+        let row = current_search_path(conn)
+            .await
+            .map_err(|e| Error::Database {
+                operation: "check the connection's session settings",
+                reason: e.to_string(),
+            })?;
+        let search_path: String = sqlx::Row::try_get(&row, 0).map_err(|e| Error::Database {
+            operation: "check the connection's session settings",
+            reason: e.to_string(),
+        })?;
+        if search_path == self.schema {
+            return Ok(());
+        }
+        Err(Error::PoolerDetected {
+            evidence: format!(
+                "the server did not apply the connection's startup options (search_path is \
+                 {search_path:?}, not {:?})",
+                self.schema
+            ),
+            env: POOLER_ENV,
+        })
     }
 
     /// The lazily connected sqlx pool for migrations and tools.
@@ -385,7 +553,37 @@ impl PostgresConfig {
             max_lifetime: self.max_lifetime,
             idle_timeout: self.idle_timeout,
             schema: self.schema.clone(),
+            literal_prefix: match self.resolved_pooler()? {
+                Pooler::None => None,
+                Pooler::Transaction => Some(self.transaction_settings()?),
+            },
         })
+    }
+
+    /// Behind a transaction pooler, what the startup options carry otherwise,
+    /// as statements that open each call's (implicit) transaction: the
+    /// isolation level the stored functions rely on and the statement
+    /// timeout. `SET LOCAL` lasts only for that transaction, so nothing is
+    /// left on the server session for the pooler's next client.
+    fn transaction_settings(&self) -> Result<String, Error> {
+        let mut prefix = String::from("SET TRANSACTION ISOLATION LEVEL READ COMMITTED; ");
+        if let Some(t) = self.statement_timeout()? {
+            prefix.push_str(&format!(
+                "SET LOCAL statement_timeout = '{}ms'; ",
+                t.as_millis()
+            ));
+        }
+        Ok(prefix)
+    }
+
+    /// The configured statement timeout, checked.
+    fn statement_timeout(&self) -> Result<Option<Duration>, Error> {
+        match self.statement_timeout {
+            Some(t) if t.is_zero() => Err(Error::InvalidConfig(
+                "statement_timeout must be positive (use None for no timeout)".into(),
+            )),
+            t => Ok(t),
+        }
     }
 
     /// Driver options for every connection the provider opens. The
@@ -399,6 +597,15 @@ impl PostgresConfig {
                 self.application_name.len()
             )));
         }
+        let options = self
+            .connect_options()?
+            .application_name(&self.application_name);
+        // A transaction pooler keeps no session settings (PgBouncer refuses
+        // or drops `options`): they travel with each call instead.
+        if self.resolved_pooler()? == Pooler::Transaction {
+            self.statement_timeout()?;
+            return Ok(options);
+        }
         // READ COMMITTED whatever the role or database default: the stored
         // functions rely on a statement that waited for a row lock seeing what
         // committed meanwhile (migration 0009's held messages).
@@ -409,21 +616,13 @@ impl PostgresConfig {
                 "read\\ committed".to_string(),
             ),
         ];
-        if let Some(t) = self.statement_timeout {
-            if t.is_zero() {
-                return Err(Error::InvalidConfig(
-                    "statement_timeout must be positive (use None for no timeout)".into(),
-                ));
-            }
+        if let Some(t) = self.statement_timeout()? {
             settings.push((
                 "statement_timeout".to_string(),
                 format!("{}ms", t.as_millis()),
             ));
         }
-        Ok(self
-            .connect_options()?
-            .application_name(&self.application_name)
-            .options(settings))
+        Ok(options.options(settings))
     }
 
     /// Parses the URL into driver options.

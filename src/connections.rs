@@ -46,6 +46,10 @@ pub(crate) struct PoolSettings {
     pub idle_timeout: Option<Duration>,
     /// The provider's schema: the `schema` label of the pool's metrics.
     pub schema: String,
+    /// Behind a transaction pooler: calls are sent as literal text with this
+    /// prefix (the settings a session cannot keep there; see `call.rs`).
+    /// `None`: prepared statements.
+    pub literal_prefix: Option<String>,
 }
 
 struct Idle {
@@ -117,6 +121,12 @@ impl Connections {
             opened: now,
             idle_since: now,
         });
+    }
+
+    /// The prefix of literal calls, when calls must be sent as literal text
+    /// (behind a transaction pooler); `None` for prepared statements.
+    pub(crate) fn literal_prefix(&self) -> Option<&str> {
+        self.settings.literal_prefix.as_deref()
     }
 
     /// Most connections open at once.
@@ -425,6 +435,7 @@ mod tests {
             max_lifetime: None,
             idle_timeout: None,
             schema: "pool_test".into(),
+            literal_prefix: None,
         };
         settings(&mut s);
         Connections::new(PgConnectOptions::from_str(&url).unwrap(), s, None)

@@ -92,6 +92,22 @@ pub enum Error {
         /// The oldest major version supported.
         minimum: u32,
     },
+    /// The default configuration ([`crate::Pooler::None`]) found a connection
+    /// pooler in front of the server that does not keep sessions: using
+    /// prepared statements there could run a statement another client
+    /// prepared. Nothing was changed.
+    #[error(
+        "{evidence}: a connection pooler that does not keep server sessions is in front of the \
+         server (PgBouncer, say). Behind a pooler in transaction mode set \
+         PostgresConfig::with_pooler(Pooler::Transaction) or {env}=transaction; \
+         in session mode, let it pass the startup parameter `options` through"
+    )]
+    PoolerDetected {
+        /// What showed it.
+        evidence: String,
+        /// [`crate::config::POOLER_ENV`].
+        env: &'static str,
+    },
     /// Any other database failure during construction or maintenance.
     #[error("database error during {operation}: {reason}")]
     Database {
@@ -114,6 +130,9 @@ impl From<Error> for ProviderError {
 /// Whether a PostgreSQL SQLSTATE names a condition worth retrying: the
 /// transaction lost a race or the connection/server had a transient problem.
 pub(crate) fn is_retryable_sqlstate(code: &str) -> bool {
+    if pooler_symptom(code).is_some() {
+        return false;
+    }
     matches!(
         code,
         "40001" // serialization_failure
@@ -132,13 +151,37 @@ pub(crate) fn is_retryable_sqlstate(code: &str) -> bool {
         || code.starts_with("28")
 }
 
+/// What a SQLSTATE means when it is the symptom of a transaction pooler in
+/// front of a provider configured without one: prepared statements meeting
+/// other clients' statements on a shared server session. Permanent: retrying
+/// would run into the same sessions (or, worse, a statement of the same
+/// shape).
+fn pooler_symptom(code: &str) -> Option<&'static str> {
+    match code {
+        "42P05" => Some("a prepared statement of that name already exists on the server session"),
+        "26000" => Some("the prepared statement does not exist on the server session"),
+        "08P01" => {
+            Some("the server session's statement does not match the call (protocol violation)")
+        }
+        _ => None,
+    }
+}
+
 /// Maps a `sqlx` error from provider operation `operation` to a classified
 /// [`ProviderError`]. The one place where retryable vs permanent is decided.
 pub(crate) fn provider_error(operation: &str, err: sqlx::Error) -> ProviderError {
     let (class, error) = match &err {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-            let message = format!("{} (SQLSTATE {code})", db.message());
+            let mut message = format!("{} (SQLSTATE {code})", db.message());
+            if let Some(symptom) = pooler_symptom(&code) {
+                message.push_str(&format!(
+                    ": {symptom}; this is what a connection pooler in transaction mode (PgBouncer) \
+                     does to prepared statements: set PostgresConfig::with_pooler(Pooler::Transaction) \
+                     or {}=transaction",
+                    crate::config::POOLER_ENV
+                ));
+            }
             let class = code.get(..2).unwrap_or("other").to_owned();
             // Our own stored functions raise class DX for conditions the caller
             // caused (bad token, missing instance, precondition): never retry.
@@ -208,7 +251,7 @@ mod tests {
     fn permanent_sqlstates() {
         for code in [
             "23505", "23503", "23502", "23514", "22P02", "22001", "22021", "42883", "42P01",
-            "DXT01", "DXN01", "XX000", "",
+            "DXT01", "DXN01", "XX000", "", "42P05", "26000", "08P01",
         ] {
             assert!(!is_retryable_sqlstate(code), "{code} should be permanent");
         }

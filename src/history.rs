@@ -5,7 +5,6 @@ use duroxide::providers::ProviderError;
 
 use crate::PostgresProvider;
 use crate::codec::{decode_all, event_columns, to_i64};
-use crate::error::provider_error;
 
 /// Reads one execution's events (`None`: the latest execution). Each stored
 /// JSON text is parsed exactly once, straight into `Event`. Corrupted rows give
@@ -19,12 +18,12 @@ pub(crate) async fn read(
     let execution_id = execution_id
         .map(|e| to_i64(operation, "execution_id", e))
         .transpose()?;
-    let texts: Vec<String> = sqlx::query_scalar(&p.sql.read_history)
+    let texts: Vec<String> = p
+        .call(operation, &p.sql.read_history)
         .bind(instance)
         .bind(execution_id)
-        .fetch_all(&p.pool)
-        .await
-        .map_err(|e| provider_error(operation, e))?;
+        .scalars()
+        .await?;
     decode_all(operation, &texts)
 }
 
@@ -36,13 +35,12 @@ pub(crate) async fn append(
 ) -> Result<(), ProviderError> {
     const OP: &str = "append_with_execution";
     let (ids, data) = event_columns(OP, events)?;
-    sqlx::query(&p.sql.append_history)
+    p.call(OP, &p.sql.append_history)
         .bind(instance)
         .bind(to_i64(OP, "execution_id", execution_id)?)
         .bind(ids)
         .bind(data)
-        .execute(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
+        .execute()
+        .await?;
     Ok(())
 }

@@ -6,24 +6,23 @@ use std::time::Duration;
 use duroxide::providers::ProviderError;
 
 use crate::PostgresProvider;
+use crate::call::Statement;
 use crate::codec::{millis, now_ms};
-use crate::error::provider_error;
 
 /// Extends the lease `token` by `extend_for` through `sql`.
 pub(crate) async fn renew(
     p: &PostgresProvider,
     operation: &str,
-    sql: &str,
+    sql: &Statement,
     token: &str,
     extend_for: Duration,
 ) -> Result<(), ProviderError> {
-    sqlx::query(sql)
+    p.call(operation, sql)
         .bind(token)
         .bind(now_ms())
         .bind(millis(extend_for))
-        .execute(&p.pool)
-        .await
-        .map_err(|e| provider_error(operation, e))?;
+        .execute()
+        .await?;
     Ok(())
 }
 
@@ -32,18 +31,17 @@ pub(crate) async fn renew(
 pub(crate) async fn abandon(
     p: &PostgresProvider,
     operation: &str,
-    sql: &str,
+    sql: &Statement,
     token: &str,
     delay: Option<Duration>,
     ignore_attempt: bool,
 ) -> Result<(), ProviderError> {
-    sqlx::query(sql)
+    p.call(operation, sql)
         .bind(token)
         .bind(now_ms())
         .bind(delay.map(millis))
         .bind(ignore_attempt)
-        .execute(&p.pool)
-        .await
-        .map_err(|e| provider_error(operation, e))?;
+        .execute()
+        .await?;
     Ok(())
 }

@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod migrations;
 
 mod admin;
+mod call;
 mod codec;
 mod connections;
 mod history;
@@ -49,7 +50,8 @@ mod worker_queue;
 
 pub use admin::QueueStatus;
 pub use config::{
-    MigrationMode, PollMode, PostgresConfig, SslMode, redact_url, scrub, validate_schema_name,
+    MigrationMode, PollMode, Pooler, PostgresConfig, SslMode, redact_url, scrub,
+    validate_schema_name,
 };
 pub use error::Error;
 pub use prefetch::{PREFETCH_HOLD, PREFETCH_LIMIT};

@@ -22,8 +22,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Layout of the shared cluster: a running cluster set up by a build with an
-/// older layout is replaced (3: a test CA and a TLS server certificate).
-const CLUSTER_LAYOUT: &str = "4";
+/// older layout is replaced (3: a test CA and a TLS server certificate; 5: the
+/// watchdog also stops the PgBouncer of [`pgbouncer_url`]).
+const CLUSTER_LAYOUT: &str = "5";
 
 /// Seconds without any user before the watchdog stops the cluster.
 const IDLE_SECONDS: u32 = 20;
@@ -45,11 +46,122 @@ pub fn database_url() -> Result<String, ClusterError> {
     {
         return Ok(url);
     }
+    local_url()
+}
+
+/// The shared throwaway cluster's URL (started on first use), whatever
+/// `DATABASE_URL` says: for tests that need what only that cluster has
+/// (its roles, certificates, `pg_stat_statements`, the PgBouncer in front).
+///
+/// # Errors
+/// As [`database_url`].
+pub fn local_url() -> Result<String, ClusterError> {
     static SHARED: OnceLock<Result<String, String>> = OnceLock::new();
     SHARED
         .get_or_init(|| join_or_start().map_err(|e| e.0))
         .clone()
         .map_err(ClusterError)
+}
+
+/// The URL of a real PgBouncer (the Debian package `pgbouncer`, 1.18 here)
+/// in transaction pooling mode in front of the shared throwaway cluster,
+/// started on first use on a free loopback port and stopped with the
+/// cluster. Like PgBouncer setups in production it ignores the startup
+/// parameters `options` and `extra_float_digits` (it would refuse the login
+/// otherwise) and shares a few server connections among all clients.
+///
+/// # Errors
+/// [`ClusterError`] when the cluster cannot start or `pgbouncer` is not
+/// installed (the message says what to install).
+pub fn pgbouncer_url() -> Result<String, ClusterError> {
+    static SHARED: OnceLock<Result<String, String>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            let cluster = local_url().map_err(|e| e.0)?;
+            join_or_start_pgbouncer(&cluster).map_err(|e| e.0)
+        })
+        .clone()
+        .map_err(ClusterError)
+}
+
+/// Where Debian installs PgBouncer.
+const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
+
+/// How many server connections PgBouncer opens per database and user: far
+/// fewer than the clients a test run opens, so they really share sessions.
+const PGBOUNCER_POOL_SIZE: u32 = 20;
+
+fn join_or_start_pgbouncer(cluster_url: &str) -> Result<String, ClusterError> {
+    let cluster_port = cluster_url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .ok_or_else(|| err(format!("no port in {cluster_url}")))?
+        .to_string();
+    let base = base_dir();
+    let setup = lock_file(&base.join("setup.lock"))?;
+    setup.lock().map_err(|e| err(format!("lock setup: {e}")))?;
+    let result = ensure_pgbouncer(&base, &cluster_port);
+    drop(setup);
+    result
+}
+
+fn ensure_pgbouncer(base: &Path, cluster_port: &str) -> Result<String, ClusterError> {
+    let dir = base.join("bouncer");
+    let port_file = dir.join("port");
+    let pid_file = dir.join("pgbouncer.pid");
+    if let (Ok(port), Ok(pid)) = (
+        fs::read_to_string(&port_file),
+        fs::read_to_string(&pid_file),
+    ) && Path::new(&format!("/proc/{}", pid.trim())).exists()
+    {
+        return Ok(url(port.trim()));
+    }
+    if !Path::new(PGBOUNCER).exists() {
+        return Err(err(format!(
+            "{PGBOUNCER} not found: install the Debian package `pgbouncer` (apt-get install pgbouncer)"
+        )));
+    }
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).map_err(|e| err(format!("create {}: {e}", dir.display())))?;
+    let port = free_port()?;
+    let ini = format!(
+        "[databases]\n* = host=127.0.0.1 port={cluster_port}\n\n[pgbouncer]\n\
+         listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+         auth_type = trust\nauth_file = {dir}/userlist.txt\n\
+         pool_mode = transaction\nmax_client_conn = 2000\n\
+         default_pool_size = {PGBOUNCER_POOL_SIZE}\n\
+         ignore_startup_parameters = extra_float_digits,options\n\
+         admin_users = postgres\nstats_users = postgres\n\
+         logfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
+        dir = dir.display()
+    );
+    fs::write(dir.join("pgbouncer.ini"), ini)
+        .map_err(|e| err(format!("write pgbouncer.ini: {e}")))?;
+    fs::write(dir.join("userlist.txt"), "\"postgres\" \"\"\n")
+        .map_err(|e| err(format!("write userlist.txt: {e}")))?;
+    let root = is_root();
+    // PgBouncer, like PostgreSQL, refuses to run as root.
+    let mut start = if root {
+        run(
+            {
+                let mut c = Command::new("chown");
+                c.args(["-R", "postgres:postgres"]).arg(&dir);
+                c
+            },
+            "chown the PgBouncer directory to postgres",
+        )?;
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", PGBOUNCER]);
+        c
+    } else {
+        Command::new(PGBOUNCER)
+    };
+    start.arg("-d").arg(dir.join("pgbouncer.ini"));
+    run(start, "start pgbouncer")?;
+    wait_ready(port)?;
+    fs::write(&port_file, port.to_string())
+        .map_err(|e| err(format!("write PgBouncer port file: {e}")))?;
+    Ok(url(&port.to_string()))
 }
 
 fn err(msg: impl Into<String>) -> ClusterError {
@@ -493,7 +605,7 @@ while sleep 2; do
     idle=0
   fi
   if [ "$idle" -ge {IDLE_SECONDS} ]; then
-    flock -x setup.lock sh -c 'flock -n -x users.lock true || exit 1; {as_pg}"{bin}/pg_ctl" -D pg/data -m fast -w stop >/dev/null 2>&1; rm -rf pg port version'
+    flock -x setup.lock sh -c 'flock -n -x users.lock true || exit 1; [ -f bouncer/pgbouncer.pid ] && kill "$(cat bouncer/pgbouncer.pid)"; {as_pg}"{bin}/pg_ctl" -D pg/data -m fast -w stop >/dev/null 2>&1; rm -rf pg port version bouncer'
     [ -d pg ] || exit 0
     idle=0
   fi

@@ -6,6 +6,17 @@
 //! the next delayed item's visible time (reported by the fetch function
 //! itself) and, in case a hint was lost, after a bounded fallback interval.
 //! Hints are never trusted: a woken fetch simply runs its query again.
+//!
+//! A hint says that work exists, not who may take it: session ownership (each
+//! runtime slot owns its sessions), tag filters, the capability filter, a
+//! lease held elsewhere, or the runtime's session cap (which changes a
+//! fetch's arguments between calls) can make the woken waiter the wrong one.
+//! So a hint is never consumed by a waiter that leases nothing: that waiter
+//! passes it on to every other waiting fetch of the queue (each looks once)
+//! and returns to its caller, which calls again with arguments it may have
+//! changed meanwhile. Whatever decides eligibility, a hint reaches every
+//! waiter that could take the work, at the cost of one wasted query per
+//! waiter when the first one woken could not.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,10 +31,6 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::codec::now_ms;
-
-/// Longest a waiting fetch goes without re-checking the tables, so a lost
-/// notification delays work by at most this much.
-pub const FALLBACK_POLL_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How many waiters one hint may wake (bounds the work of a huge batch).
 const MAX_WAKE_PER_HINT: u32 = 64;
@@ -48,6 +55,9 @@ pub(crate) enum Attempt<T> {
 struct QueueWakeups {
     /// Work became visible now: wakes as many waiters as items.
     work: Notify,
+    /// A waiter woken for work it could not take passed the hint on: every
+    /// waiter registered now looks once.
+    passed_on: Notify,
     /// `later_at` changed: waiters recompute when to wake.
     reschedule: Notify,
     /// Earliest announced future visible time (ms since epoch; 0 = none).
@@ -83,6 +93,10 @@ impl QueueWakeups {
 struct Wakeups {
     orchestrator: QueueWakeups,
     worker: QueueWakeups,
+    /// A worker fetch with a session configuration began: fetches waiting
+    /// without one (the runtime was at its session cap when it called them)
+    /// return, so their callers decide again.
+    sessions_resumed: Notify,
 }
 
 impl Wakeups {
@@ -127,9 +141,21 @@ pub(crate) struct LongPoll {
     task: JoinHandle<()>,
     /// The provider's schema: the `schema` label of the wake-up metrics.
     schema: String,
+    /// Longest a waiting fetch goes without re-checking the tables.
+    fallback: Duration,
 }
 
 impl LongPoll {
+    /// A worker fetch with a session configuration is starting: the caller is
+    /// below its session cap, so fetches waiting without sessions (called
+    /// while the cap was reached) return to let their callers decide again.
+    ///
+    /// Why here: the runtime frees a session slot after the ack, without a
+    /// provider call; the freeing slot's next fetch is the first sign of it.
+    pub(crate) fn sessions_resumed(&self) {
+        self.wakeups.sessions_resumed.notify_waiters();
+    }
+
     /// Stops listening: the task and its connection end now.
     pub(crate) fn stop(&self) {
         self.task.abort();
@@ -148,6 +174,7 @@ impl LongPoll {
         pool: &PgPool,
         channel: &str,
         schema: &str,
+        fallback: Duration,
     ) -> Result<Self, sqlx::Error> {
         let mut listener = PgListener::connect_with(pool).await?;
         listener.listen(channel).await?;
@@ -157,6 +184,7 @@ impl LongPoll {
             wakeups,
             task,
             schema: schema.to_owned(),
+            fallback,
         })
     }
 }
@@ -187,11 +215,43 @@ async fn listen(mut listener: PgListener, wakeups: Arc<Wakeups>) {
     }
 }
 
+/// Why a waiting fetch looks at the tables again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Woken {
+    /// A hint was handed to this waiter.
+    Hint,
+    /// Another waiter could not use its hint and passed it on.
+    PassedOn,
+}
+
+/// Completes when `notified` does; never when there is none.
+async fn or_never(notified: Option<std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>>) {
+    match notified {
+        Some(n) => n.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Which waiting fetches a fetch is, for the wake-ups that concern only some.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waiter {
+    /// Any fetch not listed below.
+    Plain,
+    /// A worker fetch without a session configuration: returns when a fetch
+    /// with one starts ([`LongPoll::sessions_resumed`]).
+    WithoutSessions,
+}
+
 /// Runs `attempt` until it finds work or `poll_timeout` has passed. Without a
 /// listener (poll-only mode) or with a zero timeout, tries exactly once.
+///
+/// A fetch woken by a hint (or a passed-on hint) that then leases nothing
+/// returns `Ok(None)` at once instead of waiting again; one woken by its own
+/// hint first passes it on (see the module doc).
 pub(crate) async fn poll<T, F, Fut>(
     long_poll: Option<&LongPoll>,
     queue: Queue,
+    waiter: Waiter,
     poll_timeout: Duration,
     mut attempt: F,
 ) -> Result<Option<T>, ProviderError>
@@ -200,26 +260,57 @@ where
     Fut: Future<Output = Result<Attempt<T>, ProviderError>>,
 {
     let deadline = Instant::now() + poll_timeout;
+    let mut woken: Option<Woken> = None;
     loop {
         // Register before querying, so a hint sent after the query's snapshot
         // but before the wait starts is not missed.
         let wakeups = long_poll.map(|lp| lp.wakeups.of(queue));
         let work = wakeups.map(|w| w.work.notified());
+        let passed_on = wakeups.map(|w| w.passed_on.notified());
+        let resumed = long_poll
+            .filter(|_| waiter == Waiter::WithoutSessions)
+            .map(|lp| lp.wakeups.sessions_resumed.notified());
         let mut work = std::pin::pin!(work);
-        if let Some(n) = work.as_mut().as_pin_mut() {
+        let mut passed_on = std::pin::pin!(passed_on);
+        let mut resumed = std::pin::pin!(resumed);
+        for n in [
+            work.as_mut().as_pin_mut(),
+            passed_on.as_mut().as_pin_mut(),
+            resumed.as_mut().as_pin_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             n.enable();
         }
-        let wake_at = match attempt().await? {
+        let outcome = attempt().await;
+        if !matches!(outcome, Ok(Attempt::Found(_)))
+            && woken == Some(Woken::Hint)
+            && let (Some(w), Some(lp)) = (wakeups, long_poll)
+        {
+            // The hint was for work this fetch may not take (or its query
+            // failed): everyone else looks, whatever filter decided it.
+            w.passed_on.notify_waiters();
+            crate::metrics::wakeup(&lp.schema, queue, "passed_on");
+        }
+        let wake_at = match outcome? {
             Attempt::Found(found) => return Ok(Some(found)),
             Attempt::Empty { wake_at } => wake_at,
         };
-        let (Some(wakeups), Some(mut work)) = (wakeups, work.as_mut().as_pin_mut()) else {
+        let (Some(wakeups), Some(lp), Some(mut work), Some(mut passed_on)) = (
+            wakeups,
+            long_poll,
+            work.as_mut().as_pin_mut(),
+            passed_on.as_mut().as_pin_mut(),
+        ) else {
             return Ok(None);
         };
-        if Instant::now() >= deadline {
+        // Woken for work and found none: the caller decides what to fetch
+        // next (the runtime's session cap, for one, changes its arguments).
+        if woken.is_some() || Instant::now() >= deadline {
             return Ok(None);
         }
-        let fallback = Instant::now() + FALLBACK_POLL_INTERVAL;
+        let fallback = Instant::now() + lp.fallback;
         // Wait for work, for the earliest known future item, or the fallback;
         // an announced future item only moves the alarm, it costs no query.
         let reason = loop {
@@ -239,13 +330,26 @@ where
                 }
             }
             tokio::select! {
-                () = work.as_mut() => break Some("notification"),
+                () = work.as_mut() => {
+                    woken = Some(Woken::Hint);
+                    break Some("notification");
+                }
+                () = passed_on.as_mut() => {
+                    woken = Some(Woken::PassedOn);
+                    break None;
+                }
+                // The caller's arguments are stale: no query, it calls again.
+                () = or_never(resumed.as_mut().as_pin_mut()) => {
+                    crate::metrics::wakeup(&lp.schema, queue, "sessions_resumed");
+                    return Ok(None);
+                }
                 () = reschedule => {}
                 () = tokio::time::sleep_until(until) => break reason,
             }
         };
-        // `None`: the poll timeout ended the wait; the last look follows.
-        if let (Some(reason), Some(lp)) = (reason, long_poll) {
+        // `None`: the poll timeout ended the wait (the last look follows), or
+        // a passed-on hint (counted once, by the waiter that passed it on).
+        if let Some(reason) = reason {
             crate::metrics::wakeup(&lp.schema, queue, reason);
         }
     }

@@ -180,8 +180,12 @@ pub struct MigrationStatus {
 pub async fn status(pool: &PgPool, schema: &str) -> Result<MigrationStatus, Error> {
     crate::config::validate_schema_name(schema)?;
     let mut conn = pool.acquire().await.map_err(db)?;
-    let (applied, unknown): (Vec<_>, Vec<_>) = read_ledger(&mut conn, schema)
-        .await?
+    // In a transaction: behind a transaction pooler, an unnamed statement
+    // lives only as long as the transaction's server session.
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(db)?;
+    let ledger = read_ledger(&mut tx, schema).await;
+    tx.rollback().await.map_err(db)?;
+    let (applied, unknown): (Vec<_>, Vec<_>) = ledger?
         .into_iter()
         .partition(|a| MIGRATIONS.iter().any(|m| m.version == a.version));
     let pending = MIGRATIONS
@@ -198,12 +202,17 @@ pub async fn status(pool: &PgPool, schema: &str) -> Result<MigrationStatus, Erro
 }
 
 /// The ledger's rows, oldest first (none when the ledger does not exist).
+///
+/// Every statement of the runner is unnamed (`persistent(false)`) and runs
+/// inside a transaction: nothing is left prepared on a server session that a
+/// transaction pooler may hand to another client afterwards.
 async fn read_ledger(
     conn: &mut PgConnection,
     schema: &str,
 ) -> Result<Vec<AppliedMigration>, Error> {
     let qschema = quote_ident(schema);
     let ledger_exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .persistent(false)
         .bind(format!("{qschema}.{LEDGER_TABLE}"))
         .fetch_one(&mut *conn)
         .await
@@ -216,6 +225,7 @@ async fn read_ledger(
                 to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
            FROM {qschema}.{LEDGER_TABLE} ORDER BY version"
     ))
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
@@ -240,6 +250,7 @@ async fn check_server_version(conn: &mut PgConnection) -> Result<(), Error> {
     let (num, version): (i32, String) = sqlx::query_as(
         "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
     )
+    .persistent(false)
     .fetch_one(&mut *conn)
     .await
     .map_err(db)?;
@@ -281,11 +292,13 @@ async fn run_in_transaction(
     // A configured statement_timeout is meant for provider calls, not for
     // schema changes, which may take longer on large tables.
     sqlx::query("SET LOCAL statement_timeout = 0")
+        .persistent(false)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
     // Serialise runs on this schema across every process and pool.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('duroxide-pg/migrate/' || $1, 0))")
+        .persistent(false)
         .bind(schema)
         .execute(&mut *tx)
         .await
@@ -348,6 +361,7 @@ async fn run_in_transaction(
         sqlx::query(&format!(
             "INSERT INTO {LEDGER_TABLE} (version, name) VALUES ($1, $2)"
         ))
+        .persistent(false)
         .bind(m.version)
         .bind(m.name)
         .execute(&mut *tx)

@@ -18,7 +18,7 @@ use crate::codec::{
 };
 use crate::error::provider_error;
 use crate::lease;
-use crate::long_poll::{self, Attempt, Queue};
+use crate::long_poll::{self, Attempt, Queue, Waiter};
 
 /// `[major, minor, patch]` as stored-function arguments.
 fn version_triplet(major: u64, minor: u64, patch: u64) -> Vec<i64> {
@@ -35,15 +35,14 @@ pub(crate) async fn enqueue(
 ) -> Result<(), ProviderError> {
     const OP: &str = "enqueue_for_orchestrator";
     let row = OrchestratorRow::new(OP, item)?;
-    sqlx::query(&p.sql.enqueue_orchestrator_item)
+    p.call(OP, &p.sql.enqueue_orchestrator_item)
         .bind(row.instance)
         .bind(row.kind)
         .bind(&row.json)
         .bind(now_ms())
         .bind(delay.map_or(0, millis))
-        .execute(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
+        .execute()
+        .await?;
     Ok(())
 }
 
@@ -74,16 +73,17 @@ pub(crate) async fn fetch(
     long_poll::poll(
         p.long_poll.as_ref(),
         Queue::Orchestrator,
+        Waiter::Plain,
         poll_timeout,
         || async {
-            let row = sqlx::query(&p.sql.fetch_orchestration_item)
+            let row = p
+                .call(OP, &p.sql.fetch_orchestration_item)
                 .bind(now_ms())
                 .bind(millis(lock_timeout))
                 .bind(min.as_deref())
                 .bind(max.as_deref())
-                .fetch_one(&p.pool)
-                .await
-                .map_err(|e| provider_error(OP, e))?;
+                .fetch_one()
+                .await?;
             let instance: Option<String> = row.try_get(0).map_err(|e| provider_error(OP, e))?;
             if instance.is_none() {
                 let wake_at: Option<i64> = row.try_get(11).map_err(|e| provider_error(OP, e))?;
@@ -251,7 +251,7 @@ pub(crate) async fn ack(
         .map(|c| to_i64(OP, "activity_id", c.activity_id))
         .collect::<Result<Vec<_>, _>>()?;
 
-    sqlx::query(&p.sql.ack_orchestration_item)
+    p.call(OP, &p.sql.ack_orchestration_item)
         .bind(lock_token)
         .bind(now)
         .bind(to_i64(OP, "execution_id", execution_id)?)
@@ -302,9 +302,8 @@ pub(crate) async fn ack(
         )
         .bind(cancelled_exec)
         .bind(cancelled_act)
-        .execute(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
+        .execute()
+        .await?;
     Ok(())
 }
 

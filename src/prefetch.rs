@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use duroxide::providers::WorkItem;
 
+use crate::call::{Call, Statement};
 use crate::codec::now_ms;
 use crate::connections::Connections;
 use crate::long_poll::Queue;
@@ -64,13 +65,18 @@ pub(crate) struct WorkerPrefetch {
     state: Arc<Mutex<State>>,
     pool: Connections,
     /// `abandon_work_item`'s call: (token, now, delay, ignore_attempt).
-    abandon_sql: Arc<str>,
+    abandon_sql: Arc<Statement>,
     /// The provider's schema: the `schema` label of the prefetch metric.
     schema: Arc<str>,
 }
 
 impl WorkerPrefetch {
-    pub(crate) fn new(enabled: bool, pool: Connections, abandon_sql: &str, schema: &str) -> Self {
+    pub(crate) fn new(
+        enabled: bool,
+        pool: Connections,
+        abandon_sql: &Statement,
+        schema: &str,
+    ) -> Self {
         Self {
             enabled,
             state: Arc::new(Mutex::new(State {
@@ -78,7 +84,7 @@ impl WorkerPrefetch {
                 held: Vec::new(),
             })),
             pool,
-            abandon_sql: Arc::from(abandon_sql),
+            abandon_sql: Arc::new(abandon_sql.clone()),
             schema: Arc::from(schema),
         }
     }
@@ -199,19 +205,19 @@ fn remember(leased: &mut HashMap<String, FetchKey>, token: &str, key: &FetchKey)
 
 /// Abandons one held lease, undoing its attempt increment: to the queue it is
 /// as if it had never been fetched. A failure leaves the lease to expire.
-async fn release(pool: &Connections, abandon_sql: &str, token: &str, schema: &str) {
+async fn release(pool: &Connections, abandon_sql: &Statement, token: &str, schema: &str) {
     crate::metrics::prefetch(schema, Queue::Worker, "released");
-    let result = sqlx::query(abandon_sql)
+    let result = Call::new(pool, "release a prefetched item", abandon_sql)
         .bind(token)
         .bind(now_ms())
         .bind(None::<i64>)
         .bind(true)
-        .execute(pool)
+        .execute()
         .await;
     if let Err(e) = result {
         tracing::debug!(
             target: "duroxide_pg",
-            error = %crate::error::provider_error("release a prefetched item", e),
+            error = %e,
             "releasing a prefetched item failed; its lease will expire"
         );
     }

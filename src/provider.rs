@@ -101,6 +101,7 @@ impl PostgresProvider {
         // pool's first connection.
         let credentials = config.credentials();
         let mut first = config.probe(credentials.as_deref()).await?;
+        config.check_session_kept(&mut first).await?;
         migrations::run_on(&mut first, &config.schema, config.migrations).await?;
         let pool = Connections::new(
             config.driver_options()?,
@@ -114,14 +115,14 @@ impl PostgresProvider {
             c.spawn_refresher();
         }
         let sql = Statements::new(&config.schema);
-        let long_poll = match config.poll_mode {
+        let long_poll = match config.resolved_poll_mode()? {
             PollMode::PollOnly => None,
             PollMode::LongPoll => {
                 let listen_error = |e: sqlx::Error| Error::Database {
                     operation: "listen for wake-ups",
                     reason: e.to_string(),
                 };
-                let channel: String = sqlx::query_scalar(&sql.notify_channel)
+                let channel: String = sqlx::query_scalar(&sql.notify_channel.prepared)
                     .fetch_one(&pool)
                     .await
                     .map_err(listen_error)?;
@@ -134,7 +135,7 @@ impl PostgresProvider {
                     c.keep_current(&listen_pool, config.driver_options()?);
                 }
                 Some(
-                    LongPoll::start(&listen_pool, &channel, &config.schema)
+                    LongPoll::start(&listen_pool, &channel, &config.schema, config.fallback_poll)
                         .await
                         .map_err(listen_error)?,
                 )
@@ -155,6 +156,15 @@ impl PostgresProvider {
             tools,
             long_poll,
         })
+    }
+
+    /// One call of `statement` on the call pool, for `operation`.
+    pub(crate) fn call<'s>(
+        &'s self,
+        operation: &'s str,
+        statement: &'s crate::call::Statement,
+    ) -> crate::call::Call<'s> {
+        crate::call::Call::new(&self.pool, operation, statement)
     }
 
     /// A small sqlx pool on the provider's database, for diagnostics and

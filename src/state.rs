@@ -16,12 +16,12 @@ pub(crate) async fn custom_status(
     last_seen_version: u64,
 ) -> Result<Option<(Option<String>, u64)>, ProviderError> {
     const OP: &str = "get_custom_status";
-    let row = sqlx::query(&p.sql.get_custom_status)
+    let row = p
+        .call(OP, &p.sql.get_custom_status)
         .bind(instance)
         .bind(i64::try_from(last_seen_version).unwrap_or(i64::MAX))
-        .fetch_optional(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
+        .fetch_optional()
+        .await?;
     row.map(|r| {
         let status: Option<String> = r.try_get(0).map_err(|e| provider_error(OP, e))?;
         let status = status.map(from_stored);
@@ -38,12 +38,12 @@ async fn kv_values(
     instance: &str,
     key: Option<&str>,
 ) -> Result<Vec<(String, String)>, ProviderError> {
-    let rows: Vec<(String, String)> = sqlx::query_as(&p.sql.get_kv_values)
+    let rows: Vec<(String, String)> = p
+        .call(op, &p.sql.get_kv_values)
         .bind(instance)
         .bind(key.map(to_stored))
-        .fetch_all(&p.pool)
-        .await
-        .map_err(|e| provider_error(op, e))?;
+        .all_as()
+        .await?;
     Ok(rows
         .into_iter()
         .map(|(k, v)| (from_stored(k), from_stored(v)))
@@ -77,11 +77,11 @@ pub(crate) async fn instance_stats(
     instance: &str,
 ) -> Result<Option<SystemStats>, ProviderError> {
     const OP: &str = "get_instance_stats";
-    let row: Option<(i64, i64, i64, i64, i64)> = sqlx::query_as(&p.sql.get_instance_stats)
+    let row: Option<(i64, i64, i64, i64, i64)> = p
+        .call(OP, &p.sql.get_instance_stats)
         .bind(instance)
-        .fetch_optional(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
+        .optional_as()
+        .await?;
     row.map(|(events, bytes, pending, keys, kv_bytes)| {
         Ok(SystemStats {
             history_event_count: to_u64(OP, "count", events)?,

@@ -2,7 +2,10 @@
 //! schema-qualified so the calling connection's `search_path` never matters.
 //! Built once per provider; `sqlx` caches each text as a prepared statement per
 //! connection, so after a connection's first use a call is one round trip.
+//! Behind a transaction pooler the same call is written out with literal
+//! arguments instead (`call.rs`).
 
+use crate::call::Statement;
 use crate::migrations::quote_ident;
 
 macro_rules! statements {
@@ -10,7 +13,7 @@ macro_rules! statements {
         /// Schema-qualified call text for each stored function.
         #[derive(Debug)]
         pub(crate) struct Statements {
-            $( pub $field: String, )*
+            $( pub $field: Statement, )*
         }
 
         impl Statements {
@@ -22,15 +25,19 @@ macro_rules! statements {
             /// Every (function, call text) pair, for checks against the database.
             #[cfg(test)]
             pub(crate) fn all(&self) -> Vec<(&'static str, &str)> {
-                vec![$( ($function, self.$field.as_str()), )*]
+                vec![$( ($function, self.$field.prepared.as_str()), )*]
             }
         }
     };
 }
 
-fn call(schema: &str, function: &str, arity: usize) -> String {
+fn call(schema: &str, function: &str, arity: usize) -> Statement {
     let params: Vec<String> = (1..=arity).map(|i| format!("${i}")).collect();
-    format!("SELECT * FROM {schema}.{function}({})", params.join(", "))
+    let function = format!("{schema}.{function}");
+    Statement {
+        prepared: format!("SELECT * FROM {function}({})", params.join(", ")),
+        function,
+    }
 }
 
 statements! {
@@ -104,12 +111,13 @@ mod tests {
     fn calls_are_schema_qualified() {
         let s = Statements::new("tenant_a");
         assert_eq!(
-            s.get_system_metrics,
+            s.get_system_metrics.prepared,
             "SELECT * FROM \"tenant_a\".get_system_metrics()"
         );
         assert_eq!(
-            s.read_history,
+            s.read_history.prepared,
             "SELECT * FROM \"tenant_a\".read_history($1, $2)"
         );
+        assert_eq!(s.read_history.function, "\"tenant_a\".read_history");
     }
 }

@@ -10,13 +10,13 @@ use crate::PostgresProvider;
 use crate::codec::{OrchestratorRow, WorkerRow, decode, millis, now_ms};
 use crate::error::{invalid_input, provider_error};
 use crate::lease;
-use crate::long_poll::{self, Attempt, Queue};
+use crate::long_poll::{self, Attempt, Queue, Waiter};
 use crate::prefetch::Fetched;
 
 pub(crate) async fn enqueue(p: &PostgresProvider, item: &WorkItem) -> Result<(), ProviderError> {
     const OP: &str = "enqueue_for_worker";
     let row = WorkerRow::new(OP, item)?;
-    sqlx::query(&p.sql.enqueue_worker_item)
+    p.call(OP, &p.sql.enqueue_worker_item)
         .bind(&row.json)
         .bind(now_ms())
         .bind(&row.instance)
@@ -24,9 +24,8 @@ pub(crate) async fn enqueue(p: &PostgresProvider, item: &WorkItem) -> Result<(),
         .bind(row.activity_id)
         .bind(row.session_id.as_deref())
         .bind(row.tag.as_deref())
-        .execute(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
+        .execute()
+        .await?;
     Ok(())
 }
 
@@ -91,6 +90,14 @@ pub(crate) async fn fetch(
         tag_mode,
         tags: tags.iter().map(|t| (*t).to_string()).collect(),
     };
+    let waiter = match (session, &p.long_poll) {
+        (Some(_), Some(lp)) => {
+            lp.sessions_resumed();
+            Waiter::Plain
+        }
+        (Some(_), None) => Waiter::Plain,
+        (None, _) => Waiter::WithoutSessions,
+    };
     if let Some(held) = p.worker_prefetch.take(&key) {
         return Ok(Some(held));
     }
@@ -98,18 +105,19 @@ pub(crate) async fn fetch(
     long_poll::poll(
         p.long_poll.as_ref(),
         Queue::Worker,
+        waiter,
         poll_timeout,
         || async {
-            let row = sqlx::query(&p.sql.fetch_work_item)
+            let row = p
+                .call(OP, &p.sql.fetch_work_item)
                 .bind(now_ms())
                 .bind(key.lock_timeout_ms)
                 .bind(key.owner_id.as_deref())
                 .bind(key.session_lock_ms)
                 .bind(tag_mode)
                 .bind(&tags)
-                .fetch_one(&p.pool)
-                .await
-                .map_err(|e| provider_error(OP, e))?;
+                .fetch_one()
+                .await?;
             match leased_item(p, OP, &row, 4)? {
                 Some(fetched) => {
                     p.worker_prefetch.leased(&fetched.1, &key);
@@ -169,18 +177,18 @@ pub(crate) async fn ack(
     // PREFETCH_HOLD) would eat a noticeable share of them.
     let next = p.worker_prefetch.next_key(token);
     let Some(key) = next.filter(|k| k.lock_timeout_ms >= MIN_PREFETCH_LEASE_MS) else {
-        sqlx::query(&p.sql.ack_work_item)
+        p.call(OP, &p.sql.ack_work_item)
             .bind(token)
             .bind(now_ms())
             .bind(completion.as_ref().map(|c| c.instance))
             .bind(completion.as_ref().map(|c| c.kind))
             .bind(completion.as_ref().map(|c| c.json.as_str()))
-            .execute(&p.pool)
-            .await
-            .map_err(|e| provider_error(OP, e))?;
+            .execute()
+            .await?;
         return Ok(());
     };
-    let row = sqlx::query(&p.sql.ack_work_item_and_fetch)
+    let row = p
+        .call(OP, &p.sql.ack_work_item_and_fetch)
         .bind(token)
         .bind(now_ms())
         .bind(completion.as_ref().map(|c| c.instance))
@@ -191,9 +199,8 @@ pub(crate) async fn ack(
         .bind(key.session_lock_ms)
         .bind(key.tag_mode)
         .bind(&key.tags)
-        .fetch_one(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
+        .fetch_one()
+        .await?;
     // The ack has committed: a problem with the item leased ahead must not
     // fail it. An undecodable item stays leased, expires, and its next fetch
     // reports it.
@@ -247,23 +254,23 @@ pub(crate) async fn renew_sessions(
     if owner_ids.is_empty() {
         return Ok(0);
     }
-    let count: i64 = sqlx::query_scalar(&p.sql.renew_session_lock)
+    let count: i64 = p
+        .call(OP, &p.sql.renew_session_lock)
         .bind(owner_ids)
         .bind(now_ms())
         .bind(millis(extend_for))
         .bind(millis(idle_timeout))
-        .fetch_one(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
+        .scalar()
+        .await?;
     Ok(usize::try_from(count).unwrap_or(0))
 }
 
 pub(crate) async fn cleanup_sessions(p: &PostgresProvider) -> Result<usize, ProviderError> {
     const OP: &str = "cleanup_orphaned_sessions";
-    let count: i64 = sqlx::query_scalar(&p.sql.cleanup_orphaned_sessions)
+    let count: i64 = p
+        .call(OP, &p.sql.cleanup_orphaned_sessions)
         .bind(now_ms())
-        .fetch_one(&p.pool)
-        .await
-        .map_err(|e| provider_error(OP, e))?;
+        .scalar()
+        .await?;
     Ok(usize::try_from(count).unwrap_or(0))
 }

@@ -9,6 +9,10 @@
 
 mod common;
 
+/// Providers reach the server directly (`pgbouncer_e2e.rs` runs the same
+/// scenarios through PgBouncer).
+const VIA: common::Via = common::Via::Direct;
+
 #[path = "e2e/support.rs"]
 mod support;
 
@@ -36,3 +40,5 @@ mod sub_orchestrations;
 mod timers;
 #[path = "e2e/versioning.rs"]
 mod versioning;
+#[path = "e2e/wakeups.rs"]
+mod wakeups;

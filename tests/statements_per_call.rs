@@ -13,7 +13,7 @@ use common::{database_url, fresh_schema_name};
 use duroxide::providers::{ExecutionMetadata, Provider, TagFilter, WorkItem};
 use duroxide::{Event, EventKind};
 use duroxide_pg::delay_proxy::{self, DelayProxy};
-use duroxide_pg::{PollMode, PostgresConfig, PostgresProvider};
+use duroxide_pg::{PollMode, Pooler, PostgresConfig, PostgresProvider};
 use sqlx::PgPool;
 
 fn with_database(url: &str, db: &str) -> String {
@@ -50,6 +50,12 @@ async fn reset_counts(admin: &PgPool, db: &str) {
 /// a zero-delay proxy that counts round trips. One connection and poll-only
 /// (no listener), so every counted exchange is a provider call's.
 async fn counted_provider(prefix: &str) -> (DelayProxy, PostgresProvider) {
+    counted_provider_with(prefix, Pooler::None).await
+}
+
+/// As [`counted_provider`], with the given pooler setting (the proxy is no
+/// pooler: `Pooler::Transaction` here only changes how calls are sent).
+async fn counted_provider_with(prefix: &str, pooler: Pooler) -> (DelayProxy, PostgresProvider) {
     let url = database_url();
     let upstream = delay_proxy::upstream_of(&url).await.unwrap();
     let proxy = DelayProxy::start(upstream, Duration::ZERO).await.unwrap();
@@ -57,6 +63,7 @@ async fn counted_provider(prefix: &str) -> (DelayProxy, PostgresProvider) {
         PostgresConfig::new(delay_proxy::reroute_url(&url, proxy.local_addr()).unwrap())
             .with_schema(fresh_schema_name(prefix))
             .with_max_connections(1)
+            .with_pooler(pooler)
             .with_poll_mode(PollMode::PollOnly),
     )
     .await
@@ -210,20 +217,39 @@ async fn each_provider_call_is_one_round_trip() {
         proxy.reset();
     })
     .await;
-    let expected: Vec<(&str, u64)> = [
-        "enqueue_for_orchestrator",
-        "fetch_orchestration_item",
-        "ack_orchestration_item",
-        "fetch_work_item",
-        "ack_work_item",
-        "fetch_orchestration_item",
-        "ack_orchestration_item",
-        "read",
-    ]
-    .into_iter()
-    .map(|c| (c, 1))
-    .collect();
-    assert_eq!(per_call, expected, "round trips per call");
+    assert_eq!(per_call, ONE_EACH, "round trips per call");
+    provider.cleanup_schema().await.unwrap();
+}
+
+/// The round trips of one cycle, per call, in the order of `one_cycle`.
+const ONE_EACH: [(&str, u64); 8] = [
+    ("enqueue_for_orchestrator", 1),
+    ("fetch_orchestration_item", 1),
+    ("ack_orchestration_item", 1),
+    ("fetch_work_item", 1),
+    ("ack_work_item", 1),
+    ("fetch_orchestration_item", 1),
+    ("ack_orchestration_item", 1),
+    ("read", 1),
+];
+
+/// Behind a transaction pooler every call is one simple-query message with
+/// literal arguments: one round trip from the very first call, since nothing
+/// is prepared (the prepared form pays a Parse round trip per statement and
+/// connection first).
+#[tokio::test]
+async fn each_provider_call_is_one_round_trip_in_pooler_mode() {
+    let (proxy, provider) = counted_provider_with("rtt_pooler", Pooler::Transaction).await;
+    for instance in ["first-use", "again"] {
+        let mut per_call: Vec<(&'static str, u64)> = Vec::new();
+        proxy.reset();
+        one_cycle(&provider, instance, &mut |call| {
+            per_call.push((call, proxy.round_trips()));
+            proxy.reset();
+        })
+        .await;
+        assert_eq!(per_call, ONE_EACH, "round trips per call ({instance})");
+    }
     provider.cleanup_schema().await.unwrap();
 }
 

@@ -5,6 +5,10 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+
+/// The end-to-end helpers reach the server directly.
+const VIA: common::Via = common::Via::Direct;
+
 #[path = "../../tests/e2e/support.rs"]
 #[allow(dead_code)]
 mod support;

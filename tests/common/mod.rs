@@ -14,7 +14,7 @@ use std::time::Duration;
 use duroxide::provider_validations::ProviderFactory;
 use duroxide::providers::{ExecutionMetadata, OrchestrationItem, Provider, WorkItem};
 use duroxide::{Event, EventKind};
-use duroxide_pg::{PollMode, PostgresConfig, PostgresProvider};
+use duroxide_pg::{PollMode, Pooler, PostgresConfig, PostgresProvider};
 
 /// Lock timeout the validation suite is told the provider honours.
 pub const TEST_LOCK_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -22,6 +22,41 @@ pub const TEST_LOCK_TIMEOUT: Duration = Duration::from_millis(1000);
 /// The server URL for this test run.
 pub fn database_url() -> String {
     duroxide_pg::local_cluster::database_url().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The real PgBouncer (transaction pooling) in front of the throwaway cluster.
+pub fn pgbouncer_url() -> String {
+    duroxide_pg::local_cluster::pgbouncer_url().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The way a test binary reaches PostgreSQL: the suites that run twice (the
+/// validation suite and the end-to-end scenarios) run once directly and once
+/// through PgBouncer in transaction mode, each root naming its `Via`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// [`database_url`]: `DATABASE_URL` or the throwaway cluster.
+    Direct,
+    /// [`pgbouncer_url`], with the provider in [`Pooler::Transaction`] mode.
+    PgBouncer,
+}
+
+impl Via {
+    /// The URL providers connect to.
+    pub fn url(self) -> String {
+        match self {
+            Via::Direct => database_url(),
+            Via::PgBouncer => pgbouncer_url(),
+        }
+    }
+
+    /// A configuration for this way in, on `schema`.
+    pub fn config(self, schema: impl Into<String>) -> PostgresConfig {
+        let config = PostgresConfig::new(self.url()).with_schema(schema);
+        match self {
+            Via::Direct => config,
+            Via::PgBouncer => config.with_pooler(Pooler::Transaction),
+        }
+    }
 }
 
 /// Every schema a test creates starts with this, so
@@ -50,9 +85,25 @@ pub async fn fresh_provider(prefix: &str) -> PostgresProvider {
 
 /// A provider on a fresh schema with the given poll mode.
 pub async fn fresh_provider_with(prefix: &str, mode: PollMode) -> PostgresProvider {
-    let config = PostgresConfig::new(database_url())
-        .with_schema(fresh_schema_name(prefix))
-        .with_poll_mode(mode);
+    fresh_provider_configured(prefix, |c| c.with_poll_mode(mode)).await
+}
+
+/// A provider on a fresh schema, its configuration adjusted by `configure`
+/// (the schema is set before `configure` runs).
+pub async fn fresh_provider_configured(
+    prefix: &str,
+    configure: impl FnOnce(PostgresConfig) -> PostgresConfig,
+) -> PostgresProvider {
+    fresh_provider_via(Via::Direct, prefix, configure).await
+}
+
+/// As [`fresh_provider_configured`], reaching the server `via`.
+pub async fn fresh_provider_via(
+    via: Via,
+    prefix: &str,
+    configure: impl FnOnce(PostgresConfig) -> PostgresConfig,
+) -> PostgresProvider {
+    let config = configure(via.config(fresh_schema_name(prefix)));
     PostgresProvider::connect(config)
         .await
         .expect("provider on a fresh schema")
@@ -169,23 +220,38 @@ pub fn naming_metadata(name: &str) -> ExecutionMetadata {
 /// `ProviderFactory` for the validation suite: each `create_provider()` gets
 /// a new, empty schema; the hooks act on the schemas this factory created.
 pub struct PgTestFactory {
-    mode: PollMode,
+    via: Via,
+    /// `None`: the mode the configuration resolves to (long polling
+    /// directly, poll-only behind PgBouncer).
+    mode: Option<PollMode>,
     providers: Mutex<Vec<Arc<PostgresProvider>>>,
 }
 
 impl PgTestFactory {
-    /// Providers in the default (long-polling) mode.
+    /// Providers in the default mode, reaching the server directly.
     pub async fn new() -> Self {
+        Self::via(Via::Direct).await
+    }
+
+    /// Providers in the default mode for `via`.
+    pub async fn via(via: Via) -> Self {
         Self {
-            mode: PollMode::LongPoll,
+            via,
+            mode: None,
             providers: Mutex::new(Vec::new()),
         }
     }
 
-    /// Providers in poll-only mode.
+    /// Providers in poll-only mode, reaching the server directly.
     pub async fn short_poll() -> Self {
+        Self::short_poll_via(Via::Direct).await
+    }
+
+    /// Providers in poll-only mode for `via`.
+    pub async fn short_poll_via(via: Via) -> Self {
         Self {
-            mode: PollMode::PollOnly,
+            via,
+            mode: Some(PollMode::PollOnly),
             providers: Mutex::new(Vec::new()),
         }
     }
@@ -206,7 +272,14 @@ impl PgTestFactory {
 #[async_trait::async_trait]
 impl ProviderFactory for PgTestFactory {
     async fn create_provider(&self) -> Arc<dyn Provider> {
-        let provider = Arc::new(fresh_provider_with("v", self.mode).await);
+        let mode = self.mode;
+        let provider = Arc::new(
+            fresh_provider_via(self.via, "v", |c| match mode {
+                Some(mode) => c.with_poll_mode(mode),
+                None => c,
+            })
+            .await,
+        );
         self.providers.lock().unwrap().push(provider.clone());
         provider
     }
@@ -221,11 +294,15 @@ impl ProviderFactory for PgTestFactory {
                 "UPDATE \"{}\".history SET event_data = 'NOT_VALID_JSON{{{{{{' WHERE instance_id = $1",
                 p.schema_name()
             );
+            // Unnamed, in a transaction: safe behind a transaction pooler too.
+            let mut tx = p.pool().begin().await.expect("begin");
             sqlx::query(&sql)
+                .persistent(false)
                 .bind(instance)
-                .execute(p.pool())
+                .execute(&mut *tx)
                 .await
                 .expect("corrupt history");
+            tx.commit().await.expect("commit");
         }
     }
 
@@ -236,11 +313,14 @@ impl ProviderFactory for PgTestFactory {
                 "SELECT COALESCE(MAX(attempt_count), 0) FROM \"{}\".orchestrator_queue WHERE instance_id = $1",
                 p.schema_name()
             );
+            let mut tx = p.pool().begin().await.expect("begin");
             let n: i32 = sqlx::query_scalar(&sql)
+                .persistent(false)
                 .bind(instance)
-                .fetch_one(p.pool())
+                .fetch_one(&mut *tx)
                 .await
                 .expect("attempt count");
+            tx.commit().await.expect("commit");
             max = max.max(n as u32);
         }
         max

@@ -17,7 +17,7 @@ use duroxide::{
     Client, ErrorDetails, Event, EventKind, OrchestrationRegistry, OrchestrationStatus,
     ProviderAdmin,
 };
-use duroxide_pg::{PollMode, PostgresProvider};
+use duroxide_pg::{PollMode, PostgresConfig, PostgresProvider};
 
 use crate::common;
 
@@ -59,14 +59,21 @@ pub struct Env {
 }
 
 impl Env {
-    /// A fresh schema, a provider (long polling) and a client.
+    /// A fresh schema, a provider in the default mode for this pass (long
+    /// polling directly, poll-only behind PgBouncer) and a client.
     pub async fn new() -> Self {
-        Self::with_poll_mode(PollMode::LongPoll).await
+        Self::with_config(|c| c).await
     }
 
     /// A fresh schema, a provider in the given poll mode and a client.
     pub async fn with_poll_mode(mode: PollMode) -> Self {
-        let provider = Arc::new(common::fresh_provider_with("e2e", mode).await);
+        Self::with_config(|c| c.with_poll_mode(mode)).await
+    }
+
+    /// A fresh schema, a provider whose configuration `configure` adjusts,
+    /// and a client.
+    pub async fn with_config(configure: impl FnOnce(PostgresConfig) -> PostgresConfig) -> Self {
+        let provider = Arc::new(common::fresh_provider_via(crate::VIA, "e2e", configure).await);
         let client = Client::new(provider.clone());
         Self {
             provider,
@@ -85,7 +92,7 @@ impl Env {
     /// second process would open it.
     pub async fn another_provider(&mut self) -> Arc<PostgresProvider> {
         let p = Arc::new(
-            PostgresProvider::new_with_schema(&common::database_url(), Some(self.schema()))
+            PostgresProvider::connect(crate::VIA.config(self.schema()))
                 .await
                 .expect("second provider on the test schema"),
         );
@@ -227,9 +234,11 @@ impl Drop for Env {
         if self.finished {
             return;
         }
-        let url = common::database_url();
+        let url = crate::VIA.url();
+        // One simple query, one transaction (SET LOCAL leaves nothing on a
+        // pooled server session).
         let sql = format!(
-            "SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+            "SET LOCAL lock_timeout = '5s'; DROP SCHEMA IF EXISTS \"{}\" CASCADE",
             self.schema()
         );
         let dropped = std::thread::spawn(move || {
