@@ -18,6 +18,11 @@ const TOOLS_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const POOL_MAX_ENV: &str = "DUROXIDE_PG_POOL_MAX";
 /// Pool size used when neither the configuration nor [`POOL_MAX_ENV`] sets one.
 pub const DEFAULT_POOL_MAX: u32 = 10;
+/// Connections opened in parallel at construction and kept open however long
+/// they idle, unless configured ([`PostgresConfig::with_min_connections`]):
+/// what a runtime with default options needs at once (two orchestration and
+/// two worker slots fetching), capped at the pool size.
+pub const DEFAULT_MIN_CONNECTIONS: u32 = 4;
 /// Schema used when none is given.
 pub const DEFAULT_SCHEMA: &str = "public";
 /// How long a provider call waits for a pooled connection by default.
@@ -98,6 +103,7 @@ pub struct PostgresConfig {
     pub(crate) url: String,
     pub(crate) schema: String,
     pub(crate) max_connections: Option<u32>,
+    pub(crate) min_connections: Option<u32>,
     pub(crate) acquire_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) migrations: MigrationMode,
@@ -175,6 +181,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("url", &redact_url(&self.url))
             .field("schema", &self.schema)
             .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("migrations", &self.migrations)
@@ -202,6 +209,7 @@ impl PostgresConfig {
             url: url.into(),
             schema: DEFAULT_SCHEMA.to_string(),
             max_connections: None,
+            min_connections: None,
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             migrations: MigrationMode::Apply,
@@ -227,6 +235,16 @@ impl PostgresConfig {
     /// Pool size; overrides `DUROXIDE_PG_POOL_MAX`.
     pub fn with_max_connections(mut self, max: u32) -> Self {
         self.max_connections = Some(max);
+        self
+    }
+
+    /// Connections opened in parallel while the provider is built and kept
+    /// open however long they idle (default [`DEFAULT_MIN_CONNECTIONS`],
+    /// capped at the pool size; 0 opens none ahead). A fresh runtime's first
+    /// calls then find them ready instead of each paying a connection set-up
+    /// (TCP, TLS, authentication). At most the pool size.
+    pub fn with_min_connections(mut self, min: u32) -> Self {
+        self.min_connections = Some(min);
         self
     }
 
@@ -400,6 +418,22 @@ impl PostgresConfig {
         &self.schema
     }
 
+    /// How many connections construction opens and the pool keeps: the
+    /// explicit value, else [`DEFAULT_MIN_CONNECTIONS`] capped at the pool size.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when it exceeds the pool size (or that is invalid).
+    pub fn resolved_min_connections(&self) -> Result<u32, Error> {
+        let max = self.resolved_max_connections()?;
+        match self.min_connections {
+            None => Ok(DEFAULT_MIN_CONNECTIONS.min(max)),
+            Some(min) if min <= max => Ok(min),
+            Some(min) => Err(Error::InvalidConfig(format!(
+                "min_connections ({min}) exceeds the pool size ({max})"
+            ))),
+        }
+    }
+
     /// The pool size this configuration resolves to: the explicit value, else
     /// `DUROXIDE_PG_POOL_MAX`, else 10.
     ///
@@ -463,7 +497,7 @@ impl PostgresConfig {
         credentials: Option<&Credentials>,
     ) -> Result<PgConnection, Error> {
         validate_schema_name(&self.schema)?;
-        self.resolved_max_connections()?;
+        self.resolved_min_connections()?;
         self.resolved_poll_mode()?;
         if self.fallback_poll < Duration::from_millis(1) {
             return Err(Error::InvalidConfig(format!(
@@ -548,6 +582,7 @@ impl PostgresConfig {
     pub(crate) fn pool_settings(&self) -> Result<crate::connections::PoolSettings, Error> {
         Ok(crate::connections::PoolSettings {
             max_connections: self.resolved_max_connections()?,
+            min_connections: self.resolved_min_connections()?,
             acquire_timeout: self.acquire_timeout,
             connect_timeout: self.connect_timeout,
             max_lifetime: self.max_lifetime,

@@ -36,6 +36,9 @@ use crate::credentials::Credentials;
 pub(crate) struct PoolSettings {
     /// Most connections open at once.
     pub max_connections: u32,
+    /// Connections kept open however long they idle (opened ahead by
+    /// [`Connections::open_idle`]).
+    pub min_connections: u32,
     /// How long a call waits for a free connection.
     pub acquire_timeout: Duration,
     /// How long opening one connection may take.
@@ -129,6 +132,24 @@ impl Connections {
         self.settings.literal_prefix.as_deref()
     }
 
+    /// Opens `n` connections at once and keeps them idle, so the first calls
+    /// of a fresh runtime find them ready. Stops at the first failure (the
+    /// connections opened so far stay).
+    pub(crate) async fn open_idle(&self, n: u32) -> Result<(), sqlx::Error> {
+        let opened = futures_util::future::join_all((0..n).map(|_| self.connect())).await;
+        let mut first_error = None;
+        for conn in opened {
+            match conn {
+                Ok(conn) => self.adopt(conn),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        self.report();
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// Most connections open at once.
     pub(crate) fn max_connections(&self) -> u32 {
         self.settings.max_connections
@@ -177,15 +198,29 @@ impl Connections {
         // The common case (nothing stale) allocates nothing: this runs per call.
         let (taken, stale) = {
             let mut idle = self.idle.lock().expect("idle list");
-            let is_stale = |i: &Idle| self.is_stale(i.opened, Some(i.idle_since), now);
-            let stale = if idle.iter().any(is_stale) {
-                let (stale, fresh): (Vec<Idle>, Vec<Idle>) =
-                    std::mem::take(&mut *idle).into_iter().partition(is_stale);
-                *idle = fresh;
-                stale
-            } else {
-                Vec::new()
-            };
+            // The idle timeout retires only connections above the minimum;
+            // the lifetime (and close) retires any.
+            let min = self.settings.min_connections as usize;
+            let worn_out = |i: &Idle| self.is_stale(i.opened, None, now);
+            let idled_out = |i: &Idle| self.is_stale(i.opened, Some(i.idle_since), now);
+            let stale =
+                if idle.iter().any(worn_out) || (self.size() > min && idle.iter().any(idled_out)) {
+                    let mut open = self.size();
+                    let mut stale = Vec::new();
+                    // Oldest idle first (the bottom of the LIFO list), so the
+                    // connections kept are the most recently used.
+                    for i in std::mem::take(&mut *idle) {
+                        if worn_out(&i) || (open > min && idled_out(&i)) {
+                            open -= 1;
+                            stale.push(i);
+                        } else {
+                            idle.push(i);
+                        }
+                    }
+                    stale
+                } else {
+                    Vec::new()
+                };
             (idle.pop(), stale)
         };
         for i in stale {
@@ -198,6 +233,18 @@ impl Connections {
                 _permit: permit,
             });
         }
+        let conn = self.connect().await?;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Ok(Checkout {
+            pool: self,
+            conn: Some((conn, Instant::now())),
+            _permit: permit,
+        })
+    }
+
+    /// Opens one new connection (credentials applied, within the connect
+    /// timeout). The caller counts it in `open` when it keeps it.
+    async fn connect(&self) -> Result<PgConnection, sqlx::Error> {
         let mut options = self.options.read().expect("options").clone();
         if let Some(c) = &self.credentials {
             // A failing token service is an outage like a refused connection:
@@ -214,13 +261,8 @@ impl Connections {
         )
         .await
         .map_err(|_| sqlx::Error::PoolTimedOut)??;
-        self.open.fetch_add(1, Ordering::Relaxed);
         crate::metrics::connection_opened(&self.settings.schema);
-        Ok(Checkout {
-            pool: self,
-            conn: Some((conn, Instant::now())),
-            _permit: permit,
-        })
+        Ok(conn)
     }
 
     fn is_stale(&self, opened: Instant, idle_since: Option<Instant>, now: Instant) -> bool {
@@ -434,6 +476,7 @@ mod tests {
             connect_timeout: Duration::from_secs(5),
             max_lifetime: None,
             idle_timeout: None,
+            min_connections: 0,
             schema: "pool_test".into(),
             literal_prefix: None,
         };

@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use duroxide::providers::ProviderError;
-use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -169,14 +168,14 @@ impl Drop for LongPoll {
 }
 
 impl LongPoll {
-    /// Opens the listener connection and subscribes to `channel`.
+    /// Subscribes `listener` (connected) to `channel` and starts waking
+    /// waiters from what it receives.
     pub(crate) async fn start(
-        pool: &PgPool,
+        mut listener: PgListener,
         channel: &str,
         schema: &str,
         fallback: Duration,
     ) -> Result<Self, sqlx::Error> {
-        let mut listener = PgListener::connect_with(pool).await?;
         listener.listen(channel).await?;
         let wakeups = Arc::new(Wakeups::default());
         let task = tokio::spawn(listen(listener, Arc::clone(&wakeups)));

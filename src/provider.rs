@@ -11,9 +11,10 @@ use duroxide::providers::{
     SessionFetchConfig, SystemMetrics, TagFilter, WorkItem,
 };
 use duroxide::{Event, SystemStats};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tracing::Instrument;
 
+use crate::call::Call;
 use crate::config::{PollMode, PostgresConfig};
 use crate::connections::Connections;
 use crate::error::Error;
@@ -98,48 +99,79 @@ impl PostgresProvider {
     /// reached in time; the migration errors of [`migrations::run`].
     pub async fn connect(config: PostgresConfig) -> Result<Self, Error> {
         // The probe connection runs the migrations, then becomes the call
-        // pool's first connection.
+        // pool's first connection. Meanwhile the connections a runtime needs
+        // at once (and the listener's) open in parallel: a fresh runtime's
+        // first calls find them ready.
         let credentials = config.credentials();
         let mut first = config.probe(credentials.as_deref()).await?;
         config.check_session_kept(&mut first).await?;
-        migrations::run_on(&mut first, &config.schema, config.migrations).await?;
         let pool = Connections::new(
             config.driver_options()?,
             config.pool_settings()?,
             credentials.clone(),
         );
+        let listen_pool = match config.resolved_poll_mode()? {
+            PollMode::PollOnly => None,
+            // A pool of its own, so the listener never takes a work connection.
+            PollMode::LongPoll => Some(
+                PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(config.connect_timeout)
+                    .connect_lazy_with(config.driver_options()?),
+            ),
+        };
+        let ahead = config.resolved_min_connections()?.saturating_sub(1);
+        let (migrated, opened_ahead, listener) = tokio::join!(
+            migrations::run_on(&mut first, &config.schema, config.migrations),
+            pool.open_idle(ahead),
+            async {
+                match &listen_pool {
+                    Some(lp) => Some(PgListener::connect_with(lp).await),
+                    None => None,
+                }
+            },
+        );
+        migrated?;
         pool.adopt(first);
+        if let Err(e) = opened_ahead {
+            // Not fatal: the probe proved the server works; they open on demand.
+            tracing::warn!(
+                target: "duroxide_pg",
+                error = %e,
+                "opening connections ahead failed; they will open on demand"
+            );
+        }
         let tools = config.tools_pool()?;
         if let Some(c) = &credentials {
             c.keep_current(&tools, config.driver_options()?);
             c.spawn_refresher();
         }
         let sql = Statements::new(&config.schema);
-        let long_poll = match config.resolved_poll_mode()? {
-            PollMode::PollOnly => None,
-            PollMode::LongPoll => {
-                let listen_error = |e: sqlx::Error| Error::Database {
+        let long_poll = match (listener, &listen_pool) {
+            (Some(listener), Some(listen_pool)) => {
+                let listen_error = |reason: String| Error::Database {
                     operation: "listen for wake-ups",
-                    reason: e.to_string(),
+                    reason,
                 };
-                let channel: String = sqlx::query_scalar(&sql.notify_channel.prepared)
-                    .fetch_one(&pool)
-                    .await
-                    .map_err(listen_error)?;
-                // A pool of its own, so the listener never takes a work connection.
-                let listen_pool = PgPoolOptions::new()
-                    .max_connections(1)
-                    .acquire_timeout(config.connect_timeout)
-                    .connect_lazy_with(config.driver_options()?);
                 if let Some(c) = &credentials {
-                    c.keep_current(&listen_pool, config.driver_options()?);
+                    c.keep_current(listen_pool, config.driver_options()?);
                 }
+                let channel: String = Call::new(&pool, "notify_channel", &sql.notify_channel)
+                    .scalar()
+                    .await
+                    .map_err(|e| listen_error(e.message))?;
                 Some(
-                    LongPoll::start(&listen_pool, &channel, &config.schema, config.fallback_poll)
-                        .await
-                        .map_err(listen_error)?,
+                    LongPoll::start(
+                        listener.map_err(|e| listen_error(e.to_string()))?,
+                        &channel,
+                        &config.schema,
+                        config.fallback_poll,
+                    )
+                    .await
+                    .map_err(|e| listen_error(e.to_string()))?,
                 )
             }
+            _ => None,
         };
         let worker_prefetch = WorkerPrefetch::new(
             config.worker_prefetch,
@@ -163,8 +195,8 @@ impl PostgresProvider {
         &'s self,
         operation: &'s str,
         statement: &'s crate::call::Statement,
-    ) -> crate::call::Call<'s> {
-        crate::call::Call::new(&self.pool, operation, statement)
+    ) -> Call<'s> {
+        Call::new(&self.pool, operation, statement)
     }
 
     /// A small sqlx pool on the provider's database, for diagnostics and

@@ -412,3 +412,88 @@ async fn stored_functions_act_on_their_own_schema_whatever_the_callers_search_pa
     a.cleanup_schema().await.unwrap();
     b.cleanup_schema().await.unwrap();
 }
+
+/// Cold start: construction opens, in parallel, the connections a runtime
+/// needs at once and keeps them, so a fresh runtime's first calls do not each
+/// wait for a connection set-up (TCP, TLS, authentication). Before, the pool
+/// held only the probe connection and opened the rest on the first calls.
+#[tokio::test]
+async fn construction_opens_the_connections_a_runtime_needs_at_once() {
+    let schema = fresh_schema_name("ahead");
+    let p = PostgresProvider::connect(PostgresConfig::new(database_url()).with_schema(&schema))
+        .await
+        .unwrap();
+    let status = p.pool_status();
+    assert_eq!(
+        (status.open, status.idle),
+        (
+            duroxide_pg::config::DEFAULT_MIN_CONNECTIONS as usize,
+            status.open
+        ),
+        "{status:?}"
+    );
+    p.close().await;
+
+    // Capped at the pool size; none ahead when asked for none.
+    for (config, expected) in [
+        (
+            PostgresConfig::new(database_url()).with_max_connections(2),
+            2,
+        ),
+        (
+            PostgresConfig::new(database_url()).with_min_connections(0),
+            1,
+        ),
+        (
+            PostgresConfig::new(database_url()).with_min_connections(6),
+            6,
+        ),
+    ] {
+        let p = PostgresProvider::connect(config.with_schema(&schema))
+            .await
+            .unwrap();
+        assert_eq!(p.pool_status().open, expected, "{:?}", p.pool_status());
+        p.close().await;
+    }
+    match PostgresProvider::connect(
+        PostgresConfig::new(database_url())
+            .with_schema(&schema)
+            .with_max_connections(2)
+            .with_min_connections(3),
+    )
+    .await
+    {
+        Err(Error::InvalidConfig(m)) => assert!(m.contains("min_connections"), "{m}"),
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+    let p = PostgresProvider::connect(PostgresConfig::new(database_url()).with_schema(&schema))
+        .await
+        .unwrap();
+    p.cleanup_schema().await.unwrap();
+    p.close().await;
+}
+
+/// The connections opened ahead are kept however long they idle; only those
+/// above the minimum go when the idle timeout passes.
+#[tokio::test]
+async fn connections_up_to_the_minimum_outlive_the_idle_timeout() {
+    let p = PostgresProvider::connect(
+        PostgresConfig::new(database_url())
+            .with_schema(fresh_schema_name("keep"))
+            .with_min_connections(2)
+            .with_idle_timeout(Some(Duration::from_millis(50))),
+    )
+    .await
+    .unwrap();
+    // Three calls at once: a third connection opens.
+    let admin = duroxide::providers::ProviderAdmin::list_instances;
+    let (a, b, c) = tokio::join!(admin(&p), admin(&p), admin(&p));
+    assert!(a.is_ok() && b.is_ok() && c.is_ok());
+    assert_eq!(p.pool_status().open, 3, "{:?}", p.pool_status());
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    // The next call sweeps: one idle connection goes, the minimum stays.
+    admin(&p).await.unwrap();
+    assert_eq!(p.pool_status().open, 2, "{:?}", p.pool_status());
+    p.cleanup_schema().await.unwrap();
+    p.close().await;
+}
