@@ -120,6 +120,9 @@ impl PostgresProvider {
                     .connect_lazy_with(config.driver_options()?),
             ),
         };
+        if let (Some(c), Some(lp)) = (&credentials, &listen_pool) {
+            c.keep_current(lp, config.driver_options()?);
+        }
         let ahead = config.resolved_min_connections()?.saturating_sub(1);
         let (migrated, opened_ahead, listener) = tokio::join!(
             migrations::run_on(&mut first, &config.schema, config.migrations),
@@ -147,15 +150,12 @@ impl PostgresProvider {
             c.spawn_refresher();
         }
         let sql = Statements::new(&config.schema);
-        let long_poll = match (listener, &listen_pool) {
-            (Some(listener), Some(listen_pool)) => {
+        let long_poll = match listener {
+            Some(listener) => {
                 let listen_error = |reason: String| Error::Database {
                     operation: "listen for wake-ups",
                     reason,
                 };
-                if let Some(c) = &credentials {
-                    c.keep_current(listen_pool, config.driver_options()?);
-                }
                 let channel: String = Call::new(&pool, "notify_channel", &sql.notify_channel)
                     .scalar()
                     .await
@@ -171,7 +171,7 @@ impl PostgresProvider {
                     .map_err(|e| listen_error(e.to_string()))?,
                 )
             }
-            _ => None,
+            None => None,
         };
         let worker_prefetch = WorkerPrefetch::new(
             config.worker_prefetch,

@@ -77,6 +77,11 @@ struct Cli {
     /// Print machine-readable JSON instead of the table.
     #[arg(long)]
     json: bool,
+    /// Run through a real PgBouncer in transaction mode started in front of
+    /// the throwaway local cluster (Debian package `pgbouncer`), with
+    /// duroxide-pg configured for it (`DUROXIDE_PG_POOLER=transaction`).
+    #[arg(long, conflicts_with_all = ["database_url", "compare_published", "rtt_ms"])]
+    via_pgbouncer: bool,
 }
 
 async fn run(cli: Cli, command: String) -> Result<bool, StressError> {
@@ -96,6 +101,7 @@ async fn run(cli: Cli, command: String) -> Result<bool, StressError> {
     }
     let url = match cli.database_url.filter(|u| !u.trim().is_empty()) {
         Some(url) => url,
+        None if cli.via_pgbouncer => duroxide_pg::local_cluster::pgbouncer_url()?,
         None => duroxide_pg::local_cluster::database_url()?,
     };
     let options = RunOptions {
@@ -175,6 +181,11 @@ fn main() -> ExitCode {
         .collect::<Vec<_>>()
         .join(" ");
     let cli = Cli::parse();
+    if cli.via_pgbouncer {
+        // The operators' switch, set before any thread exists.
+        // SAFETY: single-threaded here; nothing reads the environment concurrently.
+        unsafe { std::env::set_var(duroxide_pg::config::POOLER_ENV, "transaction") };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
