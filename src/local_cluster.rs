@@ -446,12 +446,12 @@ pub fn server_log() -> Option<PathBuf> {
 }
 
 /// The certificate of the throwaway CA that signed the shared cluster's
-/// server certificate, for `sslrootcert`; `None` when `DATABASE_URL` is set
-/// or no certificate could be made (no `openssl`).
+/// server certificate, for `sslrootcert` (the cluster is started if need be,
+/// whatever `DATABASE_URL` says: see [`local_url`]); `None` when the cluster
+/// cannot start or no certificate could be made (no `openssl`).
 pub fn test_ca_certificate() -> Option<PathBuf> {
-    server_log()
-        .map(|log| log.with_file_name("data").join("ca.crt"))
-        .filter(|p| p.exists())
+    local_url().ok()?;
+    Some(base_dir().join("pg").join("data").join("ca.crt")).filter(|p| p.exists())
 }
 
 /// A cluster of its own, for tests that restart, stop or break the server

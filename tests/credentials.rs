@@ -65,12 +65,12 @@ fn counting_source(
 /// and no password.
 fn config_for(role: &str, schema: &str) -> PostgresConfig {
     let url =
-        common::database_url().replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+        common::local_url().replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
     PostgresConfig::new(url).with_schema(schema)
 }
 
 async fn admin() -> PgPool {
-    PgPool::connect(&common::database_url()).await.unwrap()
+    PgPool::connect(&common::local_url()).await.unwrap()
 }
 
 async fn drop_role(admin: &PgPool, role: &str, schema: &str) {
@@ -315,7 +315,7 @@ async fn pgpassfile_is_honoured_when_the_url_has_no_password() {
     let admin = admin().await;
     let role = password_role(&admin, "from-file").await;
     let schema = common::fresh_schema_name("pwfile");
-    let port = common::database_url()
+    let port = common::local_url()
         .rsplit(':')
         .next()
         .and_then(|rest| rest.split('/').next())

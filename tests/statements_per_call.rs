@@ -146,7 +146,8 @@ async fn one_cycle(p: &PostgresProvider, instance: &str, after: &mut dyn FnMut(&
 
 #[tokio::test]
 async fn each_provider_call_is_one_statement() {
-    let url = database_url();
+    // pg_stat_statements: the throwaway cluster preloads it.
+    let url = common::local_url();
     let admin = PgPool::connect(&url).await.unwrap();
     sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         .execute(&admin)

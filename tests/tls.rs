@@ -20,7 +20,7 @@ fn with_params(url: &str, params: &str) -> String {
 
 fn certificate() -> std::path::PathBuf {
     duroxide_pg::local_cluster::test_ca_certificate()
-        .expect("the throwaway cluster's test CA: these tests need the local cluster (DATABASE_URL unset) and openssl")
+        .expect("the throwaway cluster's test CA: these tests need the local server binaries and openssl")
 }
 
 /// Whether every connection of the provider (its call pool included, found
@@ -28,7 +28,7 @@ fn certificate() -> std::path::PathBuf {
 async fn encrypted(p: &PostgresProvider, app: &str) -> bool {
     // Make sure the call pool has a connection open.
     p.list_instances().await.unwrap();
-    let admin = sqlx::PgPool::connect(&common::database_url())
+    let admin = sqlx::PgPool::connect(&common::local_url())
         .await
         .unwrap();
     let (n, ssl): (i64, bool) = sqlx::query_as(
@@ -46,7 +46,7 @@ async fn encrypted(p: &PostgresProvider, app: &str) -> bool {
 
 #[tokio::test]
 async fn sslmode_require_encrypts_every_connection() {
-    let url = with_params(&common::database_url(), "sslmode=require");
+    let url = with_params(&common::local_url(), "sslmode=require");
     let app = common::fresh_schema_name("tlsapp");
     let p = PostgresProvider::connect(
         PostgresConfig::new(url)
@@ -63,7 +63,7 @@ async fn sslmode_require_encrypts_every_connection() {
 
 #[tokio::test]
 async fn verify_full_accepts_the_right_ca_and_refuses_another() {
-    let base = common::database_url().replace("127.0.0.1", "localhost");
+    let base = common::local_url().replace("127.0.0.1", "localhost");
     let good = with_params(
         &base,
         &format!(
@@ -124,7 +124,7 @@ async fn verify_full_accepts_the_right_ca_and_refuses_another() {
     );
     assert!(err.to_lowercase().contains("certificate"), "{err}");
     // Nothing was created.
-    let admin = sqlx::PgPool::connect(&common::database_url())
+    let admin = sqlx::PgPool::connect(&common::local_url())
         .await
         .unwrap();
     let exists: bool =
@@ -154,13 +154,13 @@ async fn cert_role(admin: &sqlx::PgPool) -> &'static str {
 
 #[tokio::test]
 async fn a_client_certificate_is_accepted_from_the_url_or_the_config() {
-    let admin = sqlx::PgPool::connect(&common::database_url())
+    let admin = sqlx::PgPool::connect(&common::local_url())
         .await
         .unwrap();
     let role = cert_role(&admin).await;
     let (cert, key) = duroxide_pg::local_cluster::test_client_certificate()
         .expect("the throwaway cluster's client certificate");
-    let base = common::database_url()
+    let base = common::local_url()
         .replace("127.0.0.1", "localhost")
         .replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
 
@@ -212,7 +212,7 @@ async fn a_client_certificate_is_accepted_from_the_url_or_the_config() {
 #[tokio::test]
 async fn verify_full_refuses_a_host_name_the_certificate_does_not_name() {
     // The server also listens on 127.0.0.2, which its certificate does not name.
-    let other_host = common::database_url().replace("127.0.0.1", "127.0.0.2");
+    let other_host = common::local_url().replace("127.0.0.1", "127.0.0.2");
     let schema = common::fresh_schema_name("tlshost");
     let err = PostgresProvider::connect(
         PostgresConfig::new(other_host.clone())
@@ -234,7 +234,7 @@ async fn verify_full_refuses_a_host_name_the_certificate_does_not_name() {
     // host name depends on the TLS stack: sqlx 0.8's rustls path checks it
     // anyway, sqlx issue #3793; see README "Running in the cloud".)
     let p = PostgresProvider::connect(
-        PostgresConfig::new(common::database_url())
+        PostgresConfig::new(common::local_url())
             .with_schema(&schema)
             .with_ssl_mode(SslMode::VerifyCa)
             .with_ssl_root_cert(certificate()),
@@ -263,7 +263,7 @@ async fn verify_full_refuses_a_host_name_the_certificate_does_not_name() {
 async fn a_missing_certificate_file_is_a_configuration_error() {
     let missing = std::env::temp_dir().join(common::fresh_schema_name("nocert"));
     let err = PostgresProvider::connect(
-        PostgresConfig::new(common::database_url())
+        PostgresConfig::new(common::local_url())
             .with_schema(common::fresh_schema_name("tlsmissing"))
             .with_ssl_mode(SslMode::VerifyFull)
             .with_ssl_root_cert(&missing),

@@ -24,6 +24,14 @@ pub fn database_url() -> String {
     duroxide_pg::local_cluster::database_url().unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The throwaway cluster's URL whatever `DATABASE_URL` says: for tests that
+/// need what only it has (its password and certificate roles, its test CA,
+/// `pg_stat_statements`, a trusted `postgres`), so the suite also passes
+/// against any plain server given in `DATABASE_URL`.
+pub fn local_url() -> String {
+    duroxide_pg::local_cluster::local_url().unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// The real PgBouncer (transaction pooling) in front of the throwaway cluster.
 pub fn pgbouncer_url() -> String {
     duroxide_pg::local_cluster::pgbouncer_url().unwrap_or_else(|e| panic!("{e}"))
