@@ -31,6 +31,10 @@ use tokio::time::Instant;
 
 use crate::codec::now_ms;
 
+/// A fetch that passed over work another transaction held for a moment
+/// reports a wake time this close (migration 0011): look again then.
+const CONTENDED_MS: i64 = 1;
+
 /// How many waiters one hint may wake (bounds the work of a huge batch).
 const MAX_WAKE_PER_HINT: u32 = 64;
 
@@ -306,7 +310,11 @@ where
         };
         // Woken for work and found none: the caller decides what to fetch
         // next (the runtime's session cap, for one, changes its arguments).
-        if woken.is_some() || Instant::now() >= deadline {
+        // Unless the fetch passed over work another transaction held for a
+        // moment (a wake time a millisecond away): then it looks again here,
+        // since a caller may sleep its minimum poll interval first.
+        let contended = wake_at.is_some_and(|at| at <= now_ms() + CONTENDED_MS);
+        if (woken.is_some() && !contended) || Instant::now() >= deadline {
             return Ok(None);
         }
         let fallback = Instant::now() + lp.fallback;

@@ -44,6 +44,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(8, "0008", "prefetch_takeovers"),
     migration!(9, "0009", "ready_scan"),
     migration!(10, "0010", "call_cost"),
+    migration!(11, "0011", "contended_wakeups"),
 ];
 
 /// Name of the per-schema ledger table.

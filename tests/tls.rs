@@ -19,8 +19,9 @@ fn with_params(url: &str, params: &str) -> String {
 }
 
 fn certificate() -> std::path::PathBuf {
-    duroxide_pg::local_cluster::test_ca_certificate()
-        .expect("the throwaway cluster's test CA: these tests need the local server binaries and openssl")
+    duroxide_pg::local_cluster::test_ca_certificate().expect(
+        "the throwaway cluster's test CA: these tests need the local server binaries and openssl",
+    )
 }
 
 /// Whether every connection of the provider (its call pool included, found
@@ -28,9 +29,7 @@ fn certificate() -> std::path::PathBuf {
 async fn encrypted(p: &PostgresProvider, app: &str) -> bool {
     // Make sure the call pool has a connection open.
     p.list_instances().await.unwrap();
-    let admin = sqlx::PgPool::connect(&common::local_url())
-        .await
-        .unwrap();
+    let admin = sqlx::PgPool::connect(&common::local_url()).await.unwrap();
     let (n, ssl): (i64, bool) = sqlx::query_as(
         "SELECT count(*), coalesce(bool_and(s.ssl), false)
            FROM pg_stat_activity a JOIN pg_stat_ssl s ON s.pid = a.pid
@@ -124,9 +123,7 @@ async fn verify_full_accepts_the_right_ca_and_refuses_another() {
     );
     assert!(err.to_lowercase().contains("certificate"), "{err}");
     // Nothing was created.
-    let admin = sqlx::PgPool::connect(&common::local_url())
-        .await
-        .unwrap();
+    let admin = sqlx::PgPool::connect(&common::local_url()).await.unwrap();
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
             .bind(&other)
@@ -154,9 +151,7 @@ async fn cert_role(admin: &sqlx::PgPool) -> &'static str {
 
 #[tokio::test]
 async fn a_client_certificate_is_accepted_from_the_url_or_the_config() {
-    let admin = sqlx::PgPool::connect(&common::local_url())
-        .await
-        .unwrap();
+    let admin = sqlx::PgPool::connect(&common::local_url()).await.unwrap();
     let role = cert_role(&admin).await;
     let (cert, key) = duroxide_pg::local_cluster::test_client_certificate()
         .expect("the throwaway cluster's client certificate");

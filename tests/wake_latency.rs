@@ -13,7 +13,7 @@
 //!   ends the lease), and the session cap (a fetch waiting without sessions
 //!   returns when a fetch with sessions starts: measured from that call).
 //!   The other waiters behave as runtime slots: each `Ok(None)` is followed
-//!   by another fetch.
+//!   by another fetch (waiting at most 100 ms, so a sample can stop them).
 //!
 //! `cargo nextest run --release --test wake_latency --run-ignored only --no-capture`
 
@@ -85,7 +85,8 @@ where
 }
 
 /// A waiting fetch as a runtime slot runs it: fetch again after every
-/// `Ok(None)` until something is leased; returns when it was.
+/// `Ok(None)` until something is leased; returns when it was, after acking
+/// it (so no lease outlives the sample and expires into a later one).
 #[derive(Clone)]
 enum Slot {
     Worker(Option<SessionFetchConfig>, TagFilter),
@@ -93,29 +94,59 @@ enum Slot {
 }
 
 impl Slot {
-    fn spawn(self, p: &Arc<PostgresProvider>) -> tokio::task::JoinHandle<Instant> {
+    /// Runs the slot until it leases something or, between two fetches,
+    /// `stop` is set; each fetch waits at most `poll`. Never aborted: a fetch
+    /// dropped half-way may leave a lease behind that expires into a later
+    /// sample.
+    fn spawn(
+        self,
+        p: &Arc<PostgresProvider>,
+        poll: Duration,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> tokio::task::JoinHandle<Instant> {
         let p = Arc::clone(p);
         tokio::spawn(async move {
-            loop {
-                let found = match &self {
-                    Slot::Worker(session, tags) => p
-                        .fetch_work_item(LOCK, POLL, session.as_ref(), tags)
-                        .await
-                        .unwrap()
-                        .is_some(),
-                    Slot::Orchestrator(filter) => p
-                        .fetch_orchestration_item(LOCK, POLL, filter.as_ref())
-                        .await
-                        .unwrap()
-                        .is_some(),
-                };
-                if found {
-                    return Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match &self {
+                    Slot::Worker(session, tags) => {
+                        let got = p.fetch_work_item(LOCK, poll, session.as_ref(), tags).await;
+                        if let Some((_, token, _)) = got.unwrap() {
+                            let at = Instant::now();
+                            p.ack_work_item(&token, None).await.unwrap();
+                            return at;
+                        }
+                    }
+                    Slot::Orchestrator(filter) => {
+                        let got = p
+                            .fetch_orchestration_item(LOCK, poll, filter.as_ref())
+                            .await;
+                        if let Some((item, token, _)) = got.unwrap() {
+                            let at = Instant::now();
+                            let metadata = ExecutionMetadata::default();
+                            p.ack_orchestration_item(
+                                &token,
+                                item.execution_id,
+                                vec![],
+                                vec![],
+                                vec![],
+                                metadata,
+                                vec![],
+                            )
+                            .await
+                            .unwrap();
+                            return at;
+                        }
+                    }
                 }
             }
+            Instant::now()
         })
     }
 }
+
+/// How long the other slots' fetches wait: they are stopped after each
+/// sample, which takes up to this long.
+const OTHERS_POLL: Duration = Duration::from_millis(100);
 
 /// Parks `others` and then `target` (last, so a first hint goes to one of
 /// the others), runs `trigger`, and returns the time from `trigger`'s start
@@ -130,15 +161,20 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let others: Vec<_> = others.iter().map(|s| s.clone().spawn(p)).collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let others: Vec<_> = others
+        .iter()
+        .map(|s| s.clone().spawn(p, OTHERS_POLL, Arc::clone(&stop)))
+        .collect();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let target = target.spawn(p);
+    let target = target.spawn(p, POLL, Arc::new(std::sync::atomic::AtomicBool::new(false)));
     tokio::time::sleep(Duration::from_millis(20)).await;
     let t0 = Instant::now();
     trigger().await;
     let t1 = target.await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for o in others {
-        o.abort();
+        o.await.unwrap();
     }
     t1.duration_since(t0).as_secs_f64() * 1000.0
 }
@@ -215,7 +251,12 @@ async fn wake_up_latency_when_only_one_waiter_may_take_the_work() {
             .await
             .unwrap();
         let (_, t, _) = p
-            .fetch_work_item(LOCK, Duration::ZERO, owner("c").as_ref(), &TagFilter::DefaultOnly)
+            .fetch_work_item(
+                LOCK,
+                Duration::ZERO,
+                owner("c").as_ref(),
+                &TagFilter::DefaultOnly,
+            )
             .await
             .unwrap()
             .unwrap();
@@ -225,11 +266,16 @@ async fn wake_up_latency_when_only_one_waiter_may_take_the_work() {
             Slot::Worker(owner("b"), TagFilter::DefaultOnly),
         ];
         session.push(
-            targeted_sample(&p, &slots, Slot::Worker(owner("c"), TagFilter::DefaultOnly), || async {
-                p.enqueue_for_worker(session_item("sess", 2, &s, None))
-                    .await
-                    .unwrap();
-            })
+            targeted_sample(
+                &p,
+                &slots,
+                Slot::Worker(owner("c"), TagFilter::DefaultOnly),
+                || async {
+                    p.enqueue_for_worker(session_item("sess", 2, &s, None))
+                        .await
+                        .unwrap();
+                },
+            )
             .await,
         );
 
@@ -253,15 +299,17 @@ async fn wake_up_latency_when_only_one_waiter_may_take_the_work() {
         // An instance pinned to a version only one waiter's filter accepts.
         let pinned = format!("pinned-{i}");
         start_pinned(&p, &pinned).await;
-        let olds = [Slot::Orchestrator(Some(old.clone())), Slot::Orchestrator(Some(old.clone()))];
-        version.push(
-            targeted_sample(&p, &olds, Slot::Orchestrator(None), || async {
-                p.enqueue_for_orchestrator(event_for(&pinned), None)
-                    .await
-                    .unwrap();
-            })
-            .await,
-        );
+        let olds = [
+            Slot::Orchestrator(Some(old.clone())),
+            Slot::Orchestrator(Some(old.clone())),
+        ];
+        let v = targeted_sample(&p, &olds, Slot::Orchestrator(None), || async {
+            p.enqueue_for_orchestrator(event_for(&pinned), None)
+                .await
+                .unwrap();
+        })
+        .await;
+        version.push(v);
 
         // A message held by another dispatcher's lease, free when it acks.
         let leased = format!("leased-{i}");
@@ -305,7 +353,12 @@ async fn wake_up_latency_when_only_one_waiter_may_take_the_work() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let t0 = Instant::now();
         let resumed = p
-            .fetch_work_item(LOCK, Duration::ZERO, owner("d").as_ref(), &TagFilter::DefaultOnly)
+            .fetch_work_item(
+                LOCK,
+                Duration::ZERO,
+                owner("d").as_ref(),
+                &TagFilter::DefaultOnly,
+            )
             .await
             .unwrap();
         assert!(resumed.is_none());
@@ -319,7 +372,10 @@ async fn wake_up_latency_when_only_one_waiter_may_take_the_work() {
         ("tag served by the last of 3 waiters", tag),
         ("version accepted by the last of 3 waiters", version),
         ("message held by a lease -> ack -> waiting fetch", lease),
-        ("fetch with sessions starts -> waiting fetch without sessions returns", cap),
+        (
+            "fetch with sessions starts -> waiting fetch without sessions returns",
+            cap,
+        ),
     ] {
         let (p50, p99) = report(what, ms);
         worst.push((what, p50, p99));

@@ -81,9 +81,11 @@ fn compare_published_without_the_feature_or_a_huge_rtt_is_refused() {
 #[test]
 fn a_successful_run_never_prints_the_password() {
     // The throwaway cluster trusts `postgres`, so any password logs in.
-    let url = duroxide_pg::local_cluster::local_url()
-        .unwrap()
-        .replacen("postgres@", "postgres:pw-s3cret@", 1);
+    let url = duroxide_pg::local_cluster::local_url().unwrap().replacen(
+        "postgres@",
+        "postgres:pw-s3cret@",
+        1,
+    );
     assert!(url.contains("pw-s3cret@"), "{url}");
     let track = std::env::temp_dir().join(format!("pg-stress-track-{}.md", std::process::id()));
     for extra in [&["--track", track.to_str().unwrap()][..], &["--json"]] {
