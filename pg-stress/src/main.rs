@@ -131,9 +131,11 @@ async fn run(cli: Cli, command: String) -> Result<bool, StressError> {
             .with_schema(format!("dxstress_probe_{}", std::process::id())),
     )
     .await?;
-    let version: String = sqlx::query_scalar("SELECT version()")
-        .fetch_one(probe.pool())
+    // A simple query (a plain `&str`): nothing is prepared, so it also works
+    // behind a transaction pooler (`--via-pgbouncer`).
+    let version: String = sqlx::Executor::fetch_one(probe.pool(), "SELECT version()")
         .await
+        .and_then(|row| sqlx::Row::try_get(&row, 0))
         .map_err(|e| StressError::Run(format!("query the server version: {e}")))?;
     probe.cleanup_schema().await?;
     let env = Environment::gather(version, &url);

@@ -62,13 +62,21 @@ pub fn rss_kib() -> u64 {
 }
 
 async fn table_stats(pool: &PgPool, schema: &str) -> Vec<TableStat> {
-    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT relname::text, pg_total_relation_size(relid), n_live_tup, n_dead_tup
-           FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = ANY($2)",
-    )
-    .bind(schema)
-    .bind(&SAMPLED_TABLES[..])
-    .fetch_all(pool)
+    // Unnamed, inside a transaction: safe behind a transaction pooler too.
+    let rows: Vec<(String, i64, i64, i64)> = async {
+        let mut tx = pool.begin().await?;
+        let rows = sqlx::query_as(
+            "SELECT relname::text, pg_total_relation_size(relid), n_live_tup, n_dead_tup
+               FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = ANY($2)",
+        )
+        .persistent(false)
+        .bind(schema)
+        .bind(&SAMPLED_TABLES[..])
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(rows)
+    }
     .await
     .unwrap_or_default();
     SAMPLED_TABLES

@@ -110,3 +110,44 @@ fn a_successful_run_never_prints_the_password() {
     );
     std::fs::remove_file(track).unwrap();
 }
+
+/// `--via-pgbouncer` runs through a real PgBouncer in transaction mode, the
+/// provider configured for it, every orchestration completing. Regression:
+/// the tool's own server-version query used a named prepared statement and
+/// failed there (`prepared statement "sqlx_s_1" already exists`) whenever
+/// PgBouncer handed it a server session another client had prepared on.
+#[test]
+fn a_run_through_pgbouncer_completes_everything() {
+    // Another client first leaves a prepared statement named as sqlx names
+    // its first one on every server session PgBouncer has (each client
+    // connection in a transaction of its own holds a session of its own).
+    let url = duroxide_pg::local_cluster::pgbouncer_url().expect("PgBouncer");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(20)
+            .connect(&url)
+            .await
+            .unwrap();
+        let mut held = Vec::new();
+        for _ in 0..20 {
+            let mut tx = pool.begin().await.unwrap();
+            // "already exists" (42P05): an earlier run left it there; as good.
+            let _ = sqlx::query("SELECT 1").execute(&mut *tx).await;
+            held.push(tx);
+        }
+        for tx in held {
+            tx.rollback().await.unwrap();
+        }
+        pool.close().await;
+    });
+    for _ in 0..2 {
+        let out = pg_stress(&["--via-pgbouncer", "--duration", "1", "--matrix", "1:1"]);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{all}");
+        assert!(all.contains("100.00"), "{all}");
+    }
+}
