@@ -835,6 +835,52 @@ mod tests {
         assert_eq!(scrub("bad 100%€ here", url), "bad *** here");
     }
 
+    /// PgBouncer refuses a login that carries `options` unless told to
+    /// ignore it: the error says what to set.
+    #[test]
+    fn a_refused_startup_parameter_names_the_pooler_setting() {
+        let hinted = with_pooler_hint("unsupported startup parameter: options".into());
+        assert!(
+            hinted.contains("with_pooler(Pooler::Transaction)"),
+            "{hinted}"
+        );
+        assert!(
+            hinted.contains("DUROXIDE_PG_POOLER=transaction"),
+            "{hinted}"
+        );
+        assert_eq!(
+            with_pooler_hint("connection refused".into()),
+            "connection refused"
+        );
+    }
+
+    #[test]
+    fn pooler_and_poll_mode_resolution() {
+        let c = PostgresConfig::new("postgres://h/db").with_pooler(Pooler::Transaction);
+        assert_eq!(c.resolved_poll_mode().unwrap(), PollMode::PollOnly);
+        assert!(matches!(
+            c.clone()
+                .with_poll_mode(PollMode::LongPoll)
+                .resolved_poll_mode(),
+            Err(Error::InvalidConfig(_))
+        ));
+        let c = PostgresConfig::new("postgres://h/db").with_pooler(Pooler::None);
+        assert_eq!(c.resolved_poll_mode().unwrap(), PollMode::LongPoll);
+        // Behind a transaction pooler nothing goes in the startup options,
+        // and each call carries the transaction's settings instead.
+        let c = PostgresConfig::new("postgres://h/db")
+            .with_pooler(Pooler::Transaction)
+            .with_statement_timeout(Some(Duration::from_secs(3)));
+        assert!(c.driver_options().unwrap().get_options().is_none());
+        assert_eq!(
+            c.pool_settings().unwrap().literal_prefix.as_deref(),
+            Some(
+                "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; \
+                 SET LOCAL statement_timeout = '3000ms'; "
+            )
+        );
+    }
+
     #[test]
     fn schema_names() {
         for ok in ["public", "tenant_1", "_x", "a", &"a".repeat(63)] {

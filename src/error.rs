@@ -257,6 +257,33 @@ mod tests {
         }
     }
 
+    /// What a transaction pooler does to prepared statements, produced for
+    /// real: a statement of the name sqlx gives its first one already exists
+    /// on the session (as another client left it on a pooled server session).
+    /// The error is permanent and names the setting.
+    #[tokio::test]
+    async fn a_pooler_symptom_is_permanent_and_names_the_setting() {
+        use sqlx::Connection;
+        let url = crate::local_cluster::database_url().expect("database");
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::Executor::execute(&mut conn, "PREPARE sqlx_s_1 AS SELECT 1")
+            .await
+            .unwrap();
+        let err = sqlx::query("SELECT 2")
+            .fetch_one(&mut conn)
+            .await
+            .expect_err("the name is taken");
+        let e = provider_error("fetch_work_item", err);
+        assert!(!e.is_retryable(), "{e:?}");
+        assert!(e.message.contains("42P05"), "{}", e.message);
+        assert!(
+            e.message.contains("with_pooler(Pooler::Transaction)")
+                && e.message.contains("DUROXIDE_PG_POOLER=transaction"),
+            "{}",
+            e.message
+        );
+    }
+
     #[test]
     fn pool_and_io_errors_are_retryable() {
         assert!(provider_error("op", sqlx::Error::PoolTimedOut).is_retryable());

@@ -20,7 +20,8 @@
 //! `orchestrator_queue` (instance leases), `worker_queue` (peek-locks and
 //! sessions), `history`, `state` (custom status, KV, stats), `admin`
 //! (`ProviderAdmin`), `lease` (renew/abandon shared by both queues),
-//! `long_poll` (wake-ups), and the public [`config`], [`credentials`]
+//! `long_poll` (wake-ups), `call` (one stored-function call, prepared or,
+//! behind a transaction pooler, with literal arguments), and the public [`config`], [`credentials`]
 //! (passwords and tokens that rotate), [`error`],
 //! [`migrations`], [`metrics`] (names of the metrics it records), [`local_cluster`] (throwaway PostgreSQL for tests,
 //! examples and tools) and [`delay_proxy`] (latency and round-trip counting

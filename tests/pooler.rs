@@ -188,3 +188,50 @@ async fn an_unknown_pooler_in_the_environment_is_refused_by_name() {
         "{message}"
     );
 }
+
+/// Behind a transaction pooler the statement timeout travels with every call
+/// (`SET LOCAL` in the call's own transaction): calls work with one set, and
+/// the server session keeps nothing of it for the next client.
+#[tokio::test]
+async fn the_statement_timeout_travels_with_each_call() {
+    let schema = fresh_schema_name("pooler_timeout");
+    let provider = PostgresProvider::connect(
+        Via::PgBouncer
+            .config(schema.clone())
+            .with_statement_timeout(Some(Duration::from_millis(1234))),
+    )
+    .await
+    .unwrap();
+    for i in 0..5 {
+        provider
+            .enqueue_for_worker(common::activity_item("timeout", i))
+            .await
+            .unwrap();
+    }
+    let admin = duroxide::providers::ProviderAdmin::get_queue_depths(&provider)
+        .await
+        .unwrap();
+    assert_eq!(admin.worker_queue, 5);
+    // Every server session PgBouncer has: none kept the timeout.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(20)
+        .connect(&common::pgbouncer_url())
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        let mut tx = pool.begin().await.unwrap();
+        let row =
+            sqlx::Executor::fetch_one(&mut *tx, "SELECT current_setting('statement_timeout')")
+                .await
+                .unwrap();
+        let timeout: String = sqlx::Row::get(&row, 0);
+        assert_eq!(timeout, "0", "a server session kept the provider's timeout");
+        held.push(tx);
+    }
+    for tx in held {
+        tx.rollback().await.unwrap();
+    }
+    pool.close().await;
+    provider.cleanup_schema().await.unwrap();
+}
