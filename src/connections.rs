@@ -546,6 +546,35 @@ mod tests {
         backend(&p).await.unwrap();
     }
 
+    /// The connections up to the minimum (those construction opens ahead)
+    /// are kept however long they idle; only those above it go when the idle
+    /// timeout passes, the least recently used first.
+    #[tokio::test]
+    async fn connections_up_to_the_minimum_outlive_the_idle_timeout() {
+        let p = pool(4, |s| {
+            s.min_connections = 2;
+            s.idle_timeout = Some(Duration::from_millis(50));
+        });
+        let held = [
+            p.acquire().await.unwrap(),
+            p.acquire().await.unwrap(),
+            p.acquire().await.unwrap(),
+        ];
+        assert_eq!(p.size(), 3);
+        for checkout in held {
+            checkout.finish(Ok::<(), sqlx::Error>(())).unwrap();
+        }
+        assert_eq!((p.size(), p.num_idle()), (3, 3));
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // The next checkout sweeps: one goes, the minimum stays.
+        let again = p.acquire().await.unwrap();
+        assert_eq!((p.size(), p.num_idle()), (2, 1));
+        again.finish(Ok::<(), sqlx::Error>(())).unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        backend(&p).await.unwrap();
+        assert_eq!(p.size(), 2, "at the minimum, idle connections stay");
+    }
+
     #[tokio::test]
     async fn connections_past_their_lifetime_are_replaced() {
         let p = pool(1, |s| s.max_lifetime = Some(Duration::from_millis(50)));

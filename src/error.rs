@@ -97,10 +97,10 @@ pub enum Error {
     /// prepared statements there could run a statement another client
     /// prepared. Nothing was changed.
     #[error(
-        "{evidence}: a connection pooler that does not keep server sessions is in front of the \
-         server (PgBouncer, say). Behind a pooler in transaction mode set \
-         PostgresConfig::with_pooler(Pooler::Transaction) or {env}=transaction; \
-         in session mode, let it pass the startup parameter `options` through"
+        "{evidence}: a connection pooler is in front of the server that drops them (PgBouncer \
+         with ignore_startup_parameters = options, say) and may move this client between server \
+         sessions. Set PostgresConfig::with_pooler(Pooler::Transaction) or {env}=transaction \
+         (right for transaction mode, and safe in session mode too)"
     )]
     PoolerDetected {
         /// What showed it.

@@ -223,7 +223,8 @@ async fn listen(mut listener: PgListener, wakeups: Arc<Wakeups>) {
 enum Woken {
     /// A hint was handed to this waiter.
     Hint,
-    /// Another waiter could not use its hint and passed it on.
+    /// The hint has been passed on to every waiter: by another waiter that
+    /// could not use it, or by this one.
     PassedOn,
 }
 
@@ -295,6 +296,8 @@ where
             // failed): everyone else looks, whatever filter decided it.
             w.passed_on.notify_waiters();
             crate::metrics::wakeup(&lp.schema, queue, "passed_on");
+            // Once: a look again after contention must not wake them all again.
+            woken = Some(Woken::PassedOn);
         }
         let wake_at = match outcome? {
             Attempt::Found(found) => return Ok(Some(found)),

@@ -472,28 +472,3 @@ async fn construction_opens_the_connections_a_runtime_needs_at_once() {
     p.cleanup_schema().await.unwrap();
     p.close().await;
 }
-
-/// The connections opened ahead are kept however long they idle; only those
-/// above the minimum go when the idle timeout passes.
-#[tokio::test]
-async fn connections_up_to_the_minimum_outlive_the_idle_timeout() {
-    let p = PostgresProvider::connect(
-        PostgresConfig::new(database_url())
-            .with_schema(fresh_schema_name("keep"))
-            .with_min_connections(2)
-            .with_idle_timeout(Some(Duration::from_millis(50))),
-    )
-    .await
-    .unwrap();
-    // Three calls at once: a third connection opens.
-    let admin = duroxide::providers::ProviderAdmin::list_instances;
-    let (a, b, c) = tokio::join!(admin(&p), admin(&p), admin(&p));
-    assert!(a.is_ok() && b.is_ok() && c.is_ok());
-    assert_eq!(p.pool_status().open, 3, "{:?}", p.pool_status());
-    tokio::time::sleep(Duration::from_millis(120)).await;
-    // The next call sweeps: one idle connection goes, the minimum stays.
-    admin(&p).await.unwrap();
-    assert_eq!(p.pool_status().open, 2, "{:?}", p.pool_status());
-    p.cleanup_schema().await.unwrap();
-    p.close().await;
-}
