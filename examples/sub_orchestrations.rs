@@ -19,7 +19,9 @@ use duroxide_pg::PostgresProvider;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = duroxide_pg::local_cluster::database_url()?;
+    // DATABASE_URL, or (when unset) the test kit's throwaway cluster, a dev-dependency:
+    // an application passes its own URL.
+    let url = duroxide_pg_testkit::local_cluster::database_url()?;
     let schema = format!("example_sub_orch_{}", std::process::id());
     let store = Arc::new(PostgresProvider::new_with_schema(&url, Some(&schema)).await?);
 

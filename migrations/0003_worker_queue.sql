@@ -1,5 +1,6 @@
 -- 0003_worker_queue: one function per worker-queue and session provider operation.
--- Conventions (clock, error codes, search_path) as in 0002_orchestrator_queue.
+-- Conventions (clock, error codes, search_path): migrations/README.md. The current text
+-- and contract of every function: schema/functions/<name>.sql.
 
 -- enqueue_for_worker: inserts one unlocked, immediately visible activity row.
 -- Touches: one worker_queue row. Locks: none. Notifies waiting fetchers.

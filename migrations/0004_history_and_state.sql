@@ -1,6 +1,7 @@
 -- 0004_history_and_state: reading and appending history, custom status, the
 -- per-instance KV store and instance statistics.
--- Conventions (clock, error codes, search_path) as in 0002_orchestrator_queue.
+-- Conventions (clock, error codes, search_path): migrations/README.md. The current text
+-- and contract of every function: schema/functions/<name>.sql.
 
 -- read / read_with_execution: the events of one execution ordered by event_id,
 -- as stored JSON text. p_execution_id NULL means the latest execution

@@ -1,6 +1,7 @@
 -- 0005_admin: the management (ProviderAdmin) operations: listings, info,
 -- metrics, deletion and pruning. Each is one call and one transaction.
--- Conventions (clock, error codes, search_path) as in 0002_orchestrator_queue.
+-- Conventions (clock, error codes, search_path): migrations/README.md. The current text
+-- and contract of every function: schema/functions/<name>.sql.
 
 -- list_instances / list_instances_by_status: instance ids, newest first.
 -- p_status filters on the current execution's status; NULL lists all.

@@ -9,11 +9,11 @@
 -- Orchestration turns are not leased ahead: a held instance carries a history
 -- snapshot that must not go stale, and measured at 20 ms it was slower.
 
--- fetch_work_item as in 0003 (its header comment holds), plus a last column
+-- fetch_work_item (current text and contract: schema/functions/), plus a last column
 -- o_taken_over: whether the lease just taken had expired in the hands of
 -- another holder rather than being free. A new result type, so it is dropped
 -- and created again (in this transaction: callers never see it missing).
--- (fetch_orchestration_item gains the same column in 0009.)
+-- (fetch_orchestration_item gains the same column too.)
 DROP FUNCTION fetch_work_item(BIGINT, BIGINT, TEXT, BIGINT, SMALLINT, TEXT[]);
 CREATE OR REPLACE FUNCTION fetch_work_item(
     p_now_ms          BIGINT,

@@ -41,7 +41,7 @@ AS $$
        FOR SHARE SKIP LOCKED
 $$;
 
--- enqueue_for_orchestrator as in 0002, storing a message visible at once
+-- enqueue_orchestrator_item (current text and contract: schema/functions/), storing a message visible at once
 -- as held when its instance's lease is live (see the file header).
 CREATE OR REPLACE FUNCTION enqueue_orchestrator_item(
     p_instance_id TEXT,
@@ -220,7 +220,7 @@ BEGIN
 END;
 $$;
 
--- fetch_orchestration_item as in 0002 (its guarantees unchanged: oldest
+-- fetch_orchestration_item (current text and contract: schema/functions/; guarantees: oldest
 -- visible work first, never waits for another fetcher, version filter before
 -- anything is read), searching two sources: expired leases, then untagged
 -- messages through orchestrator_queue_ready_idx; lease_instance does the rest.
@@ -302,7 +302,7 @@ BEGIN
 END;
 $$;
 
--- ack_orchestration_item as in 0002, releasing the lease's held messages, and
+-- ack_orchestration_item (current text and contract: schema/functions/), releasing the lease's held messages, and
 -- checking for messages that arrived during the turn in a way no plan turns
 -- into a scan of the whole queue.
 CREATE OR REPLACE FUNCTION ack_orchestration_item(
@@ -458,7 +458,7 @@ BEGIN
 END;
 $$;
 
--- abandon_orchestration_item as in 0002, releasing the lease's held messages
+-- abandon_orchestration_item (current text and contract: schema/functions/), releasing the lease's held messages
 -- too (only the fetched ones get the delay and the attempt change).
 CREATE OR REPLACE FUNCTION abandon_orchestration_item(
     p_lock_token     TEXT,
@@ -501,7 +501,7 @@ BEGIN
 END;
 $$;
 
--- ack_work_item as in 0003, storing the completion as held when its
+-- ack_work_item (current text and contract: schema/functions/), storing the completion as held when its
 -- instance's lease is live (see the file header).
 CREATE OR REPLACE FUNCTION ack_work_item(
     p_lock_token          TEXT,
@@ -537,8 +537,8 @@ BEGIN
 END;
 $$;
 
--- delete_instances_atomic as in 0005, deleting the lease rows before the
--- queue rows (see the comment there).
+-- delete_instances_atomic (current text and contract: schema/functions/), deleting the
+-- lease rows before the queue rows (see the comment in its body).
 CREATE OR REPLACE FUNCTION delete_instances_atomic(p_ids TEXT[], p_force BOOLEAN)
 RETURNS TABLE (
     o_instances_deleted      BIGINT,

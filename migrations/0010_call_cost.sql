@@ -25,7 +25,7 @@
 --
 -- Rows touched, locks taken and results are unchanged for every function.
 
--- notify_channel and lock_key as in 0002, with this schema's name fixed at
+-- notify_channel and lock_key (current text and contract: schema/functions/), with this schema's name fixed at
 -- migration time (format %L quotes it); both are constant-folded once inlined.
 DO $migration$
 BEGIN
@@ -49,7 +49,7 @@ $migration$;
 -- cached per connection) without SET. Internal: they run under their
 -- caller's search_path, which every calling entry point pins to this schema.
 
--- notify_work as in 0002: one NOTIFY of p_count items on p_queue, none for 0.
+-- notify_work (schema/functions/notify_work.sql): one NOTIFY of p_count items on p_queue, none for 0.
 -- Internal (caller's search_path).
 CREATE OR REPLACE FUNCTION notify_work(p_queue TEXT, p_count BIGINT)
 RETURNS VOID
@@ -62,7 +62,7 @@ BEGIN
 END;
 $$;
 
--- notify_later as in 0002: one NOTIFY naming the time an item becomes visible.
+-- notify_later (schema/functions/notify_later.sql): one NOTIFY naming the time an item becomes visible.
 -- Internal (caller's search_path).
 CREATE OR REPLACE FUNCTION notify_later(p_queue TEXT, p_visible_at BIGINT)
 RETURNS VOID
@@ -75,7 +75,7 @@ BEGIN
 END;
 $$;
 
--- touch_session as in 0003: bumps a live session's last activity.
+-- touch_session (schema/functions/touch_session.sql): bumps a live session's last activity.
 -- Internal (caller's search_path).
 CREATE OR REPLACE FUNCTION touch_session(p_session_id TEXT, p_now_ms BIGINT)
 RETURNS VOID
@@ -89,7 +89,7 @@ BEGIN
 END;
 $$;
 
--- live_lease_token as in 0009: the token of p_instance_id's live lease, or
+-- live_lease_token (schema/functions/live_lease_token.sql): the token of p_instance_id's live lease, or
 -- NULL when it has none or its lease row is being changed right now (SKIP
 -- LOCKED: never waits). Takes FOR SHARE on the row and keeps it to commit.
 -- Internal (caller's search_path).
@@ -108,10 +108,10 @@ BEGIN
 END;
 $$;
 
--- Replaced by live_lease_token in 0009; nothing calls it any more.
+-- Replaced by live_lease_token; nothing calls it any more.
 DROP FUNCTION IF EXISTS instance_is_leased(TEXT, BIGINT);
 
--- read / read_with_execution as in 0004: the events of one execution ordered
+-- read_history (schema/functions/read_history.sql): the events of one execution ordered
 -- by event_id, as stored JSON text; p_execution_id NULL means the latest
 -- execution (1 when there is none). An unknown instance gives no rows.
 -- Locks: none. Inlined into the caller's statement.
@@ -130,7 +130,7 @@ BEGIN ATOMIC
      ORDER BY h.event_id;
 END;
 
--- get_custom_status as in 0004: the custom status and its version, only when
+-- get_custom_status (schema/functions/get_custom_status.sql): the custom status and its version, only when
 -- the version is newer than p_last_seen_version. No row: unknown instance or
 -- nothing new. Locks: none. Inlined into the caller's statement.
 CREATE OR REPLACE FUNCTION get_custom_status(p_instance_id TEXT, p_last_seen_version BIGINT)

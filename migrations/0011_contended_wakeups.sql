@@ -58,7 +58,7 @@ $$;
 -- fetch_orchestration_item returns. No row: the candidate was not leased.
 -- Touches: one instance_locks row, the instance's visible queue rows.
 -- Per-instance probes of the queue count rows rather than ask EXISTS (see
--- ack_orchestration_item in 0009 for why). Same signature as in 0009:
+-- the contract of ack_orchestration_item for why). Same signature as before:
 -- replaced in place; the advisory lock and the filter moved to the caller.
 CREATE OR REPLACE FUNCTION lease_instance(
     p_candidate       TEXT,
@@ -182,7 +182,7 @@ BEGIN
 END;
 $$;
 
--- fetch_orchestration_item: as in 0009 (its header holds), checking each
+-- fetch_orchestration_item (current text and contract: schema/functions/), checking each
 -- candidate's version filter and then taking its advisory try-lock itself,
 -- before lease_instance (which no longer does either): an incompatible
 -- candidate is skipped without being locked, so it never blocks a fetch
@@ -284,7 +284,7 @@ BEGIN
 END;
 $$;
 
--- fetch_work_item: as in 0008 (its header holds); when nothing was leased,
+-- fetch_work_item (current text and contract: schema/functions/); when nothing was leased,
 -- it checks whether eligible rows were passed over because another
 -- transaction held them (one extra index scan, only on empty results).
 -- Same signature: replaced in place.

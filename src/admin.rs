@@ -8,16 +8,17 @@ use duroxide::providers::{
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
 
-use crate::PostgresProvider;
 use crate::call::Statement;
-use crate::codec::{from_stored, now_ms, to_i64, to_u64};
+use crate::clock::now_ms;
+use crate::codec::{from_stored, to_i64, to_u64};
 use crate::error::provider_error;
+use crate::store::Store;
 
 /// Default `limit` of the bulk operations when the filter sets none.
 const DEFAULT_BULK_LIMIT: u32 = 1000;
 
 async fn ids(
-    p: &PostgresProvider,
+    p: &Store,
     op: &str,
     sql: &Statement,
     arg: Option<&str>,
@@ -26,7 +27,7 @@ async fn ids(
 }
 
 pub(crate) async fn list_instances(
-    p: &PostgresProvider,
+    p: &Store,
     status: Option<&str>,
 ) -> Result<Vec<String>, ProviderError> {
     let op = if status.is_some() {
@@ -37,15 +38,12 @@ pub(crate) async fn list_instances(
     ids(p, op, &p.sql.list_instances, status).await
 }
 
-pub(crate) async fn list_children(
-    p: &PostgresProvider,
-    instance: &str,
-) -> Result<Vec<String>, ProviderError> {
+pub(crate) async fn list_children(p: &Store, instance: &str) -> Result<Vec<String>, ProviderError> {
     ids(p, "list_children", &p.sql.list_children, Some(instance)).await
 }
 
 pub(crate) async fn instance_tree(
-    p: &PostgresProvider,
+    p: &Store,
     instance: &str,
 ) -> Result<InstanceTree, ProviderError> {
     let all_ids = ids(
@@ -61,10 +59,7 @@ pub(crate) async fn instance_tree(
     })
 }
 
-pub(crate) async fn list_executions(
-    p: &PostgresProvider,
-    instance: &str,
-) -> Result<Vec<u64>, ProviderError> {
+pub(crate) async fn list_executions(p: &Store, instance: &str) -> Result<Vec<u64>, ProviderError> {
     const OP: &str = "list_executions";
     let rows: Vec<i64> = p
         .call(OP, &p.sql.list_executions)
@@ -76,10 +71,7 @@ pub(crate) async fn list_executions(
         .collect()
 }
 
-pub(crate) async fn latest_execution_id(
-    p: &PostgresProvider,
-    instance: &str,
-) -> Result<u64, ProviderError> {
+pub(crate) async fn latest_execution_id(p: &Store, instance: &str) -> Result<u64, ProviderError> {
     const OP: &str = "latest_execution_id";
     let id: i64 = p
         .call(OP, &p.sql.latest_execution_id)
@@ -90,7 +82,7 @@ pub(crate) async fn latest_execution_id(
 }
 
 pub(crate) async fn instance_info(
-    p: &PostgresProvider,
+    p: &Store,
     instance: &str,
 ) -> Result<InstanceInfo, ProviderError> {
     const OP: &str = "get_instance_info";
@@ -101,23 +93,27 @@ pub(crate) async fn instance_info(
         .await?;
     let get = |e| provider_error(OP, e);
     Ok(InstanceInfo {
-        instance_id: r.try_get(0).map_err(get)?,
-        orchestration_name: r.try_get(1).map_err(get)?,
-        orchestration_version: r.try_get(2).map_err(get)?,
-        current_execution_id: to_u64(OP, "execution_id", r.try_get(3).map_err(get)?)?,
-        status: r.try_get(4).map_err(get)?,
+        instance_id: r.try_get("o_instance_id").map_err(get)?,
+        orchestration_name: r.try_get("o_orchestration_name").map_err(get)?,
+        orchestration_version: r.try_get("o_orchestration_version").map_err(get)?,
+        current_execution_id: to_u64(
+            OP,
+            "execution_id",
+            r.try_get("o_current_execution_id").map_err(get)?,
+        )?,
+        status: r.try_get("o_status").map_err(get)?,
         output: r
             .try_get::<Option<String>, _>(5)
             .map_err(get)?
             .map(from_stored),
-        created_at: to_u64(OP, "created_at", r.try_get(6).map_err(get)?)?,
-        updated_at: to_u64(OP, "updated_at", r.try_get(7).map_err(get)?)?,
-        parent_instance_id: r.try_get(8).map_err(get)?,
+        created_at: to_u64(OP, "created_at", r.try_get("o_created_at").map_err(get)?)?,
+        updated_at: to_u64(OP, "updated_at", r.try_get("o_updated_at").map_err(get)?)?,
+        parent_instance_id: r.try_get("o_parent_instance_id").map_err(get)?,
     })
 }
 
 pub(crate) async fn execution_info(
-    p: &PostgresProvider,
+    p: &Store,
     instance: &str,
     execution_id: u64,
 ) -> Result<ExecutionInfo, ProviderError> {
@@ -129,23 +125,28 @@ pub(crate) async fn execution_info(
         .fetch_one()
         .await?;
     let get = |e| provider_error(OP, e);
-    let completed_at: Option<i64> = r.try_get(4).map_err(get)?;
+    let completed_at: Option<i64> = r.try_get("o_completed_at").map_err(get)?;
     Ok(ExecutionInfo {
-        execution_id: to_u64(OP, "execution_id", r.try_get(0).map_err(get)?)?,
-        status: r.try_get(1).map_err(get)?,
+        execution_id: to_u64(
+            OP,
+            "execution_id",
+            r.try_get("o_execution_id").map_err(get)?,
+        )?,
+        status: r.try_get("o_status").map_err(get)?,
         output: r
             .try_get::<Option<String>, _>(2)
             .map_err(get)?
             .map(from_stored),
-        started_at: to_u64(OP, "started_at", r.try_get(3).map_err(get)?)?,
+        started_at: to_u64(OP, "started_at", r.try_get("o_started_at").map_err(get)?)?,
         completed_at: completed_at
             .map(|c| to_u64(OP, "completed_at", c))
             .transpose()?,
-        event_count: usize::try_from(r.try_get::<i64, _>(5).map_err(get)?).unwrap_or(0),
+        event_count: usize::try_from(r.try_get::<i64, _>("o_event_count").map_err(get)?)
+            .unwrap_or(0),
     })
 }
 
-pub(crate) async fn system_metrics(p: &PostgresProvider) -> Result<SystemMetrics, ProviderError> {
+pub(crate) async fn system_metrics(p: &Store) -> Result<SystemMetrics, ProviderError> {
     const OP: &str = "get_system_metrics";
     let (total, executions, running, completed, failed, events): (i64, i64, i64, i64, i64, i64) =
         p.call(OP, &p.sql.get_system_metrics).one_as().await?;
@@ -159,7 +160,7 @@ pub(crate) async fn system_metrics(p: &PostgresProvider) -> Result<SystemMetrics
     })
 }
 
-pub(crate) async fn queue_depths(p: &PostgresProvider) -> Result<QueueDepths, ProviderError> {
+pub(crate) async fn queue_depths(p: &Store) -> Result<QueueDepths, ProviderError> {
     const OP: &str = "get_queue_depths";
     let (orchestrator, worker): (i64, i64) = p
         .call(OP, &p.sql.get_queue_depths)
@@ -173,10 +174,7 @@ pub(crate) async fn queue_depths(p: &PostgresProvider) -> Result<QueueDepths, Pr
     })
 }
 
-pub(crate) async fn parent_id(
-    p: &PostgresProvider,
-    instance: &str,
-) -> Result<Option<String>, ProviderError> {
+pub(crate) async fn parent_id(p: &Store, instance: &str) -> Result<Option<String>, ProviderError> {
     const OP: &str = "get_parent_id";
     p.call(OP, &p.sql.get_parent_id)
         .bind(instance)
@@ -228,7 +226,7 @@ impl FromRow<'_, PgRow> for PruneCounts {
 }
 
 pub(crate) async fn delete_instances_atomic(
-    p: &PostgresProvider,
+    p: &Store,
     ids: &[String],
     force: bool,
 ) -> Result<DeleteInstanceResult, ProviderError> {
@@ -246,7 +244,7 @@ pub(crate) async fn delete_instances_atomic(
 }
 
 pub(crate) async fn delete_instance(
-    p: &PostgresProvider,
+    p: &Store,
     instance: &str,
     force: bool,
 ) -> Result<DeleteInstanceResult, ProviderError> {
@@ -274,7 +272,7 @@ fn filter_arguments(op: &str, f: &InstanceFilter) -> Result<FilterArguments, Pro
     ))
 }
 
-/// One queue as an operator sees it (see [`PostgresProvider::queue_overview`]).
+/// One queue as an operator sees it (see [`crate::PostgresProvider::queue_overview`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueStatus {
     /// `orchestrator` (messages other than timers), `timer` or `worker`.
@@ -289,61 +287,47 @@ pub struct QueueStatus {
     pub oldest_ready_age: Option<std::time::Duration>,
 }
 
-impl PostgresProvider {
-    /// Ready, delayed and locked counts of the orchestrator, timer and worker
-    /// queues, with the age of each queue's oldest ready message. One
-    /// read-only statement; takes no locks.
-    ///
-    /// # Errors
-    /// [`ProviderError`] when the server refuses the query.
-    pub async fn queue_overview(&self) -> Result<Vec<QueueStatus>, ProviderError> {
-        const OP: &str = "queue_overview";
-        let rows: Vec<(String, i64, i64, i64, Option<i64>)> = self
-            .call(OP, &self.sql.queue_overview)
-            .bind(now_ms())
-            .all_as()
-            .await?;
-        rows.into_iter()
-            .map(|(queue, ready, delayed, locked, oldest)| {
-                Ok(QueueStatus {
-                    queue,
-                    ready: to_u64(OP, "ready", ready)?,
-                    delayed: to_u64(OP, "delayed", delayed)?,
-                    locked: to_u64(OP, "locked", locked)?,
-                    oldest_ready_age: oldest
-                        .map(|ms| to_u64(OP, "oldest_ready_ms", ms))
-                        .transpose()?
-                        .map(std::time::Duration::from_millis),
-                })
+/// [`crate::PostgresProvider::queue_overview`].
+pub(crate) async fn queue_overview(p: &Store) -> Result<Vec<QueueStatus>, ProviderError> {
+    const OP: &str = "queue_overview";
+    let rows: Vec<(String, i64, i64, i64, Option<i64>)> = p
+        .call(OP, &p.sql.queue_overview)
+        .bind(now_ms())
+        .all_as()
+        .await?;
+    rows.into_iter()
+        .map(|(queue, ready, delayed, locked, oldest)| {
+            Ok(QueueStatus {
+                queue,
+                ready: to_u64(OP, "ready", ready)?,
+                delayed: to_u64(OP, "delayed", delayed)?,
+                locked: to_u64(OP, "locked", locked)?,
+                oldest_ready_age: oldest
+                    .map(|ms| to_u64(OP, "oldest_ready_ms", ms))
+                    .transpose()?
+                    .map(std::time::Duration::from_millis),
             })
-            .collect()
-    }
+        })
+        .collect()
+}
 
-    /// The root instances [`ProviderAdmin::delete_instance_bulk`] would delete
-    /// for `filter` right now (each goes with its whole tree), oldest
-    /// completion first: a dry run of a purge. Reads only.
-    ///
-    /// [`ProviderAdmin::delete_instance_bulk`]: duroxide::providers::ProviderAdmin::delete_instance_bulk
-    ///
-    /// # Errors
-    /// [`ProviderError`] for an out-of-range filter or when the server refuses.
-    pub async fn bulk_delete_candidates(
-        &self,
-        filter: &InstanceFilter,
-    ) -> Result<Vec<String>, ProviderError> {
-        const OP: &str = "bulk_delete_roots";
-        let (ids, completed_before, limit) = filter_arguments(OP, filter)?;
-        self.call(OP, &self.sql.bulk_delete_roots)
-            .bind(ids)
-            .bind(completed_before)
-            .bind(limit)
-            .scalars()
-            .await
-    }
+/// [`crate::PostgresProvider::bulk_delete_candidates`].
+pub(crate) async fn bulk_delete_candidates(
+    p: &Store,
+    filter: &InstanceFilter,
+) -> Result<Vec<String>, ProviderError> {
+    const OP: &str = "bulk_delete_roots";
+    let (ids, completed_before, limit) = filter_arguments(OP, filter)?;
+    p.call(OP, &p.sql.bulk_delete_roots)
+        .bind(ids)
+        .bind(completed_before)
+        .bind(limit)
+        .scalars()
+        .await
 }
 
 pub(crate) async fn delete_instance_bulk(
-    p: &PostgresProvider,
+    p: &Store,
     filter: &InstanceFilter,
 ) -> Result<DeleteInstanceResult, ProviderError> {
     const OP: &str = "delete_instance_bulk";
@@ -371,7 +355,7 @@ fn prune_arguments(
 }
 
 pub(crate) async fn prune_executions(
-    p: &PostgresProvider,
+    p: &Store,
     instance: &str,
     options: &PruneOptions,
 ) -> Result<PruneResult, ProviderError> {
@@ -388,7 +372,7 @@ pub(crate) async fn prune_executions(
 }
 
 pub(crate) async fn prune_executions_bulk(
-    p: &PostgresProvider,
+    p: &Store,
     filter: &InstanceFilter,
     options: &PruneOptions,
 ) -> Result<PruneResult, ProviderError> {

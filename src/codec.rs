@@ -2,22 +2,15 @@
 //! JSON text in and out, routing keys, and the columns copied out of work
 //! items. No storage decisions are made here.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use duroxide::providers::{ProviderError, WorkItem};
 use duroxide::{Event, EventKind};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::codes::{CONTINUE_AS_NEW, CustomStatusAction, KvOp, START_ORCHESTRATION};
 use crate::error::{corrupted, invalid_input};
-
-/// The caller's clock in milliseconds since the Unix epoch. Every stored
-/// function receives this value; the database clock is never consulted.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// A duration in whole milliseconds, saturating at `i64::MAX`.
 pub(crate) fn millis(d: Duration) -> i64 {
@@ -58,7 +51,7 @@ pub(crate) fn decode_all<T: DeserializeOwned>(
 /// use it to recognise start messages and orphan `QueueMessage`s.
 pub(crate) fn kind_name(item: &WorkItem) -> &'static str {
     match item {
-        WorkItem::StartOrchestration { .. } => "StartOrchestration",
+        WorkItem::StartOrchestration { .. } => START_ORCHESTRATION,
         WorkItem::ActivityExecute { .. } => "ActivityExecute",
         WorkItem::ActivityCompleted { .. } => "ActivityCompleted",
         WorkItem::ActivityFailed { .. } => "ActivityFailed",
@@ -67,7 +60,7 @@ pub(crate) fn kind_name(item: &WorkItem) -> &'static str {
         WorkItem::SubOrchCompleted { .. } => "SubOrchCompleted",
         WorkItem::SubOrchFailed { .. } => "SubOrchFailed",
         WorkItem::CancelInstance { .. } => "CancelInstance",
-        WorkItem::ContinueAsNew { .. } => "ContinueAsNew",
+        WorkItem::ContinueAsNew { .. } => CONTINUE_AS_NEW,
         WorkItem::QueueMessage { .. } => "QueueMessage",
     }
 }
@@ -246,20 +239,23 @@ pub(crate) fn event_columns(
 }
 
 /// Custom-status change carried by a history delta: the last
-/// `CustomStatusUpdated` wins. Codes match `ack_orchestration_item`.
-pub(crate) fn custom_status_change(delta: &[Event]) -> (i16, Option<String>) {
+/// `CustomStatusUpdated` wins.
+pub(crate) fn custom_status_change(delta: &[Event]) -> (CustomStatusAction, Option<String>) {
     match delta.iter().rev().find_map(|e| match &e.kind {
         EventKind::CustomStatusUpdated { status } => Some(status.clone()),
         _ => None,
     }) {
-        None => (0, None),
-        Some(Some(status)) => (1, Some(to_stored(&status).into_owned())),
-        Some(None) => (2, None),
+        None => (CustomStatusAction::Unchanged, None),
+        Some(Some(status)) => (
+            CustomStatusAction::Set,
+            Some(to_stored(&status).into_owned()),
+        ),
+        Some(None) => (CustomStatusAction::Cleared, None),
     }
 }
 
 /// KV operations of a history delta, in order, as parallel arrays
-/// (op code 1 set, 2 clear key, 3 clear all; see `apply_kv_operations`).
+/// ([`KvOp`] codes; see `apply_kv_operations`).
 #[derive(Default)]
 pub(crate) struct KvOps {
     pub ops: Vec<i16>,
@@ -279,7 +275,7 @@ impl KvOps {
                     last_updated_at_ms,
                 } => {
                     kv.push(
-                        1,
+                        KvOp::Set,
                         Some(key.clone()),
                         Some(value.clone()),
                         Some(to_i64(
@@ -289,16 +285,18 @@ impl KvOps {
                         )?),
                     );
                 }
-                EventKind::KeyValueCleared { key } => kv.push(2, Some(key.clone()), None, None),
-                EventKind::KeyValuesCleared => kv.push(3, None, None, None),
+                EventKind::KeyValueCleared { key } => {
+                    kv.push(KvOp::ClearKey, Some(key.clone()), None, None)
+                }
+                EventKind::KeyValuesCleared => kv.push(KvOp::ClearAll, None, None, None),
                 _ => {}
             }
         }
         Ok(kv)
     }
 
-    fn push(&mut self, op: i16, key: Option<String>, value: Option<String>, at: Option<i64>) {
-        self.ops.push(op);
+    fn push(&mut self, op: KvOp, key: Option<String>, value: Option<String>, at: Option<i64>) {
+        self.ops.push(op as i16);
         self.keys.push(key.map(|k| to_stored(&k).into_owned()));
         self.values.push(value.map(|v| to_stored(&v).into_owned()));
         self.updated_at.push(at);

@@ -469,7 +469,7 @@ mod tests {
     use std::str::FromStr;
 
     fn pool(max: u32, settings: impl FnOnce(&mut PoolSettings)) -> Connections {
-        let url = crate::local_cluster::database_url().expect("database");
+        let url = duroxide_pg_testkit::local_cluster::database_url().expect("database");
         let mut s = PoolSettings {
             max_connections: max,
             acquire_timeout: Duration::from_secs(5),

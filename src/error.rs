@@ -3,6 +3,8 @@
 
 use duroxide::providers::ProviderError;
 
+use crate::codes::ProviderSqlState;
+
 /// Errors raised while building a [`crate::PostgresProvider`]: configuration,
 /// connection and migration failures. Provider calls report
 /// [`ProviderError`] instead; this type converts into it.
@@ -105,17 +107,46 @@ pub enum Error {
     PoolerDetected {
         /// What showed it.
         evidence: String,
-        /// [`crate::config::POOLER_ENV`].
+        /// [`crate::env::POOLER_ENV`].
         env: &'static str,
     },
     /// Any other database failure during construction or maintenance.
-    #[error("database error during {operation}: {reason}")]
+    #[error(
+        "database error during {operation}: {reason}{}",
+        sqlstate.as_deref().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default()
+    )]
     Database {
         /// What was being done.
         operation: &'static str,
+        /// The server's SQLSTATE, when the server reported the failure
+        /// (`None` for I/O, TLS and driver errors).
+        sqlstate: Option<String>,
         /// The server's or driver's explanation.
         reason: String,
     },
+}
+
+impl Error {
+    /// [`Error::Database`] for a driver error during `operation`, keeping the
+    /// server's SQLSTATE. The one constructor of that variant.
+    pub(crate) fn database(operation: &'static str, err: &sqlx::Error) -> Self {
+        Error::Database {
+            operation,
+            sqlstate: match err {
+                sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+                _ => None,
+            },
+            reason: err.to_string(),
+        }
+    }
+
+    /// The server's SQLSTATE behind this error, when the server reported it.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Error::Database { sqlstate, .. } => sqlstate.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 impl From<Error> for ProviderError {
@@ -179,13 +210,13 @@ pub(crate) fn provider_error(operation: &str, err: sqlx::Error) -> ProviderError
                     ": {symptom}; this is what a connection pooler in transaction mode (PgBouncer) \
                      does to prepared statements: set PostgresConfig::with_pooler(Pooler::Transaction) \
                      or {}=transaction",
-                    crate::config::POOLER_ENV
+                    crate::env::POOLER_ENV
                 ));
             }
             let class = code.get(..2).unwrap_or("other").to_owned();
             // Our own stored functions raise class DX for conditions the caller
             // caused (bad token, missing instance, precondition): never retry.
-            if !code.starts_with("DX") && is_retryable_sqlstate(&code) {
+            if ProviderSqlState::of(&code).is_none() && is_retryable_sqlstate(&code) {
                 (class, ProviderError::retryable(operation, message))
             } else {
                 (class, ProviderError::permanent(operation, message))
@@ -264,7 +295,7 @@ mod tests {
     #[tokio::test]
     async fn a_pooler_symptom_is_permanent_and_names_the_setting() {
         use sqlx::Connection;
-        let url = crate::local_cluster::database_url().expect("database");
+        let url = duroxide_pg_testkit::local_cluster::database_url().expect("database");
         let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
         sqlx::Executor::execute(&mut conn, "PREPARE sqlx_s_1 AS SELECT 1")
             .await

@@ -3,14 +3,14 @@
 use duroxide::Event;
 use duroxide::providers::ProviderError;
 
-use crate::PostgresProvider;
 use crate::codec::{decode_all, event_columns, to_i64};
+use crate::store::Store;
 
 /// Reads one execution's events (`None`: the latest execution). Each stored
 /// JSON text is parsed exactly once, straight into `Event`. Corrupted rows give
 /// a permanent error, never a shortened history.
 pub(crate) async fn read(
-    p: &PostgresProvider,
+    p: &Store,
     operation: &str,
     instance: &str,
     execution_id: Option<u64>,
@@ -28,7 +28,7 @@ pub(crate) async fn read(
 }
 
 pub(crate) async fn append(
-    p: &PostgresProvider,
+    p: &Store,
     instance: &str,
     execution_id: u64,
     events: &[Event],

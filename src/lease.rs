@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use duroxide::providers::ProviderError;
 
-use crate::PostgresProvider;
 use crate::call::Statement;
-use crate::codec::{millis, now_ms};
+use crate::clock::now_ms;
+use crate::codec::millis;
+use crate::store::Store;
 
 /// Extends the lease `token` by `extend_for` through `sql`.
 pub(crate) async fn renew(
-    p: &PostgresProvider,
+    p: &Store,
     operation: &str,
     sql: &Statement,
     token: &str,
@@ -29,7 +30,7 @@ pub(crate) async fn renew(
 /// Releases the lease `token` through `sql`, optionally delaying the items and
 /// undoing the fetch's attempt increment.
 pub(crate) async fn abandon(
-    p: &PostgresProvider,
+    p: &Store,
     operation: &str,
     sql: &Statement,
     token: &str,

@@ -15,45 +15,77 @@
 //! # let _ = provider; Ok(()) }
 //! ```
 //!
-//! Layout: every provider operation is one stored function in
-//! `migrations/*.sql`; the Rust modules only marshal arguments and map errors:
-//! `orchestrator_queue` (instance leases), `worker_queue` (peek-locks and
-//! sessions), `history`, `state` (custom status, KV, stats), `admin`
-//! (`ProviderAdmin`), `lease` (renew/abandon shared by both queues),
-//! `long_poll` (wake-ups), `call` (one stored-function call, prepared or,
-//! behind a transaction pooler, with literal arguments), and the public [`config`], [`credentials`]
-//! (passwords and tokens that rotate), [`error`],
-//! [`migrations`], [`metrics`] (names of the metrics it records), [`local_cluster`] (throwaway PostgreSQL for tests,
-//! examples and tools) and [`delay_proxy`] (latency and round-trip counting
-//! for tests and benchmarks).
+//! ## Public surface (one path each)
+//!
+//! - At the root: [`PostgresProvider`] and [`PostgresConfig`] with its
+//!   enums and defaults, [`Error`], [`QueueStatus`] and [`PoolStatus`], the
+//!   environment variables the configuration reads and the URL helpers.
+//! - [`credentials`]: passwords and tokens that rotate.
+//! - [`metrics`]: the names of the metrics the provider records.
+//! - [`migrations`]: the bundled migrations and the runner's report.
+//!
+//! ## Layout
+//!
+//! Every provider operation is one stored function in `migrations/*.sql`
+//! (the current text of each, with its contract, in `schema/functions/`);
+//! the Rust modules marshal arguments, call the function and map errors.
+//!
+//! | module | concern |
+//! |---|---|
+//! | `provider` | `PostgresProvider`: construction, the `Provider` and `ProviderAdmin` traits, shutdown |
+//! | `store` | what the operation modules work on (pool, statements, listener): they take a `&Store`, never the provider |
+//! | `orchestrator_queue` | instance leases: enqueue, fetch, ack, abandon |
+//! | `worker_queue` | activity peek-locks and sessions; `worker_queue::prefetch` holds the next item |
+//! | `lease` | renew and abandon, shared by both queues |
+//! | `history` | reading history |
+//! | `state` | custom status, KV, stats |
+//! | `admin` | `ProviderAdmin`: instances, trees, purge, queues |
+//! | `long_poll` | waiting fetches: `LISTEN`/`NOTIFY` and timers |
+//! | `call` | one stored-function call, prepared or (behind a transaction pooler) literal |
+//! | `statements` | the call text of every operation, schema-qualified |
+//! | `connections` | the provider's own pool (credentials, idle sweep, minimum kept) |
+//! | `codec` | duroxide types to and from the functions' arguments and columns |
+//! | `codes` | values Rust and SQL share (codes, hint formats, `DX` SQLSTATEs), checked against `schema/` |
+//! | `clock` | the caller's clock (`p_now_ms`) |
+//! | `config` | the builder; `config::connect`, `config::tls`, `config::redact` |
+//! | `env` | environment variables |
+//! | `error` | [`Error`] and the one mapping of database errors to `ProviderError` |
+//! | `credentials`, `metrics`, `migrations` | public, see above |
+//!
+//! Test support (a throwaway cluster, PgBouncer, a delay proxy, the test
+//! harness) lives in the workspace crate `duroxide-pg-testkit`, not here.
 
-pub mod config;
 pub mod credentials;
-pub mod delay_proxy;
-pub mod error;
-pub mod local_cluster;
 pub mod metrics;
 pub mod migrations;
 
 mod admin;
 mod call;
+mod clock;
 mod codec;
+mod codes;
+mod config;
 mod connections;
+mod env;
+mod error;
 mod history;
 mod lease;
 mod long_poll;
 mod orchestrator_queue;
-mod prefetch;
 mod provider;
 mod state;
 mod statements;
+mod store;
 mod worker_queue;
 
 pub use admin::QueueStatus;
 pub use config::{
-    MigrationMode, PollMode, Pooler, PostgresConfig, SslMode, redact_url, scrub,
-    validate_schema_name,
+    DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_APPLICATION_NAME, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_FALLBACK_POLL, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LIFETIME, DEFAULT_MIN_CONNECTIONS,
+    DEFAULT_POOL_MAX, DEFAULT_SCHEMA, MigrationMode, PollMode, Pooler, PostgresConfig, SslMode,
+    redact_url, scrub, validate_schema_name,
 };
+pub use env::{POOL_MAX_ENV, POOLER_ENV};
 pub use error::Error;
-pub use prefetch::{PREFETCH_HOLD, PREFETCH_LIMIT};
 pub use provider::{PoolStatus, PostgresProvider};
+pub use worker_queue::prefetch::{PREFETCH_HOLD, PREFETCH_LIMIT};

@@ -29,7 +29,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::codec::now_ms;
+use crate::clock::now_ms;
+use crate::codes::{Hint, Queue};
 
 /// A fetch that passed over work another transaction held for a moment
 /// reports a wake time this close (migration 0011): look again then.
@@ -37,13 +38,6 @@ const CONTENDED_MS: i64 = 1;
 
 /// How many waiters one hint may wake (bounds the work of a huge batch).
 const MAX_WAKE_PER_HINT: u32 = 64;
-
-/// The two queues a fetch can wait on.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Queue {
-    Orchestrator,
-    Worker,
-}
 
 /// Outcome of one fetch attempt.
 pub(crate) enum Attempt<T> {
@@ -116,24 +110,19 @@ impl Wakeups {
         }
     }
 
-    /// Applies one hint: `o<count>` / `w<count>` (items visible now) or
-    /// `o@<ms>` / `w@<ms>` (an item becomes visible at that time).
+    /// Applies one hint ([`Hint`]): items visible now wake as many waiters
+    /// (a count that did not parse wakes one; a huge one is bounded), a
+    /// future visible time reschedules the waiters.
     fn apply(&self, payload: &str) {
-        let queue = match payload.as_bytes().first() {
-            Some(b'o') => self.of(Queue::Orchestrator),
-            Some(b'w') => self.of(Queue::Worker),
-            _ => return,
-        };
-        let rest = &payload[1..];
-        if let Some(at) = rest.strip_prefix('@') {
-            if let Ok(at) = at.parse::<i64>() {
-                queue.later(at);
+        match Hint::parse(payload) {
+            Some(Hint::Ready { queue, count }) => {
+                let count = count.unwrap_or(1).clamp(1, MAX_WAKE_PER_HINT);
+                for _ in 0..count {
+                    self.of(queue).work.notify_one();
+                }
             }
-            return;
-        }
-        let count = rest.parse::<u32>().unwrap_or(1).clamp(1, MAX_WAKE_PER_HINT);
-        for _ in 0..count {
-            queue.work.notify_one();
+            Some(Hint::Later { queue, at }) => self.of(queue).later(at),
+            None => {}
         }
     }
 }

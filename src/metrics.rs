@@ -41,10 +41,10 @@ pub const MIGRATION_RUNS: &str = "duroxide_pg_migration_runs_total";
 pub const PREFETCH: &str = "duroxide_pg_prefetch_total";
 
 /// The `queue` label value.
-pub(crate) fn queue_label(queue: crate::long_poll::Queue) -> &'static str {
+pub(crate) fn queue_label(queue: crate::codes::Queue) -> &'static str {
     match queue {
-        crate::long_poll::Queue::Orchestrator => "orchestrator",
-        crate::long_poll::Queue::Worker => "worker",
+        crate::codes::Queue::Orchestrator => "orchestrator",
+        crate::codes::Queue::Worker => "worker",
     }
 }
 
@@ -67,7 +67,7 @@ pub(crate) fn connection_opened(schema: &str) {
     metrics::counter!(POOL_CONNECTIONS_OPENED, "schema" => schema.to_owned()).increment(1);
 }
 
-pub(crate) fn wakeup(schema: &str, queue: crate::long_poll::Queue, reason: &'static str) {
+pub(crate) fn wakeup(schema: &str, queue: crate::codes::Queue, reason: &'static str) {
     metrics::counter!(WAKEUPS, "schema" => schema.to_owned(), "queue" => queue_label(queue), "reason" => reason)
         .increment(1);
 }
@@ -82,7 +82,7 @@ pub(crate) fn error(operation: &str, sqlstate_class: &str, retryable: bool) {
     .increment(1);
 }
 
-pub(crate) fn lease_takeover(schema: &str, queue: crate::long_poll::Queue) {
+pub(crate) fn lease_takeover(schema: &str, queue: crate::codes::Queue) {
     metrics::counter!(LEASE_TAKEOVERS, "schema" => schema.to_owned(), "queue" => queue_label(queue))
         .increment(1);
 }
@@ -92,7 +92,7 @@ pub(crate) fn migration_run(schema: &str, outcome: &'static str) {
         .increment(1);
 }
 
-pub(crate) fn prefetch(schema: &str, queue: crate::long_poll::Queue, outcome: &'static str) {
+pub(crate) fn prefetch(schema: &str, queue: crate::codes::Queue, outcome: &'static str) {
     metrics::counter!(PREFETCH, "schema" => schema.to_owned(), "queue" => queue_label(queue), "outcome" => outcome)
         .increment(1);
 }

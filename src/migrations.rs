@@ -45,6 +45,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(9, "0009", "ready_scan"),
     migration!(10, "0010", "call_cost"),
     migration!(11, "0011", "contended_wakeups"),
+    migration!(12, "0012", "function_contracts"),
 ];
 
 /// Name of the per-schema ledger table.
@@ -278,10 +279,7 @@ fn exec_script<'c>(
 }
 
 fn db(reason: sqlx::Error) -> Error {
-    Error::Database {
-        operation: "migrate",
-        reason: reason.to_string(),
-    }
+    Error::database("migrate", &reason)
 }
 
 async fn run_in_transaction(

@@ -11,14 +11,16 @@ use duroxide::{Event, EventKind};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use crate::PostgresProvider;
+use crate::clock::now_ms;
 use crate::codec::{
     KvOps, OrchestratorRow, WorkerRow, custom_status_change, decode, event_columns, from_stored,
-    millis, now_ms, to_i64, to_stored, to_u64,
+    millis, to_i64, to_stored, to_u64,
 };
+use crate::codes::Queue;
 use crate::error::provider_error;
 use crate::lease;
-use crate::long_poll::{self, Attempt, Queue, Waiter};
+use crate::long_poll::{self, Attempt, Waiter};
+use crate::store::Store;
 
 /// `[major, minor, patch]` as stored-function arguments.
 fn version_triplet(major: u64, minor: u64, patch: u64) -> Vec<i64> {
@@ -29,7 +31,7 @@ fn version_triplet(major: u64, minor: u64, patch: u64) -> Vec<i64> {
 }
 
 pub(crate) async fn enqueue(
-    p: &PostgresProvider,
+    p: &Store,
     item: &WorkItem,
     delay: Option<Duration>,
 ) -> Result<(), ProviderError> {
@@ -47,7 +49,7 @@ pub(crate) async fn enqueue(
 }
 
 pub(crate) async fn fetch(
-    p: &PostgresProvider,
+    p: &Store,
     lock_timeout: Duration,
     poll_timeout: Duration,
     filter: Option<&DispatcherCapabilityFilter>,
@@ -84,9 +86,13 @@ pub(crate) async fn fetch(
                 .bind(max.as_deref())
                 .fetch_one()
                 .await?;
-            let instance: Option<String> = row.try_get(0).map_err(|e| provider_error(OP, e))?;
+            let instance: Option<String> = row
+                .try_get("o_instance_id")
+                .map_err(|e| provider_error(OP, e))?;
             if instance.is_none() {
-                let wake_at: Option<i64> = row.try_get(11).map_err(|e| provider_error(OP, e))?;
+                let wake_at: Option<i64> = row
+                    .try_get("o_wake_at")
+                    .map_err(|e| provider_error(OP, e))?;
                 return Ok(Attempt::Empty { wake_at });
             }
             if row
@@ -108,17 +114,21 @@ pub(crate) async fn fetch(
 fn leased_item(row: &PgRow) -> Result<(OrchestrationItem, String, u32), ProviderError> {
     const OP: &str = "fetch_orchestration_item";
     let get_err = |e| provider_error(OP, e);
-    let instance: String = row.try_get(0).map_err(get_err)?;
-    let lock_token: String = row.try_get(1).map_err(get_err)?;
-    let stored_name: Option<String> = row.try_get(2).map_err(get_err)?;
-    let stored_version: Option<String> = row.try_get(3).map_err(get_err)?;
-    let execution_id = to_u64(OP, "execution_id", row.try_get(4).map_err(get_err)?)?;
-    let attempt_count: i32 = row.try_get(5).map_err(get_err)?;
-    let message_texts: Vec<String> = row.try_get(6).map_err(get_err)?;
-    let history_texts: Vec<String> = row.try_get(7).map_err(get_err)?;
-    let kv_keys: Vec<String> = row.try_get(8).map_err(get_err)?;
-    let kv_values: Vec<String> = row.try_get(9).map_err(get_err)?;
-    let kv_updated: Vec<i64> = row.try_get(10).map_err(get_err)?;
+    let instance: String = row.try_get("o_instance_id").map_err(get_err)?;
+    let lock_token: String = row.try_get("o_lock_token").map_err(get_err)?;
+    let stored_name: Option<String> = row.try_get("o_orchestration_name").map_err(get_err)?;
+    let stored_version: Option<String> = row.try_get("o_orchestration_version").map_err(get_err)?;
+    let execution_id = to_u64(
+        OP,
+        "execution_id",
+        row.try_get("o_execution_id").map_err(get_err)?,
+    )?;
+    let attempt_count: i32 = row.try_get("o_attempt_count").map_err(get_err)?;
+    let message_texts: Vec<String> = row.try_get("o_messages").map_err(get_err)?;
+    let history_texts: Vec<String> = row.try_get("o_history").map_err(get_err)?;
+    let kv_keys: Vec<String> = row.try_get("o_kv_keys").map_err(get_err)?;
+    let kv_values: Vec<String> = row.try_get("o_kv_values").map_err(get_err)?;
+    let kv_updated: Vec<i64> = row.try_get("o_kv_updated_at").map_err(get_err)?;
 
     let mut history_error = None;
     let mut messages = Vec::with_capacity(message_texts.len());
@@ -205,7 +215,7 @@ fn start_identity(history: &[Event], messages: &[WorkItem]) -> Option<(String, O
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn ack(
-    p: &PostgresProvider,
+    p: &Store,
     lock_token: &str,
     execution_id: u64,
     history_delta: &[Event],
@@ -288,7 +298,7 @@ pub(crate) async fn ack(
         .bind(metadata.orchestration_version.as_deref())
         .bind(metadata.parent_instance_id.as_deref())
         .bind(pinned)
-        .bind(custom_status_action)
+        .bind(custom_status_action as i16)
         .bind(custom_status)
         .bind(kv.ops)
         .bind(kv.keys)
@@ -308,7 +318,7 @@ pub(crate) async fn ack(
 }
 
 pub(crate) async fn abandon(
-    p: &PostgresProvider,
+    p: &Store,
     lock_token: &str,
     delay: Option<Duration>,
     ignore_attempt: bool,
@@ -326,7 +336,7 @@ pub(crate) async fn abandon(
 }
 
 pub(crate) async fn renew(
-    p: &PostgresProvider,
+    p: &Store,
     lock_token: &str,
     extend_for: Duration,
 ) -> Result<(), ProviderError> {

@@ -20,8 +20,9 @@ use crate::connections::Connections;
 use crate::error::Error;
 use crate::long_poll::LongPoll;
 use crate::migrations::{self, MigrationReport, quote_ident};
-use crate::prefetch::WorkerPrefetch;
 use crate::statements::Statements;
+use crate::store::Store;
+use crate::worker_queue::prefetch::WorkerPrefetch;
 use crate::{admin, history, orchestrator_queue, state, worker_queue};
 
 /// A duroxide storage provider backed by one schema of a PostgreSQL database.
@@ -30,14 +31,11 @@ use crate::{admin, history, orchestrator_queue, state, worker_queue};
 /// `duroxide::Client`. Every provider call is one statement (one call of one
 /// stored function in the schema), so one network round trip.
 pub struct PostgresProvider {
-    /// Connections for provider calls (one statement, one round trip each).
-    pub(crate) pool: Connections,
+    /// What the operation modules work on: call pool, schema, statements,
+    /// wake-up listener.
+    store: Store,
     /// A small sqlx pool for migrations and tools ([`PostgresProvider::pool`]).
-    pub(crate) tools: PgPool,
-    pub(crate) schema: String,
-    pub(crate) sql: Statements,
-    /// The wake-up listener; `None` in poll-only mode.
-    pub(crate) long_poll: Option<LongPoll>,
+    tools: PgPool,
     /// The credential source's cache and refresher, if there is a source.
     pub(crate) credentials: Option<std::sync::Arc<crate::credentials::Credentials>>,
     /// Activities leased ahead by acks, for the worker's next fetch.
@@ -58,7 +56,7 @@ pub struct PoolStatus {
 impl std::fmt::Debug for PostgresProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresProvider")
-            .field("schema", &self.schema)
+            .field("schema", &self.store.schema)
             .finish_non_exhaustive()
     }
 }
@@ -154,6 +152,7 @@ impl PostgresProvider {
             Some(listener) => {
                 let listen_error = |reason: String| Error::Database {
                     operation: "listen for wake-ups",
+                    sqlstate: None,
                     reason,
                 };
                 let channel: String = Call::new(&pool, "notify_channel", &sql.notify_channel)
@@ -182,21 +181,37 @@ impl PostgresProvider {
         Ok(Self {
             credentials,
             worker_prefetch,
-            sql,
-            schema: config.schema,
-            pool,
+            store: Store {
+                sql,
+                schema: config.schema,
+                pool,
+                long_poll,
+            },
             tools,
-            long_poll,
         })
     }
 
-    /// One call of `statement` on the call pool, for `operation`.
-    pub(crate) fn call<'s>(
-        &'s self,
-        operation: &'s str,
-        statement: &'s crate::call::Statement,
-    ) -> Call<'s> {
-        Call::new(&self.pool, operation, statement)
+    /// Ready, delayed and locked counts of the orchestrator, timer and worker
+    /// queues, with the age of each queue's oldest ready message. One
+    /// read-only statement; takes no locks.
+    ///
+    /// # Errors
+    /// [`ProviderError`] when the server refuses the query.
+    pub async fn queue_overview(&self) -> Result<Vec<admin::QueueStatus>, ProviderError> {
+        admin::queue_overview(&self.store).await
+    }
+
+    /// The root instances [`ProviderAdmin::delete_instance_bulk`] would delete
+    /// for `filter` right now (each goes with its whole tree), oldest
+    /// completion first: a dry run of a purge. Reads only.
+    ///
+    /// # Errors
+    /// [`ProviderError`] for an out-of-range filter or when the server refuses.
+    pub async fn bulk_delete_candidates(
+        &self,
+        filter: &InstanceFilter,
+    ) -> Result<Vec<String>, ProviderError> {
+        admin::bulk_delete_candidates(&self.store, filter).await
     }
 
     /// A small sqlx pool on the provider's database, for diagnostics and
@@ -209,9 +224,9 @@ impl PostgresProvider {
     /// How many connections the provider's call pool holds right now.
     pub fn pool_status(&self) -> PoolStatus {
         PoolStatus {
-            open: self.pool.size(),
-            idle: self.pool.num_idle(),
-            max: self.pool.max_connections(),
+            open: self.store.pool.size(),
+            idle: self.store.pool.num_idle(),
+            max: self.store.pool.max_connections(),
         }
     }
 
@@ -219,20 +234,20 @@ impl PostgresProvider {
     /// credential refresher, then closes every connection the provider holds,
     /// the wake-up listener's included (calls fail afterwards).
     pub async fn close(&self) {
-        if let Some(lp) = &self.long_poll {
+        if let Some(lp) = &self.store.long_poll {
             lp.stop();
         }
         if let Some(c) = &self.credentials {
             c.stop();
         }
         self.worker_prefetch.release_all().await;
-        self.pool.close().await;
+        self.store.pool.close().await;
         self.tools.close().await;
     }
 
     /// The schema this provider stores everything in.
     pub fn schema_name(&self) -> &str {
-        &self.schema
+        &self.store.schema
     }
 
     /// Applies any pending migrations again (normally done at construction).
@@ -242,7 +257,7 @@ impl PostgresProvider {
     pub async fn migrate(&self) -> Result<MigrationReport, Error> {
         migrations::run(
             &self.tools,
-            &self.schema,
+            &self.store.schema,
             crate::config::MigrationMode::Apply,
         )
         .await
@@ -255,12 +270,9 @@ impl PostgresProvider {
     /// # Errors
     /// [`Error::Database`] when the server refuses.
     pub async fn cleanup_schema(&self) -> Result<(), Error> {
-        let db = |e: sqlx::Error| Error::Database {
-            operation: "cleanup_schema",
-            reason: e.to_string(),
-        };
-        let schema = quote_ident(&self.schema);
-        if self.schema != crate::config::DEFAULT_SCHEMA {
+        let db = |e: sqlx::Error| Error::database("cleanup_schema", &e);
+        let schema = quote_ident(&self.store.schema);
+        if self.store.schema != crate::config::DEFAULT_SCHEMA {
             sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
                 .execute(&self.tools)
                 .await
@@ -316,7 +328,7 @@ impl Provider for PostgresProvider {
         filter: Option<&DispatcherCapabilityFilter>,
     ) -> Result<Option<(OrchestrationItem, String, u32)>, ProviderError> {
         let span = call_span("fetch_orchestration_item", None);
-        let fetched = orchestrator_queue::fetch(self, lock_timeout, poll_timeout, filter)
+        let fetched = orchestrator_queue::fetch(&self.store, lock_timeout, poll_timeout, filter)
             .instrument(span.clone())
             .await;
         if let Ok(Some((item, _, _))) = &fetched {
@@ -336,7 +348,7 @@ impl Provider for PostgresProvider {
         cancelled_activities: Vec<ScheduledActivityIdentifier>,
     ) -> Result<(), ProviderError> {
         orchestrator_queue::ack(
-            self,
+            &self.store,
             lock_token,
             execution_id,
             &history_delta,
@@ -355,13 +367,13 @@ impl Provider for PostgresProvider {
         delay: Option<Duration>,
         ignore_attempt: bool,
     ) -> Result<(), ProviderError> {
-        orchestrator_queue::abandon(self, lock_token, delay, ignore_attempt)
+        orchestrator_queue::abandon(&self.store, lock_token, delay, ignore_attempt)
             .instrument(call_span("abandon_orchestration_item", None))
             .await
     }
 
     async fn read(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
-        history::read(self, "read", instance, None)
+        history::read(&self.store, "read", instance, None)
             .instrument(call_span("read", Some(instance)))
             .await
     }
@@ -371,9 +383,14 @@ impl Provider for PostgresProvider {
         instance: &str,
         execution_id: u64,
     ) -> Result<Vec<Event>, ProviderError> {
-        history::read(self, "read_with_execution", instance, Some(execution_id))
-            .instrument(call_span("read_with_execution", Some(instance)))
-            .await
+        history::read(
+            &self.store,
+            "read_with_execution",
+            instance,
+            Some(execution_id),
+        )
+        .instrument(call_span("read_with_execution", Some(instance)))
+        .await
     }
 
     async fn append_with_execution(
@@ -382,13 +399,13 @@ impl Provider for PostgresProvider {
         execution_id: u64,
         new_events: Vec<Event>,
     ) -> Result<(), ProviderError> {
-        history::append(self, instance, execution_id, &new_events)
+        history::append(&self.store, instance, execution_id, &new_events)
             .instrument(call_span("append_with_execution", Some(instance)))
             .await
     }
 
     async fn enqueue_for_worker(&self, item: WorkItem) -> Result<(), ProviderError> {
-        worker_queue::enqueue(self, &item)
+        worker_queue::enqueue(&self.store, &item)
             .instrument(call_span("enqueue_for_worker", None))
             .await
     }
@@ -401,9 +418,16 @@ impl Provider for PostgresProvider {
         tag_filter: &TagFilter,
     ) -> Result<Option<(WorkItem, String, u32)>, ProviderError> {
         let span = call_span("fetch_work_item", None);
-        let fetched = worker_queue::fetch(self, lock_timeout, poll_timeout, session, tag_filter)
-            .instrument(span.clone())
-            .await;
+        let fetched = worker_queue::fetch(
+            &self.store,
+            &self.worker_prefetch,
+            lock_timeout,
+            poll_timeout,
+            session,
+            tag_filter,
+        )
+        .instrument(span.clone())
+        .await;
         if let Ok(Some((WorkItem::ActivityExecute { instance, .. }, _, _))) = &fetched {
             span.record("instance", instance.as_str());
         }
@@ -415,9 +439,14 @@ impl Provider for PostgresProvider {
         token: &str,
         completion: Option<WorkItem>,
     ) -> Result<(), ProviderError> {
-        worker_queue::ack(self, token, completion.as_ref())
-            .instrument(call_span("ack_work_item", None))
-            .await
+        worker_queue::ack(
+            &self.store,
+            &self.worker_prefetch,
+            token,
+            completion.as_ref(),
+        )
+        .instrument(call_span("ack_work_item", None))
+        .await
     }
 
     async fn renew_work_item_lock(
@@ -425,7 +454,7 @@ impl Provider for PostgresProvider {
         token: &str,
         extend_for: Duration,
     ) -> Result<(), ProviderError> {
-        worker_queue::renew(self, token, extend_for)
+        worker_queue::renew(&self.store, token, extend_for)
             .instrument(call_span("renew_work_item_lock", None))
             .await
     }
@@ -436,7 +465,7 @@ impl Provider for PostgresProvider {
         extend_for: Duration,
         idle_timeout: Duration,
     ) -> Result<usize, ProviderError> {
-        worker_queue::renew_sessions(self, owner_ids, extend_for, idle_timeout)
+        worker_queue::renew_sessions(&self.store, owner_ids, extend_for, idle_timeout)
             .instrument(call_span("renew_session_lock", None))
             .await
     }
@@ -445,7 +474,7 @@ impl Provider for PostgresProvider {
         &self,
         _idle_timeout: Duration,
     ) -> Result<usize, ProviderError> {
-        worker_queue::cleanup_sessions(self)
+        worker_queue::cleanup_sessions(&self.store)
             .instrument(call_span("cleanup_orphaned_sessions", None))
             .await
     }
@@ -456,9 +485,15 @@ impl Provider for PostgresProvider {
         delay: Option<Duration>,
         ignore_attempt: bool,
     ) -> Result<(), ProviderError> {
-        worker_queue::abandon(self, token, delay, ignore_attempt)
-            .instrument(call_span("abandon_work_item", None))
-            .await
+        worker_queue::abandon(
+            &self.store,
+            &self.worker_prefetch,
+            token,
+            delay,
+            ignore_attempt,
+        )
+        .instrument(call_span("abandon_work_item", None))
+        .await
     }
 
     async fn renew_orchestration_item_lock(
@@ -466,7 +501,7 @@ impl Provider for PostgresProvider {
         token: &str,
         extend_for: Duration,
     ) -> Result<(), ProviderError> {
-        orchestrator_queue::renew(self, token, extend_for)
+        orchestrator_queue::renew(&self.store, token, extend_for)
             .instrument(call_span("renew_orchestration_item_lock", None))
             .await
     }
@@ -476,7 +511,7 @@ impl Provider for PostgresProvider {
         item: WorkItem,
         delay: Option<Duration>,
     ) -> Result<(), ProviderError> {
-        orchestrator_queue::enqueue(self, &item, delay)
+        orchestrator_queue::enqueue(&self.store, &item, delay)
             .instrument(call_span("enqueue_for_orchestrator", None))
             .await
     }
@@ -490,7 +525,7 @@ impl Provider for PostgresProvider {
         instance: &str,
         last_seen_version: u64,
     ) -> Result<Option<(Option<String>, u64)>, ProviderError> {
-        state::custom_status(self, instance, last_seen_version)
+        state::custom_status(&self.store, instance, last_seen_version)
             .instrument(call_span("get_custom_status", Some(instance)))
             .await
     }
@@ -500,7 +535,7 @@ impl Provider for PostgresProvider {
         instance: &str,
         key: &str,
     ) -> Result<Option<String>, ProviderError> {
-        state::kv_value(self, instance, key)
+        state::kv_value(&self.store, instance, key)
             .instrument(call_span("get_kv_value", Some(instance)))
             .await
     }
@@ -509,7 +544,7 @@ impl Provider for PostgresProvider {
         &self,
         instance: &str,
     ) -> Result<std::collections::HashMap<String, String>, ProviderError> {
-        state::kv_all_values(self, instance)
+        state::kv_all_values(&self.store, instance)
             .instrument(call_span("get_kv_all_values", Some(instance)))
             .await
     }
@@ -518,7 +553,7 @@ impl Provider for PostgresProvider {
         &self,
         instance: &str,
     ) -> Result<Option<SystemStats>, ProviderError> {
-        state::instance_stats(self, instance)
+        state::instance_stats(&self.store, instance)
             .instrument(call_span("get_instance_stats", Some(instance)))
             .await
     }
@@ -527,19 +562,19 @@ impl Provider for PostgresProvider {
 #[async_trait::async_trait]
 impl ProviderAdmin for PostgresProvider {
     async fn list_instances(&self) -> Result<Vec<String>, ProviderError> {
-        admin::list_instances(self, None)
+        admin::list_instances(&self.store, None)
             .instrument(call_span("list_instances", None))
             .await
     }
 
     async fn list_instances_by_status(&self, status: &str) -> Result<Vec<String>, ProviderError> {
-        admin::list_instances(self, Some(status))
+        admin::list_instances(&self.store, Some(status))
             .instrument(call_span("list_instances_by_status", None))
             .await
     }
 
     async fn list_executions(&self, instance: &str) -> Result<Vec<u64>, ProviderError> {
-        admin::list_executions(self, instance)
+        admin::list_executions(&self.store, instance)
             .instrument(call_span("list_executions", Some(instance)))
             .await
     }
@@ -550,7 +585,7 @@ impl ProviderAdmin for PostgresProvider {
         execution_id: u64,
     ) -> Result<Vec<Event>, ProviderError> {
         history::read(
-            self,
+            &self.store,
             "read_history_with_execution_id",
             instance,
             Some(execution_id),
@@ -560,19 +595,19 @@ impl ProviderAdmin for PostgresProvider {
     }
 
     async fn read_history(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
-        history::read(self, "read_history", instance, None)
+        history::read(&self.store, "read_history", instance, None)
             .instrument(call_span("read_history", Some(instance)))
             .await
     }
 
     async fn latest_execution_id(&self, instance: &str) -> Result<u64, ProviderError> {
-        admin::latest_execution_id(self, instance)
+        admin::latest_execution_id(&self.store, instance)
             .instrument(call_span("latest_execution_id", Some(instance)))
             .await
     }
 
     async fn get_instance_info(&self, instance: &str) -> Result<InstanceInfo, ProviderError> {
-        admin::instance_info(self, instance)
+        admin::instance_info(&self.store, instance)
             .instrument(call_span("get_instance_info", Some(instance)))
             .await
     }
@@ -582,37 +617,37 @@ impl ProviderAdmin for PostgresProvider {
         instance: &str,
         execution_id: u64,
     ) -> Result<ExecutionInfo, ProviderError> {
-        admin::execution_info(self, instance, execution_id)
+        admin::execution_info(&self.store, instance, execution_id)
             .instrument(call_span("get_execution_info", Some(instance)))
             .await
     }
 
     async fn get_system_metrics(&self) -> Result<SystemMetrics, ProviderError> {
-        admin::system_metrics(self)
+        admin::system_metrics(&self.store)
             .instrument(call_span("get_system_metrics", None))
             .await
     }
 
     async fn get_queue_depths(&self) -> Result<QueueDepths, ProviderError> {
-        admin::queue_depths(self)
+        admin::queue_depths(&self.store)
             .instrument(call_span("get_queue_depths", None))
             .await
     }
 
     async fn list_children(&self, instance_id: &str) -> Result<Vec<String>, ProviderError> {
-        admin::list_children(self, instance_id)
+        admin::list_children(&self.store, instance_id)
             .instrument(call_span("list_children", Some(instance_id)))
             .await
     }
 
     async fn get_parent_id(&self, instance_id: &str) -> Result<Option<String>, ProviderError> {
-        admin::parent_id(self, instance_id)
+        admin::parent_id(&self.store, instance_id)
             .instrument(call_span("get_parent_id", Some(instance_id)))
             .await
     }
 
     async fn get_instance_tree(&self, instance_id: &str) -> Result<InstanceTree, ProviderError> {
-        admin::instance_tree(self, instance_id)
+        admin::instance_tree(&self.store, instance_id)
             .instrument(call_span("get_instance_tree", Some(instance_id)))
             .await
     }
@@ -622,7 +657,7 @@ impl ProviderAdmin for PostgresProvider {
         ids: &[String],
         force: bool,
     ) -> Result<DeleteInstanceResult, ProviderError> {
-        admin::delete_instances_atomic(self, ids, force)
+        admin::delete_instances_atomic(&self.store, ids, force)
             .instrument(call_span("delete_instances_atomic", None))
             .await
     }
@@ -632,7 +667,7 @@ impl ProviderAdmin for PostgresProvider {
         instance_id: &str,
         force: bool,
     ) -> Result<DeleteInstanceResult, ProviderError> {
-        admin::delete_instance(self, instance_id, force)
+        admin::delete_instance(&self.store, instance_id, force)
             .instrument(call_span("delete_instance", Some(instance_id)))
             .await
     }
@@ -641,7 +676,7 @@ impl ProviderAdmin for PostgresProvider {
         &self,
         filter: InstanceFilter,
     ) -> Result<DeleteInstanceResult, ProviderError> {
-        admin::delete_instance_bulk(self, &filter)
+        admin::delete_instance_bulk(&self.store, &filter)
             .instrument(call_span("delete_instance_bulk", None))
             .await
     }
@@ -651,7 +686,7 @@ impl ProviderAdmin for PostgresProvider {
         instance_id: &str,
         options: PruneOptions,
     ) -> Result<PruneResult, ProviderError> {
-        admin::prune_executions(self, instance_id, &options)
+        admin::prune_executions(&self.store, instance_id, &options)
             .instrument(call_span("prune_executions", Some(instance_id)))
             .await
     }
@@ -661,7 +696,7 @@ impl ProviderAdmin for PostgresProvider {
         filter: InstanceFilter,
         options: PruneOptions,
     ) -> Result<PruneResult, ProviderError> {
-        admin::prune_executions_bulk(self, &filter, &options)
+        admin::prune_executions_bulk(&self.store, &filter, &options)
             .instrument(call_span("prune_executions_bulk", None))
             .await
     }

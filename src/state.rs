@@ -6,12 +6,12 @@ use duroxide::SystemStats;
 use duroxide::providers::ProviderError;
 use sqlx::Row;
 
-use crate::PostgresProvider;
 use crate::codec::{from_stored, to_stored, to_u64};
 use crate::error::provider_error;
+use crate::store::Store;
 
 pub(crate) async fn custom_status(
-    p: &PostgresProvider,
+    p: &Store,
     instance: &str,
     last_seen_version: u64,
 ) -> Result<Option<(Option<String>, u64)>, ProviderError> {
@@ -23,9 +23,11 @@ pub(crate) async fn custom_status(
         .fetch_optional()
         .await?;
     row.map(|r| {
-        let status: Option<String> = r.try_get(0).map_err(|e| provider_error(OP, e))?;
+        let status: Option<String> = r
+            .try_get("o_custom_status")
+            .map_err(|e| provider_error(OP, e))?;
         let status = status.map(from_stored);
-        let version: i64 = r.try_get(1).map_err(|e| provider_error(OP, e))?;
+        let version: i64 = r.try_get("o_version").map_err(|e| provider_error(OP, e))?;
         Ok((status, to_u64(OP, "custom_status_version", version)?))
     })
     .transpose()
@@ -33,7 +35,7 @@ pub(crate) async fn custom_status(
 
 /// The merged KV view, all keys or one.
 async fn kv_values(
-    p: &PostgresProvider,
+    p: &Store,
     op: &str,
     instance: &str,
     key: Option<&str>,
@@ -51,7 +53,7 @@ async fn kv_values(
 }
 
 pub(crate) async fn kv_value(
-    p: &PostgresProvider,
+    p: &Store,
     instance: &str,
     key: &str,
 ) -> Result<Option<String>, ProviderError> {
@@ -63,7 +65,7 @@ pub(crate) async fn kv_value(
 }
 
 pub(crate) async fn kv_all_values(
-    p: &PostgresProvider,
+    p: &Store,
     instance: &str,
 ) -> Result<HashMap<String, String>, ProviderError> {
     Ok(kv_values(p, "get_kv_all_values", instance, None)
@@ -73,7 +75,7 @@ pub(crate) async fn kv_all_values(
 }
 
 pub(crate) async fn instance_stats(
-    p: &PostgresProvider,
+    p: &Store,
     instance: &str,
 ) -> Result<Option<SystemStats>, ProviderError> {
     const OP: &str = "get_instance_stats";

@@ -87,18 +87,18 @@ mod tests {
     /// with exactly that many parameters (a wrong arity fails here, not in use).
     #[tokio::test]
     async fn every_statement_matches_its_function() {
-        let url = crate::local_cluster::database_url().expect("database");
+        let url = duroxide_pg_testkit::local_cluster::database_url().expect("database");
         let schema = format!("dxtest_stmt_check_{}", std::process::id());
         let provider = crate::PostgresProvider::new_with_schema(&url, Some(&schema))
             .await
             .expect("provider");
-        for (function, sql) in provider.sql.all() {
+        for (function, sql) in Statements::new(&schema).all() {
             if let Err(e) = sqlx::Executor::prepare(provider.pool(), sql).await {
                 panic!("{function}: {sql}: {e}");
             }
         }
         let bundled = crate::migrations::owned_functions();
-        for (function, _) in provider.sql.all() {
+        for (function, _) in Statements::new(&schema).all() {
             assert!(
                 bundled.contains(&function),
                 "{function} is not created by any migration"

@@ -11,7 +11,7 @@
 //!
 //! `cargo nextest run --release --test call_latency --run-ignored only --no-capture`
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! connection failures name host and port but never the password, unknown
 //! migrations are refused, and concurrent start-up applies each migration once.
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 use std::time::{Duration, Instant};
 
@@ -426,10 +426,7 @@ async fn construction_opens_the_connections_a_runtime_needs_at_once() {
     let status = p.pool_status();
     assert_eq!(
         (status.open, status.idle),
-        (
-            duroxide_pg::config::DEFAULT_MIN_CONNECTIONS as usize,
-            status.open
-        ),
+        (duroxide_pg::DEFAULT_MIN_CONNECTIONS as usize, status.open),
         "{status:?}"
     );
     p.close().await;

@@ -10,7 +10,7 @@
 //! - a wrong secret gives one error naming host, port and user, never the secret;
 //! - `PGPASSWORD` and `PGPASSFILE` are honoured when the URL has no password.
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,8 +21,8 @@ use duroxide::runtime::{Runtime, RuntimeOptions};
 use duroxide::{ActivityContext, Client, OrchestrationContext, OrchestrationRegistry};
 use duroxide::{OrchestrationStatus, ProviderAdmin};
 use duroxide_pg::credentials::{Credential, REFRESH_AHEAD, credential_fn};
-use duroxide_pg::local_cluster::TEST_PASSWORD_GROUP;
 use duroxide_pg::{Error, PostgresConfig, PostgresProvider};
+use duroxide_pg_testkit::local_cluster::TEST_PASSWORD_GROUP;
 use sqlx::PgPool;
 
 /// Creates a login role that must give `password` (a member of the

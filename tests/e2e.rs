@@ -7,7 +7,7 @@
 //! `tests/common`), asserts outputs, statuses and stored history, shuts its
 //! runtimes down and drops its schema.
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 /// Providers reach the server directly (`pgbouncer_e2e.rs` runs the same
 /// scenarios through PgBouncer).

@@ -1,7 +1,7 @@
 //! Messages held for a lease (migration 0009) must never outlive it. Driven
 //! step by step with explicit transactions, so each interleaving is certain.
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 use std::time::Duration;
 

@@ -23,7 +23,7 @@
 //! A failing test here demonstrates a provider bug; its message names the
 //! input and the step that went wrong.
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 /// Providers reach the server directly.
 const VIA: common::Via = common::Via::Direct;

@@ -4,7 +4,7 @@
 //!
 //! `cargo nextest run --test idle_statements --run-ignored only --no-capture`
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! transaction (as an in-flight ack does), start the competing operation, and
 //! check that both sides finish without `deadlock detected` (40P01).
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

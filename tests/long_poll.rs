@@ -3,7 +3,7 @@
 //! delayed message, a timer), long before the fallback poll would find it.
 //! (Latency figures live in BENCHMARKS.md.)
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

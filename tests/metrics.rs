@@ -2,7 +2,7 @@
 //! metrics-util's `DebuggingRecorder` installed for this test's thread only:
 //! each metric named in README "Metrics" moves when its event happens.
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 use std::time::Duration;
 

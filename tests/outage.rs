@@ -5,8 +5,6 @@
 //! `pg_terminate_backend`. Errors surface as retryable, the pool reconnects,
 //! the wake-up listener re-subscribes, and every orchestration completes.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -18,8 +16,8 @@ use duroxide::{
     ActivityContext, Client, ClientError, OrchestrationContext, OrchestrationRegistry,
     OrchestrationStatus,
 };
-use duroxide_pg::local_cluster::PrivateCluster;
 use duroxide_pg::{PostgresConfig, PostgresProvider};
+use duroxide_pg_testkit::local_cluster::PrivateCluster;
 
 /// "Chain": three 100 ms activities and a 200 ms timer; output `chain-<n>`.
 fn registries(done: Arc<AtomicUsize>) -> (ActivityRegistry, OrchestrationRegistry) {

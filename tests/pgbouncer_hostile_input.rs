@@ -8,7 +8,7 @@
 //! Run: `cargo nextest run --test pgbouncer_hostile_input` (needs the Debian
 //! package `pgbouncer`).
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 /// Providers reach the server through PgBouncer.
 const VIA: common::Via = common::Via::PgBouncer;

@@ -14,7 +14,7 @@
 //! Run: `cargo nextest run --test pgbouncer_validation_suite` (needs the
 //! Debian package `pgbouncer`).
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 use common::{PgTestFactory, Via};
 use duroxide::provider_validations::ProviderFactory;

@@ -5,7 +5,7 @@
 //! (`pg_stat_user_tables`), the rows it read: a property of the plan, not a
 //! timing.
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 use std::time::Duration;
 

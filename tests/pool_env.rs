@@ -2,7 +2,7 @@
 //! and a bad value is a clear configuration error. One test in its own binary,
 //! because it changes the process environment.
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 use common::{database_url, fresh_schema_name};
 use duroxide_pg::{Error, PostgresConfig, PostgresProvider};

@@ -14,7 +14,7 @@
 //! The validation suite, the end-to-end scenarios and the hostile-input
 //! cases also run through PgBouncer (`pgbouncer_*.rs`).
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use duroxide::providers::{Provider, TagFilter, WorkItem};
 use duroxide_pg::{Error, Pooler, PostgresConfig, PostgresProvider};
 
 async fn schema_exists(schema: &str) -> bool {
-    let admin = sqlx::PgPool::connect(&duroxide_pg::local_cluster::local_url().unwrap())
+    let admin = sqlx::PgPool::connect(&duroxide_pg_testkit::local_cluster::local_url().unwrap())
         .await
         .unwrap();
     let exists: bool =
@@ -63,7 +63,7 @@ async fn the_default_configuration_behind_a_transaction_pooler_is_refused() {
 async fn the_pooler_setting_from_the_environment_is_used() {
     // nextest runs each test in a process of its own: the variable is ours.
     // SAFETY: no other thread of this process reads the environment now.
-    unsafe { std::env::set_var(duroxide_pg::config::POOLER_ENV, "transaction") };
+    unsafe { std::env::set_var(duroxide_pg::POOLER_ENV, "transaction") };
     let provider = PostgresProvider::connect(
         PostgresConfig::new(common::pgbouncer_url()).with_schema(fresh_schema_name("pooler_env")),
     )
@@ -174,7 +174,7 @@ async fn long_polling_behind_a_transaction_pooler_is_a_configuration_error() {
 #[tokio::test]
 async fn an_unknown_pooler_in_the_environment_is_refused_by_name() {
     // SAFETY: as above, this process's own variable, no concurrent reader.
-    unsafe { std::env::set_var(duroxide_pg::config::POOLER_ENV, "bouncer") };
+    unsafe { std::env::set_var(duroxide_pg::POOLER_ENV, "bouncer") };
     let err = PostgresProvider::connect(
         PostgresConfig::new(common::database_url())
             .with_schema(fresh_schema_name("pooler_bad_env")),

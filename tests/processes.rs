@@ -6,7 +6,7 @@
 //! A custom harness (libtest-mimic, so nextest runs it like any test file):
 //! the same executable is the child process when `DXPG_CHILD` is set.
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -510,7 +510,7 @@ async fn concurrent_start() -> Result<(), Failed> {
 /// twice, and the server logged no deadlock.
 async fn contention() -> Result<(), Failed> {
     const N: usize = 1000;
-    let cluster = duroxide_pg::local_cluster::PrivateCluster::start()?;
+    let cluster = duroxide_pg_testkit::local_cluster::PrivateCluster::start()?;
     let url = cluster.url();
     let schema = "contention".to_string();
     let p = Arc::new(

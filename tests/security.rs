@@ -18,7 +18,7 @@
 //!    (a malformed URL). pg-stress's output is covered by
 //!    pg-stress/tests/cli.rs, for its error paths only.
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -30,11 +30,11 @@ use duroxide::providers::{
     ScheduledActivityIdentifier, SessionFetchConfig, TagFilter, WorkItem,
 };
 use duroxide::{Event, EventKind};
-use duroxide_pg::delay_proxy::{self, DelayProxy};
 use duroxide_pg::migrations::{owned_functions, owned_tables};
 use duroxide_pg::{
     Error, MigrationMode, PollMode, PostgresConfig, PostgresProvider, validate_schema_name,
 };
+use duroxide_pg_testkit::delay_proxy::{self, DelayProxy};
 use sqlx::PgPool;
 
 const LOCK: Duration = Duration::from_secs(30);

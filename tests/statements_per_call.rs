@@ -3,17 +3,17 @@
 //! `pg_stat_statements`, in a database of its own so nothing else is counted
 //! (the throwaway cluster preloads the extension; with an external
 //! `DATABASE_URL`, that server must preload it too). Round trips are counted
-//! on the wire by `duroxide_pg::delay_proxy` between provider and server.
+//! on the wire by `duroxide_pg_testkit::delay_proxy` between provider and server.
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 use std::time::Duration;
 
 use common::{database_url, fresh_schema_name};
 use duroxide::providers::{ExecutionMetadata, Provider, TagFilter, WorkItem};
 use duroxide::{Event, EventKind};
-use duroxide_pg::delay_proxy::{self, DelayProxy};
 use duroxide_pg::{PollMode, Pooler, PostgresConfig, PostgresProvider};
+use duroxide_pg_testkit::delay_proxy::{self, DelayProxy};
 use sqlx::PgPool;
 
 fn with_database(url: &str, db: &str) -> String {

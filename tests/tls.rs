@@ -5,7 +5,7 @@
 //! name, fails with a clear error and creates nothing; a client certificate
 //! logs in the role that requires one; settings come from the URL or the config.
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 use std::process::Command;
 
@@ -19,7 +19,7 @@ fn with_params(url: &str, params: &str) -> String {
 }
 
 fn certificate() -> std::path::PathBuf {
-    duroxide_pg::local_cluster::test_ca_certificate().expect(
+    duroxide_pg_testkit::local_cluster::test_ca_certificate().expect(
         "the throwaway cluster's test CA: these tests need the local server binaries and openssl",
     )
 }
@@ -137,7 +137,7 @@ async fn verify_full_accepts_the_right_ca_and_refuses_another() {
 /// Creates the role the throwaway cluster admits only with its client
 /// certificate (idempotent: tests may run concurrently).
 async fn cert_role(admin: &sqlx::PgPool) -> &'static str {
-    let role = duroxide_pg::local_cluster::TEST_CERT_USER;
+    let role = duroxide_pg_testkit::local_cluster::TEST_CERT_USER;
     sqlx::raw_sql(&format!(
         "DO $$ BEGIN CREATE ROLE {role} LOGIN;
          EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
@@ -153,7 +153,7 @@ async fn cert_role(admin: &sqlx::PgPool) -> &'static str {
 async fn a_client_certificate_is_accepted_from_the_url_or_the_config() {
     let admin = sqlx::PgPool::connect(&common::local_url()).await.unwrap();
     let role = cert_role(&admin).await;
-    let (cert, key) = duroxide_pg::local_cluster::test_client_certificate()
+    let (cert, key) = duroxide_pg_testkit::local_cluster::test_client_certificate()
         .expect("the throwaway cluster's client certificate");
     let base = common::local_url()
         .replace("127.0.0.1", "localhost")

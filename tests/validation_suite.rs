@@ -12,7 +12,7 @@
 //! (`validation/wiring.rs`) runs again through PgBouncer in
 //! `pgbouncer_validation_suite.rs`.
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 use common::{PgTestFactory, Via};
 use duroxide::provider_validations::ProviderFactory;

@@ -17,7 +17,7 @@
 //!
 //! `cargo nextest run --release --test wake_latency --run-ignored only --no-capture`
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

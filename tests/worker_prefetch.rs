@@ -4,7 +4,7 @@
 //! releases them at once, a fetch with other arguments releases them instead
 //! of taking one, and the feature can be turned off.
 
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 use std::time::{Duration, Instant};
 

@@ -3,8 +3,7 @@
 //! fresh schema, and bad arguments (one clear line, non-zero exit, nothing
 //! changed).
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 /// The end-to-end helpers reach the server directly.
 const VIA: common::Via = common::Via::Direct;

@@ -2,8 +2,7 @@
 //! generator (a fixture migration and every committed diff), the CI check
 //! that catches a missing diff, and the test-schema cleanup.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use duroxide_pg_testkit::harness as common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -92,6 +91,83 @@ fn committed_migration_diffs_are_current() {
         checked += 1;
     }
     assert!(checked >= 1, "no committed diff documents found");
+}
+
+/// Every file under `dir` (relative path → contents).
+fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.insert(path.strip_prefix(dir).unwrap().to_path_buf(), text);
+            }
+        }
+    }
+    out
+}
+
+/// `schema/` is what the migrations make: regenerated into a temporary
+/// folder, every generated file matches the committed one, and nothing is
+/// missing or left over.
+#[test]
+fn committed_schema_files_are_current() {
+    let tmp = temp_dir("schemafiles");
+    let run = Command::new(env!("CARGO_BIN_EXE_migration-diff"))
+        .env("DATABASE_URL", common::database_url())
+        .arg("--migrations-dir")
+        .arg(repo().join("migrations"))
+        .arg("--schema-files")
+        .arg(&tmp)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let generated = tree(&tmp);
+    let mut committed = tree(&repo().join("schema"));
+    // The folder's README is written by hand.
+    committed.remove(Path::new("README.md"));
+    std::fs::remove_dir_all(&tmp).unwrap();
+    let names =
+        |t: &std::collections::BTreeMap<PathBuf, String>| t.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        names(&committed),
+        names(&generated),
+        "schema/ has other files than the migrations make: run scripts/generate_schema"
+    );
+    for (path, text) in &generated {
+        assert_eq!(
+            &committed[path],
+            text,
+            "schema/{} is stale: run scripts/generate_schema",
+            path.display()
+        );
+    }
+    assert!(generated.len() > 40, "{:?}", names(&generated));
+}
+
+/// Every stored function carries its contract: a COMMENT with what it
+/// does, its locks, the rows it touches, the errors it raises and who
+/// calls it.
+#[test]
+fn every_function_states_its_contract() {
+    let dir = repo().join("schema/functions");
+    for (path, text) in tree(&dir) {
+        let comment = text
+            .split("COMMENT ON FUNCTION ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{} has no COMMENT (its contract)", path.display()));
+        for part in ["Locks:", "Rows:", "Errors:", "Called by:"] {
+            assert!(
+                comment.contains(part),
+                "the contract of {} says nothing under {part:?}",
+                path.display()
+            );
+        }
+    }
 }
 
 #[test]

@@ -223,7 +223,7 @@ async fn sample(kind: Kind, url: &str) -> Result<[f64; 4], String> {
 fn base_url(given: Option<String>) -> Result<String, String> {
     match given {
         Some(u) if !u.trim().is_empty() => Ok(u),
-        _ => duroxide_pg::local_cluster::database_url().map_err(|e| e.to_string()),
+        _ => duroxide_pg_testkit::local_cluster::database_url().map_err(|e| e.to_string()),
     }
 }
 

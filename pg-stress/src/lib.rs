@@ -34,7 +34,7 @@ pub enum StressError {
     Provider(#[from] duroxide_pg::Error),
     /// The local throwaway cluster could not be started.
     #[error("{0}")]
-    Cluster(#[from] duroxide_pg::local_cluster::ClusterError),
+    Cluster(#[from] duroxide_pg_testkit::local_cluster::ClusterError),
     /// Anything else that stopped a run.
     #[error("{0}")]
     Run(String),

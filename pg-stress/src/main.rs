@@ -101,8 +101,8 @@ async fn run(cli: Cli, command: String) -> Result<bool, StressError> {
     }
     let url = match cli.database_url.filter(|u| !u.trim().is_empty()) {
         Some(url) => url,
-        None if cli.via_pgbouncer => duroxide_pg::local_cluster::pgbouncer_url()?,
-        None => duroxide_pg::local_cluster::database_url()?,
+        None if cli.via_pgbouncer => duroxide_pg_testkit::local_cluster::pgbouncer_url()?,
+        None => duroxide_pg_testkit::local_cluster::database_url()?,
     };
     let options = RunOptions {
         duration_secs: cli.duration,
@@ -186,7 +186,7 @@ fn main() -> ExitCode {
     if cli.via_pgbouncer {
         // The operators' switch, set before any thread exists.
         // SAFETY: single-threaded here; nothing reads the environment concurrently.
-        unsafe { std::env::set_var(duroxide_pg::config::POOLER_ENV, "transaction") };
+        unsafe { std::env::set_var(duroxide_pg::POOLER_ENV, "transaction") };
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -19,7 +19,7 @@ use duroxide::providers::sqlite::SqliteProvider;
 use crate::call_stats::{CallStats, spawn_sleep_probe};
 use crate::progress::{Progress, ProgressProvider};
 use crate::{Concurrency, Matrix, PgStressFactory, ProviderKind, Scenario, StressError};
-use duroxide_pg::delay_proxy::{self, DelayProxy};
+use duroxide_pg_testkit::delay_proxy::{self, DelayProxy};
 
 /// What to run.
 #[derive(Debug, Clone)]

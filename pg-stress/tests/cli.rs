@@ -81,11 +81,9 @@ fn compare_published_without_the_feature_or_a_huge_rtt_is_refused() {
 #[test]
 fn a_successful_run_never_prints_the_password() {
     // The throwaway cluster trusts `postgres`, so any password logs in.
-    let url = duroxide_pg::local_cluster::local_url().unwrap().replacen(
-        "postgres@",
-        "postgres:pw-s3cret@",
-        1,
-    );
+    let url = duroxide_pg_testkit::local_cluster::local_url()
+        .unwrap()
+        .replacen("postgres@", "postgres:pw-s3cret@", 1);
     assert!(url.contains("pw-s3cret@"), "{url}");
     let track = std::env::temp_dir().join(format!("pg-stress-track-{}.md", std::process::id()));
     for extra in [&["--track", track.to_str().unwrap()][..], &["--json"]] {
@@ -121,7 +119,7 @@ fn a_run_through_pgbouncer_completes_everything() {
     // Another client first leaves a prepared statement named as sqlx names
     // its first one on every server session PgBouncer has (each client
     // connection in a transaction of its own holds a session of its own).
-    let url = duroxide_pg::local_cluster::pgbouncer_url().expect("PgBouncer");
+    let url = duroxide_pg_testkit::local_cluster::pgbouncer_url().expect("PgBouncer");
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(20)

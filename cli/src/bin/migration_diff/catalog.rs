@@ -15,7 +15,9 @@ pub struct Function {
     pub args: String,
     /// Result type (`text`, `TABLE(o_id bigint)`, ...).
     pub result: String,
-    /// `pg_get_functiondef` output, schema name removed.
+    /// `pg_get_functiondef` output, then the function's contract as the
+    /// `COMMENT ON FUNCTION` statement that sets it (when it has one), schema
+    /// name removed: everything that recreates the function as it is.
     pub definition: String,
 }
 
@@ -149,7 +151,8 @@ async fn read(conn: &mut PgConnection, schema: &str) -> Result<Catalog, sqlx::Er
 
     let functions = sqlx::query(
         "SELECT p.proname::text, pg_get_function_identity_arguments(p.oid),
-                pg_get_function_result(p.oid), pg_get_functiondef(p.oid)
+                pg_get_function_result(p.oid), pg_get_functiondef(p.oid),
+                obj_description(p.oid, 'pg_proc')
            FROM pg_proc p
            JOIN pg_namespace n ON n.oid = p.pronamespace
           WHERE n.nspname = $1 AND p.prokind = 'f'
@@ -159,11 +162,22 @@ async fn read(conn: &mut PgConnection, schema: &str) -> Result<Catalog, sqlx::Er
     .fetch_all(&mut *conn)
     .await?;
     for r in &functions {
+        let (name, args): (String, String) = (r.get(0), r.get(1));
+        let mut definition = unqualify(&r.get::<String, _>(3), schema);
+        if let Some(comment) = r.get::<Option<String>, _>(4) {
+            // pg_get_functiondef ends without a semicolon; with a statement
+            // after it, the text only runs as SQL with one.
+            definition = format!("{};\n", definition.trim_end());
+            definition.push_str(&format!(
+                "COMMENT ON FUNCTION {name}({args}) IS $c${}$c$;\n",
+                unqualify(&comment, schema)
+            ));
+        }
         let f = Function {
-            name: r.get(0),
-            args: r.get(1),
+            name,
+            args,
             result: r.get(2),
-            definition: unqualify(&r.get::<String, _>(3), schema),
+            definition,
         };
         catalog
             .functions

@@ -1,6 +1,8 @@
 //! `migration-diff`: writes `migrations/NNNN_diff.md`, what migration N
-//! changes in the schema (tables, indexes, functions), for reviewers.
-//! Run it through `scripts/generate_migration_diff N`.
+//! changes in the schema (tables, indexes, functions), for reviewers
+//! (`scripts/generate_migration_diff N`); with `--schema-files DIR`, writes
+//! the current schema as one file per function instead
+//! (`scripts/generate_schema`, the `schema/` folder).
 //!
 //! It applies migrations 1..N-1, then 1..N, each to a temporary schema inside
 //! a transaction that is rolled back, and compares the two catalogs. Uses
@@ -9,18 +11,24 @@
 mod catalog;
 mod line_diff;
 mod render;
+mod schema_files;
 
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use sqlx::Connection;
 
-/// Write the schema diff of one migration as markdown.
+/// Write the schema diff of one migration as markdown, or the current schema as files.
 #[derive(Debug, Parser)]
 #[command(name = "migration-diff")]
 struct Args {
     /// The migration's version number (the NNNN of its file name).
-    version: u32,
+    #[arg(required_unless_present = "schema_files")]
+    version: Option<u32>,
+    /// Instead of a diff: write the schema after every migration into this
+    /// folder (`functions/<name>.sql` per function, `tables.sql`).
+    #[arg(long, conflicts_with_all = ["version", "output"])]
+    schema_files: Option<PathBuf>,
     /// Folder of the numbered migration files.
     #[arg(long, env = "DUROXIDE_PG_MIGRATIONS_DIR", default_value = "migrations")]
     migrations_dir: PathBuf,
@@ -67,17 +75,23 @@ fn migration_files(dir: &Path) -> Result<Vec<(u32, String, String)>, String> {
 
 async fn run(args: Args) -> Result<PathBuf, String> {
     let files = migration_files(&args.migrations_dir)?;
-    let Some((_, file, _)) = files.iter().find(|(v, _, _)| *v == args.version) else {
+    let version = match (&args.schema_files, args.version) {
+        (Some(_), _) => files.len() as u32,
+        (None, Some(0)) => return Err("migration versions start at 1".into()),
+        (None, Some(v)) => v,
+        (None, None) => return Err("give a migration version or --schema-files DIR".into()),
+    };
+    let Some((_, file, _)) = files.iter().find(|(v, _, _)| *v == version) else {
         return Err(format!(
             "no migration {:04} in {} (it has {})",
-            args.version,
+            version,
             args.migrations_dir.display(),
             files.len()
         ));
     };
     let url = match args.database_url {
         Some(u) => u,
-        None => duroxide_pg::local_cluster::database_url().map_err(|e| e.to_string())?,
+        None => duroxide_pg_testkit::local_cluster::database_url().map_err(|e| e.to_string())?,
     };
     let mut conn = sqlx::PgConnection::connect(&url).await.map_err(|e| {
         format!(
@@ -93,20 +107,17 @@ async fn run(args: Args) -> Result<PathBuf, String> {
             .collect()
     };
     let schema = format!("dxdiff_{}", std::process::id());
-    let before = catalog::build(&mut conn, &schema, &scripts(args.version - 1)).await?;
-    let after = catalog::build(&mut conn, &schema, &scripts(args.version)).await?;
-    let doc = render::document(
-        &render::Subject {
-            version: args.version,
-            file,
-        },
-        &before,
-        &after,
-    );
-    let output = args.output.unwrap_or_else(|| {
-        args.migrations_dir
-            .join(format!("{:04}_diff.md", args.version))
-    });
+    if let Some(dir) = &args.schema_files {
+        let current = catalog::build(&mut conn, &schema, &scripts(version)).await?;
+        schema_files::write(dir, &schema_files::render(&current, file))?;
+        return Ok(dir.clone());
+    }
+    let before = catalog::build(&mut conn, &schema, &scripts(version - 1)).await?;
+    let after = catalog::build(&mut conn, &schema, &scripts(version)).await?;
+    let doc = render::document(&render::Subject { version, file }, &before, &after);
+    let output = args
+        .output
+        .unwrap_or_else(|| args.migrations_dir.join(format!("{version:04}_diff.md")));
     if output.as_os_str() == "-" {
         print!("{doc}");
     } else {
@@ -118,12 +129,7 @@ async fn run(args: Args) -> Result<PathBuf, String> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    if args.version == 0 {
-        eprintln!("error: migration versions start at 1");
-        return std::process::ExitCode::FAILURE;
-    }
-    match run(args).await {
+    match run(Args::parse()).await {
         Ok(path) => {
             if path.as_os_str() != "-" {
                 eprintln!("wrote {}", path.display());

@@ -2,10 +2,8 @@
 //! and implements duroxide's `ProviderFactory` for the validation suite.
 //!
 //! With `DATABASE_URL` set, tests use that server; otherwise they share the
-//! throwaway local cluster of `duroxide_pg::local_cluster`. Every provider a
+//! throwaway local cluster of [`crate::local_cluster`]. Every provider a
 //! test creates lives in its own schema, dropped by `cleanup()`.
-
-#![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +19,7 @@ pub const TEST_LOCK_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// The server URL for this test run.
 pub fn database_url() -> String {
-    duroxide_pg::local_cluster::database_url().unwrap_or_else(|e| panic!("{e}"))
+    crate::local_cluster::database_url().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The throwaway cluster's URL whatever `DATABASE_URL` says: for tests that
@@ -29,12 +27,12 @@ pub fn database_url() -> String {
 /// `pg_stat_statements`, a trusted `postgres`), so the suite also passes
 /// against any plain server given in `DATABASE_URL`.
 pub fn local_url() -> String {
-    duroxide_pg::local_cluster::local_url().unwrap_or_else(|e| panic!("{e}"))
+    crate::local_cluster::local_url().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The real PgBouncer (transaction pooling) in front of the throwaway cluster.
 pub fn pgbouncer_url() -> String {
-    duroxide_pg::local_cluster::pgbouncer_url().unwrap_or_else(|e| panic!("{e}"))
+    crate::local_cluster::pgbouncer_url().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The way a test binary reaches PostgreSQL: the suites that run twice (the

@@ -1,19 +1,24 @@
 //! Worker queue and activity sessions: enqueue, peek-lock fetch, ack, renew,
 //! abandon, session heartbeats and orphan cleanup.
 
+pub(crate) mod prefetch;
+
 use std::time::Duration;
 
 use duroxide::providers::{ProviderError, SessionFetchConfig, TagFilter, WorkItem};
 use sqlx::Row;
 
-use crate::PostgresProvider;
-use crate::codec::{OrchestratorRow, WorkerRow, decode, millis, now_ms};
+use crate::clock::now_ms;
+use crate::codec::{OrchestratorRow, WorkerRow, decode, millis};
+use crate::codes::Queue;
+use crate::codes::TagMode;
 use crate::error::{invalid_input, provider_error};
 use crate::lease;
-use crate::long_poll::{self, Attempt, Queue, Waiter};
-use crate::prefetch::Fetched;
+use crate::long_poll::{self, Attempt, Waiter};
+use crate::store::Store;
+use prefetch::{Fetched, WorkerPrefetch};
 
-pub(crate) async fn enqueue(p: &PostgresProvider, item: &WorkItem) -> Result<(), ProviderError> {
+pub(crate) async fn enqueue(p: &Store, item: &WorkItem) -> Result<(), ProviderError> {
     const OP: &str = "enqueue_for_worker";
     let row = WorkerRow::new(OP, item)?;
     p.call(OP, &p.sql.enqueue_worker_item)
@@ -57,23 +62,24 @@ impl FetchKey {
 
 /// The tag filter as `fetch_work_item`'s (mode, tags) arguments; `None` when
 /// the filter accepts nothing, so no call is made at all.
-fn tag_arguments(filter: &TagFilter) -> Option<(i16, Vec<&str>)> {
+fn tag_arguments(filter: &TagFilter) -> Option<(TagMode, Vec<&str>)> {
     fn sorted(set: &std::collections::HashSet<String>) -> Vec<&str> {
         let mut tags: Vec<&str> = set.iter().map(String::as_str).collect();
         tags.sort_unstable();
         tags
     }
     match filter {
-        TagFilter::DefaultOnly => Some((0, Vec::new())),
-        TagFilter::Tags(set) => Some((1, sorted(set))),
-        TagFilter::DefaultAnd(set) => Some((2, sorted(set))),
-        TagFilter::Any => Some((3, Vec::new())),
+        TagFilter::DefaultOnly => Some((TagMode::UntaggedOnly, Vec::new())),
+        TagFilter::Tags(set) => Some((TagMode::Tagged, sorted(set))),
+        TagFilter::DefaultAnd(set) => Some((TagMode::UntaggedOrTagged, sorted(set))),
+        TagFilter::Any => Some((TagMode::Any, Vec::new())),
         TagFilter::None => None,
     }
 }
 
 pub(crate) async fn fetch(
-    p: &PostgresProvider,
+    p: &Store,
+    prefetch: &WorkerPrefetch,
     lock_timeout: Duration,
     poll_timeout: Duration,
     session: Option<&SessionFetchConfig>,
@@ -87,7 +93,7 @@ pub(crate) async fn fetch(
         lock_timeout_ms: millis(lock_timeout),
         owner_id: session.map(|s| s.owner_id.clone()),
         session_lock_ms: session.map_or(0, |s| millis(s.lock_timeout)),
-        tag_mode,
+        tag_mode: tag_mode as i16,
         tags: tags.iter().map(|t| (*t).to_string()).collect(),
     };
     let waiter = match (session, &p.long_poll) {
@@ -98,10 +104,10 @@ pub(crate) async fn fetch(
         (Some(_), None) => Waiter::Plain,
         (None, _) => Waiter::WithoutSessions,
     };
-    if let Some(held) = p.worker_prefetch.take(&key) {
+    if let Some(held) = prefetch.take(&key) {
         return Ok(Some(held));
     }
-    p.worker_prefetch.release_others(&key).await;
+    prefetch.release_others(&key).await;
     long_poll::poll(
         p.long_poll.as_ref(),
         Queue::Worker,
@@ -114,17 +120,19 @@ pub(crate) async fn fetch(
                 .bind(key.lock_timeout_ms)
                 .bind(key.owner_id.as_deref())
                 .bind(key.session_lock_ms)
-                .bind(tag_mode)
+                .bind(tag_mode as i16)
                 .bind(&tags)
                 .fetch_one()
                 .await?;
-            match leased_item(p, OP, &row, 4)? {
+            match leased_item(p, OP, &row)? {
                 Some(fetched) => {
-                    p.worker_prefetch.leased(&fetched.1, &key);
+                    prefetch.leased(&fetched.1, &key);
                     Ok(Attempt::Found(fetched))
                 }
                 None => Ok(Attempt::Empty {
-                    wake_at: row.try_get(3).map_err(|e| provider_error(OP, e))?,
+                    wake_at: row
+                        .try_get("o_wake_at")
+                        .map_err(|e| provider_error(OP, e))?,
                 }),
             }
         },
@@ -132,31 +140,38 @@ pub(crate) async fn fetch(
     .await
 }
 
-/// The leased item of a `fetch_work_item`-shaped row (item, token, attempts
-/// in the first three columns, whether the lease was taken over in column
-/// `taken_over`); `None` when the row says nothing was ready.
+/// The leased item of a `fetch_work_item`-shaped row (`o_work_item`,
+/// `o_lock_token`, `o_attempt_count`, `o_taken_over`); `None` when the row
+/// says nothing was ready.
 /// An undecodable row stays locked and expires; the error names it.
 fn leased_item(
-    p: &PostgresProvider,
+    p: &Store,
     op: &str,
     row: &sqlx::postgres::PgRow,
-    taken_over: usize,
 ) -> Result<Option<Fetched>, ProviderError> {
     let get = |e| provider_error(op, e);
-    let Some(text) = row.try_get::<Option<String>, _>(0).map_err(get)? else {
+    let Some(text) = row
+        .try_get::<Option<String>, _>("o_work_item")
+        .map_err(get)?
+    else {
         return Ok(None);
     };
-    if row.try_get::<Option<bool>, _>(taken_over).map_err(get)? == Some(true) {
+    if row
+        .try_get::<Option<bool>, _>("o_taken_over")
+        .map_err(get)?
+        == Some(true)
+    {
         crate::metrics::lease_takeover(&p.schema, Queue::Worker);
     }
-    let token: String = row.try_get(1).map_err(get)?;
-    let attempts: i32 = row.try_get(2).map_err(get)?;
+    let token: String = row.try_get("o_lock_token").map_err(get)?;
+    let attempts: i32 = row.try_get("o_attempt_count").map_err(get)?;
     let item = decode::<WorkItem>(op, &text)?;
     Ok(Some((item, token, u32::try_from(attempts).unwrap_or(0))))
 }
 
 pub(crate) async fn ack(
-    p: &PostgresProvider,
+    p: &Store,
+    prefetch: &WorkerPrefetch,
     token: &str,
     completion: Option<&WorkItem>,
 ) -> Result<(), ProviderError> {
@@ -175,7 +190,7 @@ pub(crate) async fn ack(
     };
     // Short leases are not leased ahead: the wait in memory (up to
     // PREFETCH_HOLD) would eat a noticeable share of them.
-    let next = p.worker_prefetch.next_key(token);
+    let next = prefetch.next_key(token);
     let Some(key) = next.filter(|k| k.lock_timeout_ms >= MIN_PREFETCH_LEASE_MS) else {
         p.call(OP, &p.sql.ack_work_item)
             .bind(token)
@@ -204,8 +219,8 @@ pub(crate) async fn ack(
     // The ack has committed: a problem with the item leased ahead must not
     // fail it. An undecodable item stays leased, expires, and its next fetch
     // reports it.
-    match leased_item(p, OP, &row, 3) {
-        Ok(Some(fetched)) => p.worker_prefetch.hold(key, fetched),
+    match leased_item(p, OP, &row) {
+        Ok(Some(fetched)) => prefetch.hold(key, fetched),
         Ok(None) => {}
         Err(e) => tracing::warn!(
             target: "duroxide_pg",
@@ -217,7 +232,7 @@ pub(crate) async fn ack(
 }
 
 pub(crate) async fn renew(
-    p: &PostgresProvider,
+    p: &Store,
     token: &str,
     extend_for: Duration,
 ) -> Result<(), ProviderError> {
@@ -226,13 +241,14 @@ pub(crate) async fn renew(
 }
 
 pub(crate) async fn abandon(
-    p: &PostgresProvider,
+    p: &Store,
+    prefetch: &WorkerPrefetch,
     token: &str,
     delay: Option<Duration>,
     ignore_attempt: bool,
 ) -> Result<(), ProviderError> {
     let op = "abandon_work_item";
-    p.worker_prefetch.forget(token);
+    prefetch.forget(token);
     lease::abandon(
         p,
         op,
@@ -245,7 +261,7 @@ pub(crate) async fn abandon(
 }
 
 pub(crate) async fn renew_sessions(
-    p: &PostgresProvider,
+    p: &Store,
     owner_ids: &[&str],
     extend_for: Duration,
     idle_timeout: Duration,
@@ -265,7 +281,7 @@ pub(crate) async fn renew_sessions(
     Ok(usize::try_from(count).unwrap_or(0))
 }
 
-pub(crate) async fn cleanup_sessions(p: &PostgresProvider) -> Result<usize, ProviderError> {
+pub(crate) async fn cleanup_sessions(p: &Store) -> Result<usize, ProviderError> {
     const OP: &str = "cleanup_orphaned_sessions";
     let count: i64 = p
         .call(OP, &p.sql.cleanup_orphaned_sessions)

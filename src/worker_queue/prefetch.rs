@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 
 use duroxide::providers::WorkItem;
 
+use super::FetchKey;
 use crate::call::{Call, Statement};
-use crate::codec::now_ms;
+use crate::clock::now_ms;
+use crate::codes::Queue;
 use crate::connections::Connections;
-use crate::long_poll::Queue;
-use crate::worker_queue::FetchKey;
 
 /// Most items one provider holds leased ahead at once.
 pub const PREFETCH_LIMIT: usize = 4;
