@@ -315,6 +315,24 @@ mod tests {
         );
     }
 
+    /// A construction-time database error keeps the server's SQLSTATE (it
+    /// used to keep only the message text).
+    #[tokio::test]
+    async fn a_database_error_keeps_its_sqlstate() {
+        use sqlx::Connection;
+        let url = duroxide_pg_testkit::local_cluster::database_url().expect("database");
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        let err = sqlx::query("SELECT 1 / 0")
+            .execute(&mut conn)
+            .await
+            .expect_err("division by zero");
+        let e = Error::database("migrate", &err);
+        assert_eq!(e.sqlstate(), Some("22012"));
+        assert!(e.to_string().ends_with("(SQLSTATE 22012)"), "{e}");
+        let io = sqlx::Error::Io(std::io::Error::other("reset"));
+        assert_eq!(Error::database("migrate", &io).sqlstate(), None);
+    }
+
     #[test]
     fn pool_and_io_errors_are_retryable() {
         assert!(provider_error("op", sqlx::Error::PoolTimedOut).is_retryable());
