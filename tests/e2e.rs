@@ -4,7 +4,7 @@
 //! One test binary (one link) holding every scenario; the scenarios live in
 //! `tests/e2e/*.rs`, grouped by feature, and share `tests/e2e/support.rs`.
 //! Each test works in a fresh schema of its own (from the one harness,
-//! `tests/common`), asserts outputs, statuses and stored history, shuts its
+//! `duroxide_pg_testkit::harness`), asserts outputs, statuses and stored history, shuts its
 //! runtimes down and drops its schema.
 
 use duroxide_pg_testkit::harness as common;

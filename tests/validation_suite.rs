@@ -3,7 +3,7 @@
 //! Every one of the suite's 233 test functions (20 modules) is wired here as
 //! its own test, `test_continue_as_new_transition_delivery` twice (the two
 //! version stamps): 234 tests, none ignored. Each test gets fresh schemas from
-//! the shared harness (`tests/common`) and drops them at the end.
+//! the shared harness (`duroxide_pg_testkit::harness`) and drops them at the end.
 //!
 //! The short-poll tests run against a provider in poll-only mode; everything
 //! else against the default (long-polling) provider.
