@@ -30,6 +30,138 @@ use sqlx::{Connection, Describe, Either, Execute, Executor, Postgres};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::credentials::Credentials;
+use crate::hosts::{ServerRole, TargetSessionAttrs};
+
+/// SQLSTATE `read_only_sql_transaction`: a write reached a server that no
+/// longer (or never did) accept writes, a standby or a demoted primary.
+const READ_ONLY_SQL_TRANSACTION: &str = "25006";
+
+/// One host of the URL: its label for messages and its driver options.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// The host as the URL names it (`db1:5432`).
+    pub label: String,
+    /// Driver options naming only this host.
+    pub options: PgConnectOptions,
+}
+
+/// Where connections go: the URL's hosts, tried in order, and the server
+/// role a connection must find there ([`TargetSessionAttrs`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Targets {
+    /// At least one.
+    pub hosts: Vec<Target>,
+    /// What the server must be.
+    pub attrs: TargetSessionAttrs,
+}
+
+impl Targets {
+    /// Opens a connection to the first host, in the URL's order, whose
+    /// server the attributes accept (libpq's rules; `prefer-standby` makes a
+    /// second pass taking any server). Each attempt is bounded by `timeout`.
+    /// Returns the host's index with the connection.
+    ///
+    /// One host and `any`: the driver's own error, unchanged. Otherwise an
+    /// I/O error (retryable: a failover may be under way) naming every host
+    /// tried and what was wrong with it.
+    pub(crate) async fn open(
+        &self,
+        credentials: Option<&Credentials>,
+        timeout: Duration,
+    ) -> Result<(usize, PgConnection), sqlx::Error> {
+        let mut tried = Vec::new();
+        let mut unreachable = vec![false; self.hosts.len()];
+        let mut last = None;
+        for pass in self.attrs.passes() {
+            for (i, target) in self.hosts.iter().enumerate() {
+                if unreachable[i] {
+                    continue;
+                }
+                let mut conn = match connect_one(&target.options, credentials, timeout).await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        unreachable[i] = true;
+                        let why = match &e {
+                            sqlx::Error::PoolTimedOut => {
+                                format!("no connection within {timeout:?}")
+                            }
+                            e => e.to_string(),
+                        };
+                        tried.push(format!("{}: {why}", target.label));
+                        last = Some(e);
+                        continue;
+                    }
+                };
+                if *pass == TargetSessionAttrs::Any {
+                    return Ok((i, conn));
+                }
+                let role = tokio::time::timeout(timeout, server_role(&mut conn))
+                    .await
+                    .unwrap_or(Err(sqlx::Error::PoolTimedOut));
+                match role {
+                    Ok(role) if pass.accepts(role) => return Ok((i, conn)),
+                    Ok(role) => {
+                        tried.push(format!("{}: {role}", target.label));
+                        let _ = conn.close().await;
+                    }
+                    Err(e) => {
+                        tried.push(format!("{}: role check failed: {e}", target.label));
+                        last = Some(e);
+                    }
+                }
+            }
+        }
+        match last {
+            Some(e) if self.hosts.len() == 1 && self.attrs == TargetSessionAttrs::Any => Err(e),
+            _ => Err(sqlx::Error::Io(std::io::Error::other(format!(
+                "no host gave a {} session ({})",
+                self.attrs,
+                tried.join("; ")
+            )))),
+        }
+    }
+}
+
+/// Opens one connection to one host: credentials applied, within `timeout`.
+async fn connect_one(
+    options: &PgConnectOptions,
+    credentials: Option<&Credentials>,
+    timeout: Duration,
+) -> Result<PgConnection, sqlx::Error> {
+    let mut options = options.clone();
+    if let Some(c) = credentials {
+        // A failing token service is an outage like a refused connection:
+        // retryable (reported as I/O).
+        options = c.apply(options).await.map_err(|e| {
+            sqlx::Error::Io(std::io::Error::other(format!(
+                "the credential source failed: {e}"
+            )))
+        })?;
+    }
+    tokio::time::timeout(timeout, PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)?
+}
+
+/// The connected server's role, by one simple query (nothing is prepared,
+/// so it also works behind a transaction pooler).
+fn server_role(
+    conn: &mut PgConnection,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ServerRole, sqlx::Error>> + Send + '_>>
+{
+    Box::pin(async move {
+        let row = sqlx::Executor::fetch_one(
+            &mut *conn,
+            "SELECT pg_catalog.pg_is_in_recovery(), \
+             pg_catalog.current_setting('default_transaction_read_only') = 'on'",
+        )
+        .await?;
+        Ok(ServerRole {
+            in_recovery: sqlx::Row::try_get(&row, 0)?,
+            read_only_default: sqlx::Row::try_get(&row, 1)?,
+        })
+    })
+}
 
 /// Sizing and timing of a [`Connections`] pool.
 #[derive(Debug, Clone)]
@@ -69,7 +201,10 @@ pub(crate) struct Connections(Arc<Shared>);
 
 /// The state every [`Connections`] handle shares.
 pub(crate) struct Shared {
-    options: std::sync::RwLock<PgConnectOptions>,
+    targets: Targets,
+    /// The host the last new connection went to (an index into `targets`):
+    /// where the sqlx pools of the listener and the tools follow.
+    current: AtomicUsize,
     settings: PoolSettings,
     idle: Mutex<Vec<Idle>>,
     permits: Semaphore,
@@ -97,14 +232,17 @@ impl fmt::Debug for Connections {
 }
 
 impl Connections {
-    /// A pool that opens connections with `options`; none is opened yet.
+    /// A pool that opens connections to `targets`; none is opened yet.
+    /// `current` is the host the construction probe connected to.
     pub(crate) fn new(
-        options: PgConnectOptions,
+        targets: Targets,
+        current: usize,
         settings: PoolSettings,
         credentials: Option<Arc<Credentials>>,
     ) -> Self {
         Self(Arc::new(Shared {
-            options: std::sync::RwLock::new(options),
+            targets,
+            current: AtomicUsize::new(current),
             permits: Semaphore::new(settings.max_connections as usize),
             settings,
             idle: Mutex::new(Vec::new()),
@@ -183,6 +321,7 @@ impl Connections {
     }
 
     async fn checkout(&self) -> Result<Checkout<'_>, sqlx::Error> {
+        let deadline = Instant::now() + self.settings.acquire_timeout;
         if self.closed.load(Ordering::Acquire) {
             return Err(sqlx::Error::PoolClosed);
         }
@@ -233,7 +372,7 @@ impl Connections {
                 _permit: permit,
             });
         }
-        let conn = self.connect().await?;
+        let conn = self.connect_until(deadline).await?;
         self.open.fetch_add(1, Ordering::Relaxed);
         Ok(Checkout {
             pool: self,
@@ -242,27 +381,61 @@ impl Connections {
         })
     }
 
-    /// Opens one new connection (credentials applied, within the connect
-    /// timeout). The caller counts it in `open` when it keeps it.
+    /// Opens one new connection on the first suitable host ([`Targets::open`]).
+    /// The caller counts it in `open` when it keeps it.
     async fn connect(&self) -> Result<PgConnection, sqlx::Error> {
-        let mut options = self.options.read().expect("options").clone();
-        if let Some(c) = &self.credentials {
-            // A failing token service is an outage like a refused connection:
-            // retryable (reported as I/O).
-            options = c.apply(options).await.map_err(|e| {
-                sqlx::Error::Io(std::io::Error::other(format!(
-                    "the credential source failed: {e}"
-                )))
-            })?;
+        let (host, conn) = self
+            .targets
+            .open(self.credentials.as_deref(), self.settings.connect_timeout)
+            .await?;
+        if self.current.swap(host, Ordering::Relaxed) != host {
+            tracing::info!(
+                target: "duroxide_pg",
+                host = %self.targets.hosts[host].label,
+                "connections now go to another host"
+            );
         }
-        let conn = tokio::time::timeout(
-            self.settings.connect_timeout,
-            PgConnection::connect_with(&options),
-        )
-        .await
-        .map_err(|_| sqlx::Error::PoolTimedOut)??;
         crate::metrics::connection_opened(&self.settings.schema);
         Ok(conn)
+    }
+
+    /// Opens a connection for a call, waiting out a server that cannot be
+    /// reached (down, restarting, in crash recovery, a failover under way:
+    /// nothing has been sent yet, so waiting is always safe) until
+    /// `deadline`, the call's acquire timeout. Why wait instead of failing at
+    /// once: duroxide 0.1.32 retries a failed ack only five times within
+    /// about 310 ms and then records the orchestration as *failed* if its
+    /// next call gets through; an outage of a second would fail every
+    /// orchestration whose turn was being acked.
+    async fn connect_until(&self, deadline: Instant) -> Result<PgConnection, sqlx::Error> {
+        let mut pause = Duration::from_millis(25);
+        loop {
+            match self.connect().await {
+                Ok(conn) => return Ok(conn),
+                Err(e)
+                    if server_unavailable(&e)
+                        && !self.closed.load(Ordering::Acquire)
+                        && Instant::now() + pause < deadline =>
+                {
+                    tracing::debug!(target: "duroxide_pg", error = %e, "no connection yet; waiting");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The host new connections last went to.
+    pub(crate) fn current_host(&self) -> usize {
+        self.current.load(Ordering::Relaxed)
+    }
+
+    /// The driver options of [`Connections::current_host`] (without the
+    /// credential source's password): what the sqlx pools of the listener
+    /// and the tools connect with, so they follow a failover.
+    pub(crate) fn current_options(&self) -> PgConnectOptions {
+        self.targets.hosts[self.current_host()].options.clone()
     }
 
     fn is_stale(&self, opened: Instant, idle_since: Option<Instant>, now: Instant) -> bool {
@@ -343,10 +516,17 @@ impl Checkout<'_> {
                 Err(sqlx::Error::Database(db)) => session_ended(db.as_ref()),
                 _ => false,
             };
-            if link_broke {
+            // The server refused a write: it is a standby now (a demoted
+            // primary) or always was. Every connection to it is useless to a
+            // provider; new ones look for the primary again.
+            let role_lost = matches!(&result, Err(sqlx::Error::Database(db))
+                if db.code().as_deref() == Some(READ_ONLY_SQL_TRANSACTION));
+            let reusable = reusable && !role_lost;
+            if link_broke || role_lost {
                 // The link to the server broke (restart, failover, killed
-                // backends): the idle connections most likely broke with it,
-                // so close them now instead of failing one call on each.
+                // backends) or it lost its role: the idle connections most
+                // likely went with it, so close them now instead of failing
+                // one call on each.
                 let stale = std::mem::take(&mut *self.pool.idle.lock().expect("idle list"));
                 for idle in stale {
                     self.pool.retire(idle.conn, false);
@@ -375,6 +555,21 @@ impl Checkout<'_> {
         }
         self.pool.report();
         result
+    }
+}
+
+/// Whether opening a connection failed because no suitable server answers
+/// right now (as opposed to a refused login or a bad configuration): I/O,
+/// the connect timeout, no host of the right role, `57P03` (starting up,
+/// shutting down, in crash recovery), `53300` (too many connections) and
+/// the `08` class.
+fn server_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c == "57P03" || c == "53300" || c.starts_with("08")),
+        _ => false,
     }
 }
 
@@ -481,7 +676,14 @@ mod tests {
             literal_prefix: None,
         };
         settings(&mut s);
-        Connections::new(PgConnectOptions::from_str(&url).unwrap(), s, None)
+        let targets = Targets {
+            hosts: vec![Target {
+                label: "test".into(),
+                options: PgConnectOptions::from_str(&url).unwrap(),
+            }],
+            attrs: TargetSessionAttrs::Any,
+        };
+        Connections::new(targets, 0, s, None)
     }
 
     async fn backend(p: &Connections) -> Result<i32, sqlx::Error> {

@@ -118,6 +118,9 @@ where
     }
 }
 
+/// The driver options a sqlx pool connects with, before the password.
+pub(crate) type BaseOptions = Arc<dyn Fn() -> PgConnectOptions + Send + Sync>;
+
 /// Told of every new credential.
 type Subscriber = Box<dyn Fn(&Credential) + Send + Sync>;
 
@@ -168,11 +171,11 @@ impl Credentials {
         Ok(fresh)
     }
 
-    /// Keeps `pool`'s connect options (`base` plus the password) current.
-    pub(crate) fn keep_current(&self, pool: &sqlx::PgPool, base: PgConnectOptions) {
+    /// Keeps `pool`'s connect options (`base()` plus the password) current.
+    /// `base` is asked each time: the host it names may change (failover).
+    pub(crate) fn keep_current(&self, pool: &sqlx::PgPool, base: BaseOptions) {
         let pool = pool.clone();
-        let push =
-            move |c: &Credential| pool.set_connect_options(base.clone().password(&c.password));
+        let push = move |c: &Credential| pool.set_connect_options(base().password(&c.password));
         if let Some((c, _)) = self.cached.lock().expect("credential cache").as_ref() {
             push(c);
         }
@@ -180,6 +183,15 @@ impl Credentials {
             .lock()
             .expect("subscribers")
             .push(Box::new(push));
+    }
+
+    /// `options` with the cached password, if one is cached (no call to the
+    /// source): for pointing a sqlx pool at another host.
+    pub(crate) fn with_cached_password(&self, options: PgConnectOptions) -> PgConnectOptions {
+        match self.cached.lock().expect("credential cache").as_ref() {
+            Some((c, _)) => options.password(&c.password),
+            None => options,
+        }
     }
 
     /// Stops the background refresher (the provider is closing).

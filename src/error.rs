@@ -33,9 +33,13 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
     /// The server could not be reached or refused the connection.
-    #[error("cannot connect to PostgreSQL at {host}:{port} as user {user:?}: {reason}")]
+    #[error(
+        "cannot connect to PostgreSQL at {} as user {user:?}: {reason}",
+        endpoint(host, *port)
+    )]
     Connect {
-        /// Host (or socket directory) from the URL.
+        /// Host (or socket directory) from the URL; with several hosts, all
+        /// of them as the URL lists them (`db1:5432,db2:5432`).
         host: String,
         /// Port from the URL.
         port: u16,
@@ -149,6 +153,15 @@ impl Error {
     }
 }
 
+/// `host:port`, or the host list as written when the URL names several.
+fn endpoint(host: &str, port: u16) -> String {
+    if host.contains(',') {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 impl From<Error> for ProviderError {
     fn from(e: Error) -> Self {
         match &e {
@@ -173,6 +186,10 @@ pub(crate) fn is_retryable_sqlstate(code: &str) -> bool {
             | "57P02" // crash_shutdown
             | "57P03" // cannot_connect_now
             | "57014" // query_canceled (statement timeout)
+            // read_only_sql_transaction: the server became a standby (a
+            // failover demoted it); nothing was written, and the next
+            // connection looks for the primary again.
+            | "25006"
             | "53300" // too_many_connections
             | "53400" // configuration_limit_exceeded
     ) || code.starts_with("08") // connection_exception class
@@ -271,8 +288,8 @@ mod tests {
     #[test]
     fn retryable_sqlstates() {
         for code in [
-            "40001", "40P01", "55P03", "57P01", "57P02", "57P03", "57014", "53300", "08000",
-            "08003", "08006", "08001", "08004", "28P01", "28000",
+            "40001", "40P01", "55P03", "57P01", "57P02", "57P03", "57014", "53300", "25006",
+            "08000", "08003", "08006", "08001", "08004", "28P01", "28000",
         ] {
             assert!(is_retryable_sqlstate(code), "{code} should be retryable");
         }

@@ -18,7 +18,7 @@
 //! ## Public surface (one path each)
 //!
 //! - At the root: [`PostgresProvider`] and [`PostgresConfig`] with its
-//!   enums and defaults, [`Error`], [`QueueStatus`] and [`PoolStatus`], the
+//!   enums and defaults, [`TargetSessionAttrs`], [`Error`], [`QueueStatus`] and [`PoolStatus`], the
 //!   environment variables the configuration reads and the URL helpers.
 //! - [`credentials`]: passwords and tokens that rotate.
 //! - [`metrics`]: the names of the metrics the provider records.
@@ -49,6 +49,7 @@
 //! | `clock` | the caller's clock (`p_now_ms`) |
 //! | `config` | the builder; `config::connect`, `config::tls`, `config::redact` |
 //! | `env` | environment variables |
+//! | `hosts` | multi-host URLs and `target_session_attrs` (libpq's rules) |
 //! | `error` | [`Error`] and the one mapping of database errors to `ProviderError` |
 //! | `credentials`, `metrics`, `migrations` | public, see above |
 //!
@@ -69,6 +70,7 @@ mod connections;
 mod env;
 mod error;
 mod history;
+mod hosts;
 mod lease;
 mod long_poll;
 mod orchestrator_queue;
@@ -87,5 +89,6 @@ pub use config::{
 };
 pub use env::{POOL_MAX_ENV, POOLER_ENV};
 pub use error::Error;
+pub use hosts::TargetSessionAttrs;
 pub use provider::{PoolStatus, PostgresProvider};
 pub use worker_queue::prefetch::{PREFETCH_HOLD, PREFETCH_LIMIT};

@@ -168,10 +168,11 @@ impl LongPoll {
         channel: &str,
         schema: &str,
         fallback: Duration,
+        follow: Box<dyn Fn() + Send + Sync>,
     ) -> Result<Self, sqlx::Error> {
         listener.listen(channel).await?;
         let wakeups = Arc::new(Wakeups::default());
-        let task = tokio::spawn(listen(listener, Arc::clone(&wakeups)));
+        let task = tokio::spawn(listen(listener, Arc::clone(&wakeups), follow));
         Ok(Self {
             wakeups,
             task,
@@ -181,7 +182,14 @@ impl LongPoll {
     }
 }
 
-async fn listen(mut listener: PgListener, wakeups: Arc<Wakeups>) {
+/// Receives hints until the pool closes. Before each reconnection `follow`
+/// points the listener's pool at the host the call pool now uses (after a
+/// failover the old primary is gone or a standby, where `LISTEN` fails).
+async fn listen(
+    mut listener: PgListener,
+    wakeups: Arc<Wakeups>,
+    follow: Box<dyn Fn() + Send + Sync>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         match listener.try_recv().await {
@@ -194,6 +202,7 @@ async fn listen(mut listener: PgListener, wakeups: Arc<Wakeups>) {
             Ok(None) => {
                 tracing::warn!("duroxide-pg wake-up listener lost its connection; reconnecting");
                 wakeups.wake_all();
+                follow();
             }
             // The provider's pool was closed: nobody is left to wake.
             Err(sqlx::Error::PoolClosed) => return,
@@ -201,6 +210,7 @@ async fn listen(mut listener: PgListener, wakeups: Arc<Wakeups>) {
                 tracing::warn!(error = %e, "duroxide-pg wake-up listener failed; retrying");
                 wakeups.wake_all();
                 tokio::time::sleep(backoff).await;
+                follow();
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }

@@ -2,6 +2,8 @@
 //! `ProviderAdmin` trait implementations, which delegate each call to the
 //! module of its concern.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use duroxide::providers::{
@@ -17,6 +19,7 @@ use tracing::Instrument;
 use crate::call::Call;
 use crate::config::{PollMode, PostgresConfig};
 use crate::connections::Connections;
+use crate::credentials::{BaseOptions, Credentials};
 use crate::error::Error;
 use crate::long_poll::LongPoll;
 use crate::migrations::{self, MigrationReport, quote_ident};
@@ -36,6 +39,8 @@ pub struct PostgresProvider {
     store: Store,
     /// A small sqlx pool for migrations and tools ([`PostgresProvider::pool`]).
     tools: PgPool,
+    /// The host `tools` connects to (an index into the URL's hosts).
+    tools_host: AtomicUsize,
     /// The credential source's cache and refresher, if there is a source.
     pub(crate) credentials: Option<std::sync::Arc<crate::credentials::Credentials>>,
     /// Activities leased ahead by acks, for the worker's next fetch.
@@ -101,13 +106,21 @@ impl PostgresProvider {
         // at once (and the listener's) open in parallel: a fresh runtime's
         // first calls find them ready.
         let credentials = config.credentials();
-        let mut first = config.probe(credentials.as_deref()).await?;
+        let probe = config.probe(credentials.as_deref()).await?;
+        let mut first = probe.conn;
         config.check_session_kept(&mut first).await?;
         let pool = Connections::new(
-            config.driver_options()?,
+            probe.targets,
+            probe.host,
             config.pool_settings()?,
             credentials.clone(),
         );
+        // The listener's and the tools' sqlx pools connect where the call
+        // pool's new connections last went (they follow it after a failover).
+        let current: BaseOptions = {
+            let pool = pool.clone();
+            Arc::new(move || pool.current_options())
+        };
         let listen_pool = match config.resolved_poll_mode()? {
             PollMode::PollOnly => None,
             // A pool of its own, so the listener never takes a work connection.
@@ -115,11 +128,11 @@ impl PostgresProvider {
                 PgPoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(config.connect_timeout)
-                    .connect_lazy_with(config.driver_options()?),
+                    .connect_lazy_with(pool.current_options()),
             ),
         };
         if let (Some(c), Some(lp)) = (&credentials, &listen_pool) {
-            c.keep_current(lp, config.driver_options()?);
+            c.keep_current(lp, Arc::clone(&current));
         }
         let ahead = config.resolved_min_connections()?.saturating_sub(1);
         let (migrated, opened_ahead, listener) = tokio::join!(
@@ -142,9 +155,9 @@ impl PostgresProvider {
                 "opening connections ahead failed; they will open on demand"
             );
         }
-        let tools = config.tools_pool()?;
+        let tools = config.tools_pool(pool.current_options())?;
         if let Some(c) = &credentials {
-            c.keep_current(&tools, config.driver_options()?);
+            c.keep_current(&tools, Arc::clone(&current));
             c.spawn_refresher();
         }
         let sql = Statements::new(&config.schema);
@@ -159,12 +172,17 @@ impl PostgresProvider {
                     .scalar()
                     .await
                     .map_err(|e| listen_error(e.message))?;
+                let follow = match &listen_pool {
+                    Some(lp) => follow_host(&pool, lp, credentials.clone()),
+                    None => Box::new(|| {}),
+                };
                 Some(
                     LongPoll::start(
                         listener.map_err(|e| listen_error(e.to_string()))?,
                         &channel,
                         &config.schema,
                         config.fallback_poll,
+                        follow,
                     )
                     .await
                     .map_err(|e| listen_error(e.to_string()))?,
@@ -179,6 +197,7 @@ impl PostgresProvider {
             &config.schema,
         );
         Ok(Self {
+            tools_host: AtomicUsize::new(pool.current_host()),
             credentials,
             worker_prefetch,
             store: Store {
@@ -218,6 +237,11 @@ impl PostgresProvider {
     /// tools (provider calls use connections of their own; the provider owns
     /// the schema). Its connections close after a minute idle.
     pub fn pool(&self) -> &PgPool {
+        // After a failover the call pool found another host: follow it.
+        let current = self.store.pool.current_host();
+        if self.tools_host.swap(current, Ordering::Relaxed) != current {
+            follow_host(&self.store.pool, &self.tools, self.credentials.clone())();
+        }
         &self.tools
     }
 
@@ -295,6 +319,24 @@ impl PostgresProvider {
         sqlx::raw_sql(&sql).execute(&self.tools).await.map_err(db)?;
         Ok(())
     }
+}
+
+/// A function that points `sqlx_pool` at the host the call pool's new
+/// connections last went to, with the cached password of the credential
+/// source (if any): the listener calls it before each reconnection.
+fn follow_host(
+    pool: &Connections,
+    sqlx_pool: &PgPool,
+    credentials: Option<Arc<Credentials>>,
+) -> Box<dyn Fn() + Send + Sync> {
+    let (pool, sqlx_pool) = (pool.clone(), sqlx_pool.clone());
+    Box::new(move || {
+        let options = pool.current_options();
+        sqlx_pool.set_connect_options(match &credentials {
+            Some(c) => c.with_cached_password(options),
+            None => options,
+        });
+    })
 }
 
 /// The span of one provider call (level DEBUG, name `duroxide_pg.call`):

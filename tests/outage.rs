@@ -89,9 +89,15 @@ async fn restart_and_killed_connections_lose_nothing() {
     let cluster = PrivateCluster::start().expect("private cluster");
     let url = cluster.url();
     let provider = Arc::new(
-        PostgresProvider::connect(PostgresConfig::new(&url).with_schema("outage"))
-            .await
-            .unwrap(),
+        PostgresProvider::connect(
+            PostgresConfig::new(&url)
+                .with_schema("outage")
+                // A call waits this long for the server to come back before
+                // it fails (retryable): short, so the outage below is seen.
+                .with_acquire_timeout(Duration::from_secs(2)),
+        )
+        .await
+        .unwrap(),
     );
     let done = Arc::new(AtomicUsize::new(0));
     let (activities, orchestrations) = registries(Arc::clone(&done));
@@ -166,4 +172,75 @@ async fn restart_and_killed_connections_lose_nothing() {
     rt.shutdown(None).await;
     provider.close().await;
     admin.close().await;
+}
+
+/// A call made while the server is down (restarting, in crash recovery, a
+/// failover under way) waits for it, within the acquire timeout, instead of
+/// failing at once: duroxide 0.1.32 retries a failed ack five times within
+/// ~310 ms and then records the orchestration as failed, so failing fast
+/// turned a one-second restart into failed orchestrations. Failed before
+/// the change (the read returned "connection refused" at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_during_a_short_outage_waits_for_the_server() {
+    let cluster = PrivateCluster::start().expect("private cluster");
+    let provider = Arc::new(
+        PostgresProvider::connect(
+            PostgresConfig::new(cluster.url())
+                .with_schema("short_outage")
+                .with_acquire_timeout(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap(),
+    );
+    // The server goes down: every open connection is gone. The first call
+    // meets a dead idle connection and fails (retryable; what it sent may
+    // have arrived, so it is not repeated), and the pool drops the others.
+    cluster.stop().unwrap();
+    let stale = provider
+        .read("nobody")
+        .await
+        .expect_err("a dead connection");
+    assert!(stale.is_retryable(), "{stale:?}");
+    // The next call needs a new connection: it waits for the server.
+    let reader = {
+        let provider = provider.clone();
+        tokio::spawn(async move { provider.read("nobody").await })
+    };
+    // The call is still waiting a moment later; then the server comes back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !reader.is_finished(),
+        "the call gave up while the server was down"
+    );
+    cluster.start_again().unwrap();
+    let events = reader
+        .await
+        .unwrap()
+        .expect("the call got through once the server was back");
+    assert!(events.is_empty());
+
+    // A server that stays down: the call fails, retryable, after its
+    // acquire timeout, not later.
+    let quick = Arc::new(
+        PostgresProvider::connect(
+            PostgresConfig::new(cluster.url())
+                .with_schema("short_outage")
+                .with_acquire_timeout(Duration::from_millis(800)),
+        )
+        .await
+        .unwrap(),
+    );
+    cluster.stop().unwrap();
+    let _ = quick.read("nobody").await; // the dead idle connection
+    let started = Instant::now();
+    let err = quick.read("nobody").await.expect_err("server down");
+    assert!(err.is_retryable(), "{err:?}");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "waited {took:?} past its acquire timeout"
+    );
+    cluster.start_again().unwrap();
+    quick.close().await;
+    provider.close().await;
 }

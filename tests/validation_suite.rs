@@ -16,10 +16,7 @@ use duroxide_pg_testkit::harness as common;
 
 use common::{PgTestFactory, Via};
 use duroxide::provider_validations::ProviderFactory;
-use std::time::Duration;
 
-/// Threshold the short-poll tests allow for "returns immediately".
-const SHORT_POLL_THRESHOLD: Duration = Duration::from_millis(100);
 
 /// Providers reach the server directly.
 const VIA: Via = Via::Direct;

@@ -10,13 +10,26 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use super::{Pooler, PostgresConfig, redact_url, scrub, validate_schema_name};
+use crate::connections::{Target, Targets};
 use crate::credentials::Credentials;
 use crate::env::POOLER_ENV;
 use crate::error::Error;
+use crate::hosts::TargetSessionAttrs;
 
 /// Idle connections of the sqlx pool [`PostgresConfig::open_pool`] returns
 /// close after this: it serves migrations and tools, rarely anything else.
 const TOOLS_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What [`PostgresConfig::probe`] found: the connection, the host it went
+/// to and every host of the URL.
+pub(crate) struct Probe {
+    /// The open connection (it becomes the call pool's first).
+    pub conn: PgConnection,
+    /// Its host, an index into `targets`.
+    pub host: usize,
+    /// The URL's hosts and the role they must have.
+    pub targets: Targets,
+}
 
 /// The operation [`PostgresConfig::check_session_kept`]'s errors name.
 const CHECK_SESSION: &str = "check the connection's session settings";
@@ -63,13 +76,17 @@ impl PostgresConfig {
     ///
     /// With a credential source, the pool keeps the credential it was opened
     /// with (meant for short-lived tools).
+    ///
+    /// With several hosts in the URL, the pool connects to the host the
+    /// probe chose (see [`crate::TargetSessionAttrs`]) and stays there.
     pub async fn open_pool(&self) -> Result<PgPool, Error> {
         let credentials = self.credentials();
         let probe = self.probe(credentials.as_deref()).await?;
-        let _ = probe.close().await;
-        let pool = self.tools_pool()?;
+        let _ = probe.conn.close().await;
+        let options = probe.targets.hosts[probe.host].options.clone();
+        let pool = self.tools_pool(options.clone())?;
         if let Some(c) = &credentials {
-            c.keep_current(&pool, self.driver_options()?);
+            c.keep_current(&pool, Arc::new(move || options.clone()));
         }
         Ok(pool)
     }
@@ -79,13 +96,10 @@ impl PostgresConfig {
         self.credential_source.clone().map(Credentials::new)
     }
 
-    /// One direct connection, within the connect timeout: fails fast on a
-    /// refused connection (a pool would keep retrying until its timeout) and
-    /// proves the URL works. Validates the configuration first.
-    pub(crate) async fn probe(
-        &self,
-        credentials: Option<&Credentials>,
-    ) -> Result<PgConnection, Error> {
+    /// One direct connection, within the connect timeout (per host): fails
+    /// fast on a refused connection (a pool would keep retrying until its
+    /// timeout) and proves the URL works. Validates the configuration first.
+    pub(crate) async fn probe(&self, credentials: Option<&Credentials>) -> Result<Probe, Error> {
         validate_schema_name(&self.schema)?;
         self.resolved_min_connections()?;
         self.resolved_poll_mode()?;
@@ -95,32 +109,40 @@ impl PostgresConfig {
                 self.fallback_poll
             )));
         }
-        let mut options = self.driver_options()?;
-        let (host, port, user) = (
-            options.get_host().to_string(),
-            options.get_port(),
-            options.get_username().to_string(),
-        );
-        let connect_error = |reason: String| Error::Connect {
-            host: host.clone(),
-            port,
-            user: user.clone(),
-            reason: scrub(&reason, &self.url),
+        let targets = self.targets()?;
+        let first = &targets.hosts[0].options;
+        let host = if targets.hosts.len() > 1 {
+            targets
+                .hosts
+                .iter()
+                .map(|t| t.label.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        } else {
+            first.get_host().to_string()
         };
-        if let Some(c) = credentials {
-            options = c
-                .apply(options.clone())
-                .await
-                .map_err(|e| connect_error(format!("the credential source failed: {e}")))?;
-        }
-        match tokio::time::timeout(self.connect_timeout, PgConnection::connect_with(&options)).await
-        {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(connect_error(with_pooler_hint(e.to_string()))),
-            Err(_) => Err(connect_error(format!(
-                "no connection within the connect timeout of {:?}",
-                self.connect_timeout
-            ))),
+        let (port, user) = (first.get_port(), first.get_username().to_string());
+        match targets.open(credentials, self.connect_timeout).await {
+            Ok((host, conn)) => Ok(Probe {
+                conn,
+                host,
+                targets,
+            }),
+            Err(e) => Err(Error::Connect {
+                host,
+                port,
+                user,
+                reason: scrub(
+                    &match e {
+                        sqlx::Error::PoolTimedOut => format!(
+                            "no connection within the connect timeout of {:?}",
+                            self.connect_timeout
+                        ),
+                        e => with_pooler_hint(e.to_string()),
+                    },
+                    &self.url,
+                ),
+            }),
         }
     }
 
@@ -152,15 +174,16 @@ impl PostgresConfig {
         })
     }
 
-    /// The lazily connected sqlx pool for migrations and tools.
-    pub(crate) fn tools_pool(&self) -> Result<PgPool, Error> {
+    /// The lazily connected sqlx pool for migrations and tools, on the host
+    /// `options` name.
+    pub(crate) fn tools_pool(&self, options: PgConnectOptions) -> Result<PgPool, Error> {
         Ok(PgPoolOptions::new()
             .max_connections(self.resolved_max_connections()?)
             .min_connections(0)
             .acquire_timeout(self.acquire_timeout)
             .idle_timeout(Some(TOOLS_IDLE_TIMEOUT))
             .max_lifetime(self.max_lifetime)
-            .connect_lazy_with(self.driver_options()?))
+            .connect_lazy_with(options))
     }
 
     /// Settings of the provider's own connection pool.
@@ -206,11 +229,50 @@ impl PostgresConfig {
         }
     }
 
-    /// Driver options for every connection the provider opens. The
-    /// `search_path` is pinned to the provider's schema whatever the URL's
-    /// `options` say (startup options apply in order, so ours, last, win);
-    /// calls are schema-qualified anyway, this covers anything that is not.
+    /// Where the provider's connections go: one entry per host of the URL
+    /// (in order), each with the driver options of `driver_options_for`,
+    /// and the server role they must find (`target_session_attrs`; default
+    /// `read-write` for several hosts, `any` for one).
+    pub(crate) fn targets(&self) -> Result<Targets, Error> {
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: redact_url(&self.url),
+            reason: scrub(&reason, &self.url),
+        };
+        let split = crate::hosts::split(&self.url).map_err(invalid)?;
+        let attrs = split.attrs.unwrap_or(if split.urls.len() > 1 {
+            TargetSessionAttrs::ReadWrite
+        } else {
+            TargetSessionAttrs::Any
+        });
+        let hosts = split
+            .urls
+            .iter()
+            .zip(split.labels)
+            .map(|(url, label)| {
+                let options = self.driver_options_for(url)?;
+                let label = if label.is_empty() {
+                    format!("{}:{}", options.get_host(), options.get_port())
+                } else {
+                    label
+                };
+                Ok(Target { label, options })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Targets { hosts, attrs })
+    }
+
+    /// Driver options of the URL's first host (see [`Self::targets`]).
+    #[cfg(test)]
     pub(crate) fn driver_options(&self) -> Result<PgConnectOptions, Error> {
+        Ok(self.targets()?.hosts.swap_remove(0).options)
+    }
+
+    /// Driver options for every connection the provider opens to the host of
+    /// `url` (one host of the configured URL). The `search_path` is pinned
+    /// to the provider's schema whatever the URL's `options` say (startup
+    /// options apply in order, so ours, last, win); calls are
+    /// schema-qualified anyway, this covers anything that is not.
+    fn driver_options_for(&self, url: &str) -> Result<PgConnectOptions, Error> {
         if self.application_name.is_empty() || self.application_name.len() > 63 {
             return Err(Error::InvalidConfig(format!(
                 "application_name must be 1 to 63 bytes, got {} bytes",
@@ -218,7 +280,7 @@ impl PostgresConfig {
             )));
         }
         let options = self
-            .connect_options()?
+            .connect_options(url)?
             .application_name(&self.application_name);
         // A transaction pooler keeps no session settings (PgBouncer refuses
         // or drops `options`): they travel with each call instead.
@@ -245,9 +307,9 @@ impl PostgresConfig {
         Ok(options.options(settings))
     }
 
-    /// Parses the URL into driver options.
-    pub(crate) fn connect_options(&self) -> Result<PgConnectOptions, Error> {
-        let options = PgConnectOptions::from_str(&self.url).map_err(|e| Error::InvalidUrl {
+    /// Parses `url` (one host of the configured URL) into driver options.
+    fn connect_options(&self, url: &str) -> Result<PgConnectOptions, Error> {
+        let options = PgConnectOptions::from_str(url).map_err(|e| Error::InvalidUrl {
             url: redact_url(&self.url),
             reason: scrub(&e.to_string(), &self.url),
         })?;

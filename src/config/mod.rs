@@ -144,8 +144,10 @@ impl std::fmt::Debug for PostgresConfig {
 }
 
 impl PostgresConfig {
-    /// A configuration for `url` (`postgres://user:password@host:port/db?...`)
-    /// with the defaults: schema `public`, pool size from
+    /// A configuration for `url` (`postgres://user:password@host:port/db?...`;
+    /// several hosts, `postgres://user@h1:5432,h2:5432/db`, with
+    /// `target_session_attrs`: see [`crate::TargetSessionAttrs`]) with the
+    /// defaults: schema `public`, pool size from
     /// `DUROXIDE_PG_POOL_MAX` or 10, 30 s acquire timeout, 10 s connect
     /// timeout, migrations applied, long polling.
     pub fn new(url: impl Into<String>) -> Self {
@@ -192,13 +194,18 @@ impl PostgresConfig {
         self
     }
 
-    /// How long a provider call may wait for a free pooled connection.
+    /// How long a provider call may wait for a connection: a free one of the
+    /// pool, or a new one while the server cannot be reached (restarting, in
+    /// crash recovery, a failover under way). Then the call fails with a
+    /// retryable error.
     pub fn with_acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
         self
     }
 
-    /// How long building the provider may wait for its first connection.
+    /// How long opening one connection to one host may take (the first
+    /// connection at construction, and every new one of the pool; with
+    /// several hosts in the URL, each host tried gets this long).
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self

@@ -507,6 +507,35 @@ pub fn test_client_certificate() -> Option<(PathBuf, PathBuf)> {
     (cert.exists() && key.exists()).then_some((cert, key))
 }
 
+/// Whether any process of process group `pgid` is still running (zombies,
+/// dead but not yet reaped, do not count).
+fn group_alive(pgid: i32) -> bool {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|e| {
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // "pid (comm) state ppid pgrp ...": comm may hold spaces and parens.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            return false;
+        };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+    })
+}
+
+/// Appends `text` to `data/postgresql.conf` (later settings win).
+fn append_conf(data: &Path, text: &str) -> Result<(), ClusterError> {
+    let path = data.join("postgresql.conf");
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| err(format!("write {}: {e}", path.display())))
+}
+
 /// Starts the server of `pg/data`, logging to `pg/server.log`, and waits
 /// until it accepts connections.
 fn start_server(bin: &Path, root: bool, pg: &Path) -> Result<(), ClusterError> {
@@ -553,11 +582,93 @@ pub struct PrivateCluster {
 }
 
 impl PrivateCluster {
-    /// Creates and starts a new cluster under the temp directory.
+    /// Creates and starts a new cluster under the temp directory, tuned for
+    /// speed like the shared one (`fsync=off`).
     ///
     /// # Errors
     /// As [`database_url`].
     pub fn start() -> Result<Self, ClusterError> {
+        let cluster = Self::create()?;
+        create_cluster(&cluster.bin, cluster.root, &cluster.pg(), cluster.port)?;
+        cluster.launch()?;
+        Ok(cluster)
+    }
+
+    /// As [`PrivateCluster::start`], but durable as a production server is:
+    /// `fsync`, `synchronous_commit` and `full_page_writes` on. For crash
+    /// and failover tests, where what was acknowledged must survive.
+    ///
+    /// # Errors
+    /// As [`database_url`].
+    pub fn start_durable() -> Result<Self, ClusterError> {
+        let cluster = Self::create()?;
+        create_cluster(&cluster.bin, cluster.root, &cluster.pg(), cluster.port)?;
+        append_conf(
+            &cluster.pg().join("data"),
+            "\n# durable (crash and failover tests)\nfsync = on\nsynchronous_commit = on\n\
+             full_page_writes = on\n",
+        )?;
+        cluster.launch()?;
+        Ok(cluster)
+    }
+
+    /// A hot standby of `primary` (`pg_basebackup -R`, streaming
+    /// replication), started. With `synchronous`, `primary` then waits for
+    /// it on every commit (`synchronous_standby_names = '*'`, reloaded):
+    /// nothing `primary` acknowledged can be missing here.
+    ///
+    /// # Errors
+    /// When the base backup or the start fails.
+    pub fn standby_of(primary: &PrivateCluster, synchronous: bool) -> Result<Self, ClusterError> {
+        let cluster = Self::create()?;
+        let pg = cluster.pg();
+        fs::create_dir_all(&pg).map_err(|e| err(format!("create {}: {e}", pg.display())))?;
+        if cluster.root {
+            let mut c = Command::new("chown");
+            c.args(["-R", "postgres:postgres"]).arg(&pg);
+            run(c, "chown the standby directory to postgres")?;
+        }
+        let mut backup = pg_command(&cluster.bin, "pg_basebackup", cluster.root);
+        backup
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .arg("-D")
+            .arg(pg.join("data"))
+            .args(["-R", "-X", "stream", "-c", "fast"]);
+        run(backup, "pg_basebackup")?;
+        append_conf(
+            &pg.join("data"),
+            &format!(
+                "\n# standby of port {}\nport = {}\nunix_socket_directories = '{}'\n",
+                primary.port,
+                cluster.port,
+                pg.display()
+            ),
+        )?;
+        cluster.launch()?;
+        if synchronous {
+            append_conf(
+                &primary.pg().join("data"),
+                "\nsynchronous_standby_names = '*'\n",
+            )?;
+            let mut reload = pg_command(&cluster.bin, "pg_ctl", cluster.root);
+            reload
+                .arg("-D")
+                .arg(primary.pg().join("data"))
+                .arg("reload");
+            run(reload, "pg_ctl reload")?;
+        }
+        Ok(cluster)
+    }
+
+    /// The directory, lock and port of a new cluster, nothing created yet.
+    fn create() -> Result<Self, ClusterError> {
         let bin = bin_dir()?;
         let root = is_root();
         let dir = std::env::temp_dir().join(format!(
@@ -573,18 +684,132 @@ impl PrivateCluster {
         users
             .lock_shared()
             .map_err(|e| err(format!("lock users: {e}")))?;
-        let cluster = Self {
+        Ok(Self {
             bin,
             root,
             dir,
             port,
             _users: users,
-        };
-        create_cluster(&cluster.bin, root, &cluster.pg(), port)?;
-        start_server(&cluster.bin, root, &cluster.pg())?;
-        spawn_watchdog(&cluster.dir, &cluster.bin, root)?;
-        wait_ready(port)?;
-        Ok(cluster)
+        })
+    }
+
+    /// Starts the created cluster and its watchdog, and waits until it
+    /// accepts connections.
+    fn launch(&self) -> Result<(), ClusterError> {
+        start_server(&self.bin, self.root, &self.pg())?;
+        spawn_watchdog(&self.dir, &self.bin, self.root)?;
+        wait_ready(self.port)
+    }
+
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the whole server at once, `kill -9` of the postmaster's process
+    /// group (the postmaster and every backend), as a power cut or an OOM
+    /// kill would: no shutdown checkpoint, nothing flushed that was not
+    /// already. Returns when no process of it is left.
+    ///
+    /// # Errors
+    /// When the server is not running or the processes do not go.
+    pub fn kill_9(&self) -> Result<(), ClusterError> {
+        let pid_file = self.pg().join("data").join("postmaster.pid");
+        let text = fs::read_to_string(&pid_file)
+            .map_err(|e| err(format!("read {}: {e}", pid_file.display())))?;
+        let pid: i32 = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| err(format!("no pid in {}", pid_file.display())))?;
+        // pg_ctl starts the postmaster in a session of its own: its process
+        // group is the server.
+        let mut kill = Command::new("kill");
+        kill.args(["-KILL", "--", &format!("-{pid}")]);
+        run(kill, "kill -9 the server's process group")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while group_alive(pid) {
+            if Instant::now() > deadline {
+                return Err(err(format!(
+                    "server processes of {pid} alive after kill -9"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // This machine's init reaps orphans only every few seconds; until
+        // then the dead postmaster is a zombie, and a restart would take its
+        // lock files (data directory, socket) for a running server. An init
+        // that reaps at once (what servers run) leaves stale files the
+        // restart ignores: do the same.
+        let _ = fs::remove_file(&pid_file);
+        let _ = fs::remove_file(self.pg().join(format!(".s.PGSQL.{}.lock", self.port)));
+        Ok(())
+    }
+
+    /// The pid of this standby's WAL receiver, if it runs.
+    fn walreceiver(&self) -> Option<i32> {
+        let postmaster: i32 = fs::read_to_string(self.pg().join("data").join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()?;
+        fs::read_dir("/proc")
+            .ok()?
+            .filter_map(Result::ok)
+            .find_map(|e| {
+                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+                let cmdline = fs::read_to_string(e.path().join("cmdline")).ok()?;
+                let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+                let after = &stat[stat.rfind(')')? + 1..];
+                let ppid: i32 = after.split_whitespace().nth(1)?.parse().ok()?;
+                (ppid == postmaster && cmdline.starts_with("postgres: walreceiver")).then_some(pid)
+            })
+    }
+
+    /// Stops this standby's WAL receiver (SIGSTOP): from now on it receives
+    /// nothing, as a standby lagging behind a busy primary. With
+    /// asynchronous replication the primary's commits do not wait for it.
+    ///
+    /// # Errors
+    /// When no WAL receiver runs.
+    pub fn pause_replication(&self) -> Result<(), ClusterError> {
+        let pid = self
+            .walreceiver()
+            .ok_or_else(|| err("no walreceiver process: is this a streaming standby?"))?;
+        let mut stop = Command::new("kill");
+        stop.args(["-STOP", &pid.to_string()]);
+        run(stop, "kill -STOP the walreceiver")
+    }
+
+    /// Ends a [`PrivateCluster::pause_replication`] by killing the stopped
+    /// WAL receiver (SIGKILL): what it had not written is gone, including
+    /// what waits in its socket. The standby restarts its processes and
+    /// stays in recovery; call this once its primary is dead, then promote.
+    ///
+    /// # Errors
+    /// When no WAL receiver runs.
+    pub fn drop_paused_replication(&self) -> Result<(), ClusterError> {
+        let pid = self
+            .walreceiver()
+            .ok_or_else(|| err("no walreceiver process to drop"))?;
+        let mut kill = Command::new("kill");
+        kill.args(["-KILL", &pid.to_string()]);
+        run(kill, "kill -9 the walreceiver")?;
+        wait_ready(self.port)
+    }
+
+    /// Promotes this standby to primary (`pg_ctl promote -w`).
+    ///
+    /// # Errors
+    /// When pg_ctl fails.
+    pub fn promote(&self) -> Result<(), ClusterError> {
+        let mut c = pg_command(&self.bin, "pg_ctl", self.root);
+        c.arg("-D")
+            .arg(self.pg().join("data"))
+            .args(["-w", "-t", "60", "promote"]);
+        run(c, "pg_ctl promote")
     }
 
     fn pg(&self) -> PathBuf {
@@ -618,7 +843,12 @@ impl PrivateCluster {
     /// # Errors
     /// When pg_ctl fails.
     pub fn start_again(&self) -> Result<(), ClusterError> {
-        start_server(&self.bin, self.root, &self.pg())?;
+        start_server(&self.bin, self.root, &self.pg()).map_err(|e| {
+            let log = fs::read_to_string(self.log()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            err(format!("{}; server log ends:\n{}", e.0, tail.join("\n")))
+        })?;
         wait_ready(self.port)
     }
 
