@@ -23,9 +23,8 @@ use std::time::{Duration, Instant};
 
 /// Layout of the shared cluster: a running cluster set up by a build with an
 /// older layout is replaced (3: a test CA and a TLS server certificate; 5: the
-/// watchdog also stops the PgBouncer of [`pgbouncer_url`]; 6: PgBouncer keeps
-/// its whole pool of server connections open).
-const CLUSTER_LAYOUT: &str = "6";
+/// watchdog also stops the PgBouncer of [`pgbouncer_url`]).
+const CLUSTER_LAYOUT: &str = "5";
 
 /// Seconds without any user before the watchdog stops the cluster.
 const IDLE_SECONDS: u32 = 20;
@@ -131,7 +130,6 @@ fn ensure_pgbouncer(base: &Path, cluster_port: &str) -> Result<String, ClusterEr
          auth_type = trust\nauth_file = {dir}/userlist.txt\n\
          pool_mode = transaction\nmax_client_conn = 2000\n\
          default_pool_size = {PGBOUNCER_POOL_SIZE}\n\
-         min_pool_size = {PGBOUNCER_POOL_SIZE}\nserver_tls_sslmode = disable\n\
          ignore_startup_parameters = extra_float_digits,options\n\
          admin_users = postgres\nstats_users = postgres\n\
          logfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
@@ -161,91 +159,9 @@ fn ensure_pgbouncer(base: &Path, cluster_port: &str) -> Result<String, ClusterEr
     start.arg("-d").arg(dir.join("pgbouncer.ini"));
     run(start, "start pgbouncer")?;
     wait_ready(port)?;
-    warm_pool(port)?;
     fs::write(&port_file, port.to_string())
         .map_err(|e| err(format!("write PgBouncer port file: {e}")))?;
     Ok(url(&port.to_string()))
-}
-
-/// Waits until PgBouncer holds its whole pool of server connections for
-/// `postgres`/`postgres` (what the tests use): a transaction that finds no
-/// idle server connection waits while PgBouncer opens one (a backend fork
-/// and a login, 50-150 ms on two busy cores), which made timing assertions
-/// of the suite through PgBouncer (duroxide's "short poll returns within
-/// 100 ms") fail now and then. `min_pool_size` keeps the pool full after a
-/// server connection is closed (a client that disconnects mid-transaction
-/// takes one with it), and plain TCP to the server on loopback makes a
-/// refill cheap.
-fn warm_pool(port: u16) -> Result<(), ClusterError> {
-    let psql = |db: &str, sql: &str| {
-        Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                db,
-            ])
-            .args(["-Atc", sql])
-            .stdin(Stdio::null())
-            .output()
-    };
-    // PgBouncer tops the pool up to min_pool_size only while clients are
-    // connected: fill it now with as many concurrent transactions.
-    let sessions: Vec<_> = (0..PGBOUNCER_POOL_SIZE)
-        .map(|_| {
-            Command::new("psql")
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
-                .args(["-d", "postgres", "-Atc", "SELECT pg_sleep(0.3)"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-        })
-        .collect::<Result<_, _>>()
-        .map_err(|e| err(format!("psql (postgresql-client) through PgBouncer: {e}")))?;
-    for session in sessions {
-        let out = session
-            .wait_with_output()
-            .map_err(|e| err(format!("psql through PgBouncer: {e}")))?;
-        if !out.status.success() {
-            return Err(err(format!(
-                "a session through PgBouncer failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out =
-            psql("pgbouncer", "SHOW POOLS").map_err(|e| err(format!("psql SHOW POOLS: {e}")))?;
-        // database|user|cl_active|cl_waiting|cl_active_cancel_req|
-        // cl_waiting_cancel_req|sv_active|sv_active_cancel|
-        // sv_being_canceled|sv_idle|sv_used|sv_tested|sv_login|...
-        let servers = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.starts_with("postgres|postgres|"))
-            .map(|l| {
-                let f: Vec<&str> = l.split('|').collect();
-                [6, 9, 10, 11]
-                    .iter()
-                    .filter_map(|i| f.get(*i)?.parse::<u32>().ok())
-                    .sum::<u32>()
-            })
-            .sum::<u32>();
-        if servers >= PGBOUNCER_POOL_SIZE {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(err(format!(
-                "PgBouncer opened {servers} of {PGBOUNCER_POOL_SIZE} server connections in 30 s"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn err(msg: impl Into<String>) -> ClusterError {
