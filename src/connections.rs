@@ -122,6 +122,28 @@ impl Targets {
     }
 }
 
+/// The URL's hosts and the one a pool's new connections last went to: what
+/// the sqlx pools of the listener and the tools follow after a failover. A
+/// cheap handle that does not keep the pool alive.
+#[derive(Debug, Clone)]
+pub(crate) struct Hosts {
+    targets: Arc<Targets>,
+    current: Arc<AtomicUsize>,
+}
+
+impl Hosts {
+    /// The index of the host new connections last went to.
+    pub(crate) fn current(&self) -> usize {
+        self.current.load(Ordering::Relaxed)
+    }
+
+    /// That host's driver options (without the credential source's
+    /// password).
+    pub(crate) fn current_options(&self) -> PgConnectOptions {
+        self.targets.hosts[self.current()].options.clone()
+    }
+}
+
 /// Opens one connection to one host: credentials applied, within `timeout`.
 async fn connect_one(
     options: &PgConnectOptions,
@@ -201,10 +223,8 @@ pub(crate) struct Connections(Arc<Shared>);
 
 /// The state every [`Connections`] handle shares.
 pub(crate) struct Shared {
-    targets: Targets,
-    /// The host the last new connection went to (an index into `targets`):
-    /// where the sqlx pools of the listener and the tools follow.
-    current: AtomicUsize,
+    /// The URL's hosts and the one new connections last went to.
+    hosts: Hosts,
     settings: PoolSettings,
     idle: Mutex<Vec<Idle>>,
     permits: Semaphore,
@@ -241,8 +261,10 @@ impl Connections {
         credentials: Option<Arc<Credentials>>,
     ) -> Self {
         Self(Arc::new(Shared {
-            targets,
-            current: AtomicUsize::new(current),
+            hosts: Hosts {
+                targets: Arc::new(targets),
+                current: Arc::new(AtomicUsize::new(current)),
+            },
             permits: Semaphore::new(settings.max_connections as usize),
             settings,
             idle: Mutex::new(Vec::new()),
@@ -385,13 +407,14 @@ impl Connections {
     /// The caller counts it in `open` when it keeps it.
     async fn connect(&self) -> Result<PgConnection, sqlx::Error> {
         let (host, conn) = self
+            .hosts
             .targets
             .open(self.credentials.as_deref(), self.settings.connect_timeout)
             .await?;
-        if self.current.swap(host, Ordering::Relaxed) != host {
+        if self.hosts.current.swap(host, Ordering::Relaxed) != host {
             tracing::info!(
                 target: "duroxide_pg",
-                host = %self.targets.hosts[host].label,
+                host = %self.hosts.targets.hosts[host].label,
                 "connections now go to another host"
             );
         }
@@ -426,16 +449,9 @@ impl Connections {
         }
     }
 
-    /// The host new connections last went to.
-    pub(crate) fn current_host(&self) -> usize {
-        self.current.load(Ordering::Relaxed)
-    }
-
-    /// The driver options of [`Connections::current_host`] (without the
-    /// credential source's password): what the sqlx pools of the listener
-    /// and the tools connect with, so they follow a failover.
-    pub(crate) fn current_options(&self) -> PgConnectOptions {
-        self.targets.hosts[self.current_host()].options.clone()
+    /// The URL's hosts and which one new connections last went to.
+    pub(crate) fn hosts(&self) -> &Hosts {
+        &self.hosts
     }
 
     fn is_stale(&self, opened: Instant, idle_since: Option<Instant>, now: Instant) -> bool {

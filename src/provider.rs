@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::call::Call;
 use crate::config::{PollMode, PostgresConfig};
-use crate::connections::Connections;
+use crate::connections::{Connections, Hosts};
 use crate::credentials::{BaseOptions, Credentials};
 use crate::error::Error;
 use crate::long_poll::LongPoll;
@@ -117,9 +117,10 @@ impl PostgresProvider {
         );
         // The listener's and the tools' sqlx pools connect where the call
         // pool's new connections last went (they follow it after a failover).
+        // (A handle on the hosts, not the pool: the credentials keep it.)
         let current: BaseOptions = {
-            let pool = pool.clone();
-            Arc::new(move || pool.current_options())
+            let hosts = pool.hosts().clone();
+            Arc::new(move || hosts.current_options())
         };
         let listen_pool = match config.resolved_poll_mode()? {
             PollMode::PollOnly => None,
@@ -128,7 +129,7 @@ impl PostgresProvider {
                 PgPoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(config.connect_timeout)
-                    .connect_lazy_with(pool.current_options()),
+                    .connect_lazy_with(pool.hosts().current_options()),
             ),
         };
         if let (Some(c), Some(lp)) = (&credentials, &listen_pool) {
@@ -155,7 +156,7 @@ impl PostgresProvider {
                 "opening connections ahead failed; they will open on demand"
             );
         }
-        let tools = config.tools_pool(pool.current_options())?;
+        let tools = config.tools_pool(pool.hosts().current_options())?;
         if let Some(c) = &credentials {
             c.keep_current(&tools, Arc::clone(&current));
             c.spawn_refresher();
@@ -173,7 +174,7 @@ impl PostgresProvider {
                     .await
                     .map_err(|e| listen_error(e.message))?;
                 let follow = match &listen_pool {
-                    Some(lp) => follow_host(&pool, lp, credentials.clone()),
+                    Some(lp) => follow_host(pool.hosts(), lp, credentials.clone()),
                     None => Box::new(|| {}),
                 };
                 Some(
@@ -197,7 +198,7 @@ impl PostgresProvider {
             &config.schema,
         );
         Ok(Self {
-            tools_host: AtomicUsize::new(pool.current_host()),
+            tools_host: AtomicUsize::new(pool.hosts().current()),
             credentials,
             worker_prefetch,
             store: Store {
@@ -238,9 +239,13 @@ impl PostgresProvider {
     /// the schema). Its connections close after a minute idle.
     pub fn pool(&self) -> &PgPool {
         // After a failover the call pool found another host: follow it.
-        let current = self.store.pool.current_host();
+        let current = self.store.pool.hosts().current();
         if self.tools_host.swap(current, Ordering::Relaxed) != current {
-            follow_host(&self.store.pool, &self.tools, self.credentials.clone())();
+            follow_host(
+                self.store.pool.hosts(),
+                &self.tools,
+                self.credentials.clone(),
+            )();
         }
         &self.tools
     }
@@ -294,44 +299,62 @@ impl PostgresProvider {
     /// # Errors
     /// [`Error::Database`] when the server refuses.
     pub async fn cleanup_schema(&self) -> Result<(), Error> {
-        let db = |e: sqlx::Error| Error::database("cleanup_schema", &e);
         let schema = quote_ident(&self.store.schema);
-        if self.store.schema != crate::config::DEFAULT_SCHEMA {
-            sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                .execute(&self.tools)
-                .await
-                .map_err(db)?;
-            return Ok(());
-        }
-        let mut sql = String::new();
-        for table in migrations::owned_tables() {
-            sql.push_str(&format!("DROP TABLE IF EXISTS {schema}.{table} CASCADE;\n"));
-        }
-        for function in migrations::owned_functions() {
+        let sql = if self.store.schema != crate::config::DEFAULT_SCHEMA {
+            format!("DROP SCHEMA IF EXISTS {schema} CASCADE")
+        } else {
+            let mut sql = String::new();
+            for table in migrations::owned_tables() {
+                sql.push_str(&format!("DROP TABLE IF EXISTS {schema}.{table} CASCADE;\n"));
+            }
+            for function in migrations::owned_functions() {
+                sql.push_str(&format!(
+                    "DROP FUNCTION IF EXISTS {schema}.{function} CASCADE;\n"
+                ));
+            }
             sql.push_str(&format!(
-                "DROP FUNCTION IF EXISTS {schema}.{function} CASCADE;\n"
+                "DROP TABLE IF EXISTS {schema}.{};\n",
+                migrations::LEDGER_TABLE
             ));
+            sql
+        };
+        // Dropping takes the objects' locks one by one while calls may still
+        // be running (a call its runtime abandoned at shutdown goes on in the
+        // server): a call holding one table and asking for one already taken
+        // here is a deadlock, and PostgreSQL may end this side of it. Nothing
+        // was dropped then (one transaction): do it again once the call is
+        // through, as PostgreSQL advises for a deadlock.
+        let mut attempt = 1;
+        loop {
+            match sqlx::raw_sql(&sql).execute(&self.tools).await {
+                Ok(_) => return Ok(()),
+                Err(sqlx::Error::Database(db))
+                    if db.code().as_deref() == Some(DEADLOCK_DETECTED) && attempt < 5 =>
+                {
+                    tracing::debug!(target: "duroxide_pg", attempt, "cleanup_schema deadlocked; again");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(Error::database("cleanup_schema", &e)),
+            }
         }
-        sql.push_str(&format!(
-            "DROP TABLE IF EXISTS {schema}.{};\n",
-            migrations::LEDGER_TABLE
-        ));
-        sqlx::raw_sql(&sql).execute(&self.tools).await.map_err(db)?;
-        Ok(())
     }
 }
+
+/// SQLSTATE `deadlock_detected`.
+const DEADLOCK_DETECTED: &str = "40P01";
 
 /// A function that points `sqlx_pool` at the host the call pool's new
 /// connections last went to, with the cached password of the credential
 /// source (if any): the listener calls it before each reconnection.
 fn follow_host(
-    pool: &Connections,
+    hosts: &Hosts,
     sqlx_pool: &PgPool,
     credentials: Option<Arc<Credentials>>,
 ) -> Box<dyn Fn() + Send + Sync> {
-    let (pool, sqlx_pool) = (pool.clone(), sqlx_pool.clone());
+    let (hosts, sqlx_pool) = (hosts.clone(), sqlx_pool.clone());
     Box::new(move || {
-        let options = pool.current_options();
+        let options = hosts.current_options();
         sqlx_pool.set_connect_options(match &credentials {
             Some(c) => c.with_cached_password(options),
             None => options,

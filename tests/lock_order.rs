@@ -109,3 +109,76 @@ async fn force_delete_waits_for_an_in_flight_ack() {
     assert!(provider.read("victim").await.unwrap().is_empty());
     provider.cleanup_schema().await.unwrap();
 }
+
+/// `cleanup_schema` while another transaction (a call its runtime abandoned
+/// at shutdown, still running in the server) holds one of the schema's
+/// tables and then asks for one the drop has already taken: PostgreSQL ends
+/// the drop as a deadlock (it waited first). Nothing was dropped; the
+/// cleanup does it again once the other side is through. Failed before
+/// (`drop test schema: … 40P01 deadlock detected`, seen in the suite through
+/// PgBouncer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_schema_survives_a_deadlock_with_a_running_call() {
+    let p = Arc::new(common::fresh_provider("cleanup_deadlock").await);
+    let schema = p.schema_name().to_string();
+    let url = common::database_url();
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    // The schema's tables in creation order: the drop takes them in that
+    // order, so it holds the others while it waits for the last.
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY c.oid",
+    )
+    .bind(&schema)
+    .fetch_all(&mut other)
+    .await
+    .unwrap();
+    let (last, rest) = tables.split_last().expect("tables");
+    sqlx::raw_sql(&format!("BEGIN; LOCK TABLE {last} IN ROW EXCLUSIVE MODE"))
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let cleanup = {
+        let p = Arc::clone(&p);
+        tokio::spawn(async move { p.cleanup_schema().await })
+    };
+    // Until the drop waits for the table held here.
+    let watcher = sqlx::PgPool::connect(&url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE wait_event_type = 'Lock' AND query LIKE 'DROP SCHEMA%' AND query LIKE $1",
+        )
+        .bind(format!("%{schema}%"))
+        .fetch_one(&watcher)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the drop never waited");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Now ask for the tables the drop holds: a cycle.
+    sqlx::raw_sql(&format!(
+        "LOCK TABLE {} IN ACCESS SHARE MODE",
+        rest.join(", ")
+    ))
+    .execute(&mut other)
+    .await
+    .expect("this side gets the tables once the drop gave up");
+    sqlx::raw_sql("COMMIT").execute(&mut other).await.unwrap();
+    cleanup
+        .await
+        .unwrap()
+        .expect("the cleanup went through after the deadlock");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname = $1")
+        .bind(&schema)
+        .fetch_one(&watcher)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the schema is gone");
+    watcher.close().await;
+}

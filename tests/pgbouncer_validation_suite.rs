@@ -19,7 +19,6 @@ use duroxide_pg_testkit::harness as common;
 use common::{PgTestFactory, Via};
 use duroxide::provider_validations::ProviderFactory;
 
-
 /// Providers reach the server through PgBouncer.
 const VIA: Via = Via::PgBouncer;
 

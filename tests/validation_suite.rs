@@ -17,7 +17,6 @@ use duroxide_pg_testkit::harness as common;
 use common::{PgTestFactory, Via};
 use duroxide::provider_validations::ProviderFactory;
 
-
 /// Providers reach the server directly.
 const VIA: Via = Via::Direct;
 
