@@ -329,7 +329,7 @@ impl Connections {
     /// any is still fresh, else a new one.
     pub(crate) async fn acquire(&self) -> Result<Checkout<'_>, sqlx::Error> {
         let started = Instant::now();
-        let checkout = self.checkout().await;
+        let checkout = self.checkout(started + self.settings.acquire_timeout).await;
         crate::metrics::acquire_wait(&self.settings.schema, started.elapsed());
         self.report();
         checkout
@@ -342,12 +342,12 @@ impl Connections {
         crate::metrics::pool_connections(&self.settings.schema, in_use, idle);
     }
 
-    async fn checkout(&self) -> Result<Checkout<'_>, sqlx::Error> {
-        let deadline = Instant::now() + self.settings.acquire_timeout;
+    /// A connection by `deadline` (the acquire timeout from the call's start).
+    async fn checkout(&self, deadline: Instant) -> Result<Checkout<'_>, sqlx::Error> {
         if self.closed.load(Ordering::Acquire) {
             return Err(sqlx::Error::PoolClosed);
         }
-        let permit = tokio::time::timeout(self.settings.acquire_timeout, self.permits.acquire())
+        let permit = tokio::time::timeout_at(deadline.into(), self.permits.acquire())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
             .map_err(|_| sqlx::Error::PoolClosed)?;

@@ -423,23 +423,47 @@ pub fn test_client_certificate() -> Option<(PathBuf, PathBuf)> {
     (cert.exists() && key.exists()).then_some((cert, key))
 }
 
-/// Whether any process of process group `pgid` is still running (zombies,
-/// dead but not yet reaped, do not count).
-fn group_alive(pgid: i32) -> bool {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.filter_map(Result::ok).any(|e| {
-        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
-            return false;
-        };
-        // "pid (comm) state ppid pgrp ...": comm may hold spaces and parens.
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            return false;
-        };
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
-    })
+/// One process, as `/proc/<pid>` describes it.
+struct Process {
+    pid: i32,
+    /// `Z`: dead, not yet reaped (a zombie).
+    state: char,
+    ppid: i32,
+    pgrp: i32,
+    /// The command line, arguments separated by NUL.
+    cmdline: String,
+}
+
+/// The machine's processes (those that vanish while being read are left out).
+fn processes() -> impl Iterator<Item = Process> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+            // "pid (comm) state ppid pgrp ...": comm may hold spaces and parens.
+            let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+            let state = fields.next()?.chars().next()?;
+            let ppid = fields.next()?.parse().ok()?;
+            let pgrp = fields.next()?.parse().ok()?;
+            let cmdline = fs::read_to_string(e.path().join("cmdline")).unwrap_or_default();
+            Some(Process {
+                pid,
+                state,
+                ppid,
+                pgrp,
+                cmdline,
+            })
+        })
+}
+
+/// `kill <sig> -- <target>` (a pid, or `-pgid` for a process group).
+fn signal(sig: &str, target: &str) -> Result<(), ClusterError> {
+    let mut kill = Command::new("kill");
+    kill.args([sig, "--", target]);
+    run(kill, &format!("kill {sig} {target}"))
 }
 
 /// Appends `text` to `data/postgresql.conf` (later settings win).
@@ -630,21 +654,12 @@ impl PrivateCluster {
     /// # Errors
     /// When the server is not running or the processes do not go.
     pub fn kill_9(&self) -> Result<(), ClusterError> {
-        let pid_file = self.pg().join("data").join("postmaster.pid");
-        let text = fs::read_to_string(&pid_file)
-            .map_err(|e| err(format!("read {}: {e}", pid_file.display())))?;
-        let pid: i32 = text
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse().ok())
-            .ok_or_else(|| err(format!("no pid in {}", pid_file.display())))?;
+        let pid = self.postmaster_pid()?;
         // pg_ctl starts the postmaster in a session of its own: its process
         // group is the server.
-        let mut kill = Command::new("kill");
-        kill.args(["-KILL", "--", &format!("-{pid}")]);
-        run(kill, "kill -9 the server's process group")?;
+        signal("-KILL", &format!("-{pid}"))?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while group_alive(pid) {
+        while processes().any(|p| p.pgrp == pid && p.state != 'Z') {
             if Instant::now() > deadline {
                 return Err(err(format!(
                     "server processes of {pid} alive after kill -9"
@@ -657,31 +672,29 @@ impl PrivateCluster {
         // lock files (data directory, socket) for a running server. An init
         // that reaps at once (what servers run) leaves stale files the
         // restart ignores: do the same.
-        let _ = fs::remove_file(&pid_file);
+        let _ = fs::remove_file(self.pg().join("data").join("postmaster.pid"));
         let _ = fs::remove_file(self.pg().join(format!(".s.PGSQL.{}.lock", self.port)));
         Ok(())
     }
 
-    /// The pid of this standby's WAL receiver, if it runs.
-    fn walreceiver(&self) -> Option<i32> {
-        let postmaster: i32 = fs::read_to_string(self.pg().join("data").join("postmaster.pid"))
-            .ok()?
+    /// The postmaster's pid (the first line of `postmaster.pid`).
+    fn postmaster_pid(&self) -> Result<i32, ClusterError> {
+        let path = self.pg().join("data").join("postmaster.pid");
+        fs::read_to_string(&path)
+            .map_err(|e| err(format!("read {}: {e}", path.display())))?
             .lines()
-            .next()?
-            .trim()
-            .parse()
-            .ok()?;
-        fs::read_dir("/proc")
-            .ok()?
-            .filter_map(Result::ok)
-            .find_map(|e| {
-                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-                let cmdline = fs::read_to_string(e.path().join("cmdline")).ok()?;
-                let stat = fs::read_to_string(e.path().join("stat")).ok()?;
-                let after = &stat[stat.rfind(')')? + 1..];
-                let ppid: i32 = after.split_whitespace().nth(1)?.parse().ok()?;
-                (ppid == postmaster && cmdline.starts_with("postgres: walreceiver")).then_some(pid)
-            })
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| err(format!("no pid in {}", path.display())))
+    }
+
+    /// The pid of this standby's WAL receiver.
+    fn walreceiver(&self) -> Result<i32, ClusterError> {
+        let postmaster = self.postmaster_pid()?;
+        processes()
+            .find(|p| p.ppid == postmaster && p.cmdline.starts_with("postgres: walreceiver"))
+            .map(|p| p.pid)
+            .ok_or_else(|| err("no walreceiver process: is this a streaming standby?"))
     }
 
     /// Stops this standby's WAL receiver (SIGSTOP): from now on it receives
@@ -691,12 +704,7 @@ impl PrivateCluster {
     /// # Errors
     /// When no WAL receiver runs.
     pub fn pause_replication(&self) -> Result<(), ClusterError> {
-        let pid = self
-            .walreceiver()
-            .ok_or_else(|| err("no walreceiver process: is this a streaming standby?"))?;
-        let mut stop = Command::new("kill");
-        stop.args(["-STOP", &pid.to_string()]);
-        run(stop, "kill -STOP the walreceiver")
+        signal("-STOP", &self.walreceiver()?.to_string())
     }
 
     /// Ends a [`PrivateCluster::pause_replication`] by killing the stopped
@@ -707,12 +715,7 @@ impl PrivateCluster {
     /// # Errors
     /// When no WAL receiver runs.
     pub fn drop_paused_replication(&self) -> Result<(), ClusterError> {
-        let pid = self
-            .walreceiver()
-            .ok_or_else(|| err("no walreceiver process to drop"))?;
-        let mut kill = Command::new("kill");
-        kill.args(["-KILL", &pid.to_string()]);
-        run(kill, "kill -9 the walreceiver")?;
+        signal("-KILL", &self.walreceiver()?.to_string())?;
         wait_ready(self.port)
     }
 
