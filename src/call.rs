@@ -79,6 +79,32 @@ impl<'s> Call<'s> {
         }
     }
 
+    /// A call of `statement` that the server cancels after `timeout`
+    /// (SQLSTATE 57014), whatever the connection's own statement timeout:
+    /// always the literal form, opened by `SET LOCAL statement_timeout`,
+    /// which lasts for this call's implicit transaction only. For
+    /// background work whose batches must stay bounded (retention sweeps);
+    /// still one round trip, but never a cached prepared statement.
+    pub(crate) fn bounded(
+        pool: &'s Connections,
+        operation: &'s str,
+        statement: &'s Statement,
+        timeout: std::time::Duration,
+    ) -> Self {
+        let text = format!(
+            "{}SET LOCAL statement_timeout = '{}ms'; SELECT * FROM {}(",
+            pool.literal_prefix().unwrap_or(""),
+            timeout.as_millis().max(1),
+            statement.function
+        );
+        Self {
+            pool,
+            operation,
+            form: Form::Literal { text, count: 0 },
+            bad_argument: None,
+        }
+    }
+
     /// Adds the next argument.
     pub(crate) fn bind<'v, T>(mut self, value: T) -> Self
     where

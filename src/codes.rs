@@ -125,16 +125,20 @@ pub(crate) enum ProviderSqlState {
     /// `DXI01`: an argument the function cannot interpret (an unknown KV
     /// operation code).
     InvalidArgument,
+    /// `DXR01`: a retention batch's sweeper no longer holds the sweep lease
+    /// (it expired, or another sweeper took it).
+    RetentionLeaseLost,
 }
 
 impl ProviderSqlState {
     /// Every code, for the checks against the stored functions.
-    pub(crate) const ALL: [ProviderSqlState; 5] = [
+    pub(crate) const ALL: [ProviderSqlState; 6] = [
         ProviderSqlState::UnknownLockToken,
         ProviderSqlState::LeaseExpired,
         ProviderSqlState::InstanceNotFound,
         ProviderSqlState::Precondition,
         ProviderSqlState::InvalidArgument,
+        ProviderSqlState::RetentionLeaseLost,
     ];
 
     /// The provider code `code` is, if it is one.
@@ -150,6 +154,7 @@ impl ProviderSqlState {
             ProviderSqlState::InstanceNotFound => "DXN01",
             ProviderSqlState::Precondition => "DXP01",
             ProviderSqlState::InvalidArgument => "DXI01",
+            ProviderSqlState::RetentionLeaseLost => "DXR01",
         }
     }
 }

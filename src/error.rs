@@ -215,6 +215,12 @@ fn pooler_symptom(code: &str) -> Option<&'static str> {
     }
 }
 
+/// Whether `e` is a database error with SQLSTATE `code` (as
+/// [`provider_error`] writes it into the message).
+pub(crate) fn has_sqlstate(e: &ProviderError, code: &str) -> bool {
+    e.message.contains(&format!("(SQLSTATE {code})"))
+}
+
 /// Maps a `sqlx` error from provider operation `operation` to a classified
 /// [`ProviderError`]. The one place where retryable vs permanent is decided.
 pub(crate) fn provider_error(operation: &str, err: sqlx::Error) -> ProviderError {

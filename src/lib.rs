@@ -18,7 +18,8 @@
 //! ## Public surface (one path each)
 //!
 //! - At the root: [`PostgresProvider`] and [`PostgresConfig`] with its
-//!   enums and defaults, [`TargetSessionAttrs`], [`Error`], [`QueueStatus`] and [`PoolStatus`], the
+//!   enums and defaults, [`TargetSessionAttrs`], [`Error`], [`QueueStatus`] and [`PoolStatus`],
+//!   [`RetentionPolicy`] with its report and status types, the
 //!   environment variables the configuration reads and the URL helpers.
 //! - [`credentials`]: passwords and tokens that rotate.
 //! - [`metrics`]: the names of the metrics the provider records.
@@ -40,6 +41,7 @@
 //! | `history` | reading history |
 //! | `state` | custom status, KV, stats |
 //! | `admin` | `ProviderAdmin`: instances, trees, purge, queues |
+//! | `retention` | [`RetentionPolicy`]: sweeps in batches (`retention::sweep`), the background sweeper (`retention::sweeper`) |
 //! | `long_poll` | waiting fetches: `LISTEN`/`NOTIFY` and timers |
 //! | `call` | one stored-function call, prepared or (behind a transaction pooler) literal |
 //! | `statements` | the call text of every operation, schema-qualified |
@@ -75,6 +77,7 @@ mod lease;
 mod long_poll;
 mod orchestrator_queue;
 mod provider;
+mod retention;
 mod state;
 mod statements;
 mod store;
@@ -84,11 +87,12 @@ pub use admin::QueueStatus;
 pub use config::{
     DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_APPLICATION_NAME, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_FALLBACK_POLL, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LIFETIME, DEFAULT_MIN_CONNECTIONS,
-    DEFAULT_POOL_MAX, DEFAULT_SCHEMA, MigrationMode, PollMode, Pooler, PostgresConfig, SslMode,
-    redact_url, scrub, validate_schema_name,
+    DEFAULT_POOL_MAX, DEFAULT_SCHEMA, MigrationMode, PollMode, Pooler, PostgresConfig,
+    RetentionPolicy, SslMode, redact_url, scrub, validate_schema_name,
 };
 pub use env::{POOL_MAX_ENV, POOLER_ENV};
 pub use error::Error;
 pub use hosts::TargetSessionAttrs;
 pub use provider::{PoolStatus, PostgresProvider};
+pub use retention::{LastSweep, RetentionReport, RetentionStatus};
 pub use worker_queue::prefetch::{PREFETCH_HOLD, PREFETCH_LIMIT};

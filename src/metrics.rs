@@ -39,6 +39,20 @@ pub const MIGRATION_RUNS: &str = "duroxide_pg_migration_runs_total";
 /// Counter: items an ack leased ahead (prefetch), by `queue` and `outcome`:
 /// `used` by the next fetch or `released` unused; label `schema`.
 pub const PREFETCH: &str = "duroxide_pg_prefetch_total";
+/// Counter: rows retention sweeps deleted, by `kind` (`instances`,
+/// `executions`, `events`); label `schema`. Dry runs record nothing.
+pub const RETENTION_DELETED: &str = "duroxide_pg_retention_deleted_total";
+/// Counter: retention sweeps, by `outcome`: `completed`, `failed` (a batch
+/// failed; the next interval tries again), `lease_lost` (its lease expired
+/// and another sweeper took over), `skipped` (another sweeper held the
+/// lease); label `schema`.
+pub const RETENTION_SWEEPS: &str = "duroxide_pg_retention_sweeps_total";
+/// Histogram (seconds): how long a retention sweep that ran took; label
+/// `schema`.
+pub const RETENTION_SWEEP_DURATION: &str = "duroxide_pg_retention_sweep_duration_seconds";
+/// Counter: retention batches that hit their statement timeout (rolled back
+/// and retried with half the batch size); label `schema`.
+pub const RETENTION_BATCH_TIMEOUTS: &str = "duroxide_pg_retention_batch_timeouts_total";
 
 /// The `queue` label value.
 pub(crate) fn queue_label(queue: crate::codes::Queue) -> &'static str {
@@ -95,4 +109,28 @@ pub(crate) fn migration_run(schema: &str, outcome: &'static str) {
 pub(crate) fn prefetch(schema: &str, queue: crate::codes::Queue, outcome: &'static str) {
     metrics::counter!(PREFETCH, "schema" => schema.to_owned(), "queue" => queue_label(queue), "outcome" => outcome)
         .increment(1);
+}
+
+/// `deleted`: instances, executions and events.
+pub(crate) fn retention_deleted(schema: &str, deleted: [u64; 3]) {
+    for (kind, n) in ["instances", "executions", "events"]
+        .into_iter()
+        .zip(deleted)
+    {
+        metrics::counter!(RETENTION_DELETED, "schema" => schema.to_owned(), "kind" => kind)
+            .increment(n);
+    }
+}
+
+pub(crate) fn retention_sweep(schema: &str, outcome: &'static str, took: Option<Duration>) {
+    metrics::counter!(RETENTION_SWEEPS, "schema" => schema.to_owned(), "outcome" => outcome)
+        .increment(1);
+    if let Some(took) = took {
+        metrics::histogram!(RETENTION_SWEEP_DURATION, "schema" => schema.to_owned())
+            .record(took.as_secs_f64());
+    }
+}
+
+pub(crate) fn retention_timeout(schema: &str) {
+    metrics::counter!(RETENTION_BATCH_TIMEOUTS, "schema" => schema.to_owned()).increment(1);
 }

@@ -46,6 +46,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(10, "0010", "call_cost"),
     migration!(11, "0011", "contended_wakeups"),
     migration!(12, "0012", "function_contracts"),
+    migration!(13, "0013", "retention"),
 ];
 
 /// Name of the per-schema ledger table.

@@ -17,12 +17,15 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tracing::Instrument;
 
 use crate::call::Call;
+use crate::config::RetentionPolicy;
 use crate::config::{PollMode, PostgresConfig};
 use crate::connections::{Connections, Hosts};
 use crate::credentials::{BaseOptions, Credentials};
 use crate::error::Error;
 use crate::long_poll::LongPoll;
 use crate::migrations::{self, MigrationReport, quote_ident};
+use crate::retention::sweeper::Sweeper;
+use crate::retention::{RetentionReport, RetentionStatus, Sweep};
 use crate::statements::Statements;
 use crate::store::Store;
 use crate::worker_queue::prefetch::WorkerPrefetch;
@@ -45,6 +48,8 @@ pub struct PostgresProvider {
     pub(crate) credentials: Option<std::sync::Arc<crate::credentials::Credentials>>,
     /// Activities leased ahead by acks, for the worker's next fetch.
     pub(crate) worker_prefetch: WorkerPrefetch,
+    /// The background retention sweeper, when a policy is configured.
+    sweeper: Option<Sweeper>,
 }
 
 /// A snapshot of the provider's call pool ([`PostgresProvider::pool_status`]).
@@ -101,6 +106,9 @@ impl PostgresProvider {
     /// [`Error::Connect`] naming host and port when the server cannot be
     /// reached in time; the migration errors of [`migrations::run`].
     pub async fn connect(config: PostgresConfig) -> Result<Self, Error> {
+        if let Some(policy) = &config.retention {
+            policy.validate()?;
+        }
         // The probe connection runs the migrations, then becomes the call
         // pool's first connection. Meanwhile the connections a runtime needs
         // at once (and the listener's) open in parallel: a fresh runtime's
@@ -197,7 +205,18 @@ impl PostgresProvider {
             &sql.abandon_work_item,
             &config.schema,
         );
+        // The sweeper's own view of the store: the same pool, no listener.
+        let sweeper = config.retention.clone().map(|policy| {
+            let store = Store {
+                pool: pool.clone(),
+                schema: config.schema.clone(),
+                sql: Statements::new(&config.schema),
+                long_poll: None,
+            };
+            Sweeper::start(store, policy)
+        });
         Ok(Self {
+            sweeper,
             tools_host: AtomicUsize::new(pool.hosts().current()),
             credentials,
             worker_prefetch,
@@ -234,6 +253,49 @@ impl PostgresProvider {
         admin::bulk_delete_candidates(&self.store, filter).await
     }
 
+    /// Runs one retention sweep by `policy` now, on this provider's
+    /// connections: the same batches, lease and checks as the background
+    /// sweeper (and the CLI's `retention run`). `owner` names the sweep in
+    /// `retention status` (`None`: `api:<pid>:<n>`).
+    ///
+    /// With `dry_run` nothing is deleted and no lease is taken: the report
+    /// counts and lists what the sweep would delete now
+    /// ([`RetentionReport::instance_ids`], [`RetentionReport::pruned`]).
+    /// Otherwise, when another sweeper holds the schema's lease, nothing is
+    /// done and the report says `ran: false`.
+    ///
+    /// # Errors
+    /// [`ProviderError`] for an invalid policy (nothing done), or when a
+    /// batch fails other than by a statement timeout; batches committed
+    /// before stay deleted, and the sweep is recorded with its error.
+    pub async fn run_retention(
+        &self,
+        policy: &RetentionPolicy,
+        owner: Option<&str>,
+        dry_run: bool,
+    ) -> Result<RetentionReport, ProviderError> {
+        Sweep {
+            store: &self.store,
+            policy,
+            owner: owner.map_or_else(|| crate::retention::owner_name("api"), str::to_owned),
+            background: false,
+            dry_run,
+            stopping: None,
+        }
+        .run()
+        .await
+    }
+
+    /// The stored retention policy (of the last background sweeper), the
+    /// sweep running now, the last sweep and the oldest finished root
+    /// instance per status. Reads only.
+    ///
+    /// # Errors
+    /// [`ProviderError`] when the server refuses the query.
+    pub async fn retention_status(&self) -> Result<RetentionStatus, ProviderError> {
+        crate::retention::status(&self.store).await
+    }
+
     /// A small sqlx pool on the provider's database, for diagnostics and
     /// tools (provider calls use connections of their own; the provider owns
     /// the schema). Its connections close after a minute idle.
@@ -259,10 +321,14 @@ impl PostgresProvider {
         }
     }
 
-    /// Releases the activities leased ahead for the next fetch, stops the
-    /// credential refresher, then closes every connection the provider holds,
+    /// Stops the retention sweeper (a sweep in progress ends after its
+    /// batch), releases the activities leased ahead for the next fetch, stops
+    /// the credential refresher, then closes every connection the provider holds,
     /// the wake-up listener's included (calls fail afterwards).
     pub async fn close(&self) {
+        if let Some(sweeper) = &self.sweeper {
+            sweeper.stop().await;
+        }
         if let Some(lp) = &self.store.long_poll {
             lp.stop();
         }

@@ -77,6 +77,13 @@ statements! {
     prune_executions_bulk => "prune_executions_bulk"(5),
     queue_overview => "queue_overview"(1),
     bulk_delete_roots => "bulk_delete_roots"(3),
+    retention_acquire => "retention_acquire"(4),
+    retention_finish => "retention_finish"(8),
+    retention_candidates => "retention_candidates"(6),
+    retention_delete => "retention_delete"(8),
+    retention_prune_candidates => "retention_prune_candidates"(3),
+    retention_prune => "retention_prune"(6),
+    retention_status => "retention_status"(1),
 }
 
 #[cfg(test)]

@@ -25,4 +25,15 @@ impl Store {
     pub(crate) fn call<'s>(&'s self, operation: &'s str, statement: &'s Statement) -> Call<'s> {
         Call::new(&self.pool, operation, statement)
     }
+
+    /// One call of `statement` that the server cancels after `timeout`
+    /// ([`Call::bounded`]).
+    pub(crate) fn bounded_call<'s>(
+        &'s self,
+        operation: &'s str,
+        statement: &'s Statement,
+        timeout: std::time::Duration,
+    ) -> Call<'s> {
+        Call::bounded(&self.pool, operation, statement, timeout)
+    }
 }

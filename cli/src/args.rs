@@ -84,6 +84,11 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         keep_last: u32,
     },
+    /// Delete finished work by policy (for cron), or show the retention state.
+    Retention {
+        #[command(subcommand)]
+        action: RetentionAction,
+    },
     /// Send an external event to a running instance.
     RaiseEvent {
         /// Instance id.
@@ -107,6 +112,35 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum MigrateAction {
     /// Applied versus bundled migrations: applied, pending, unknown (newer than this build).
+    Status,
+}
+
+/// `retention` sub-actions.
+#[derive(Debug, Subcommand)]
+pub enum RetentionAction {
+    /// One sweep: delete finished trees past their window and prune old
+    /// executions of continue-as-new chains, in batches (each commits on its
+    /// own). Trees with a running member are never touched. Does nothing
+    /// while another sweeper (a provider's background one) holds the lease.
+    Run {
+        /// Delete trees whose root completed longer ago than this (30d, 12h, 15m, 45s).
+        #[arg(long, value_name = "AGE")]
+        completed: Option<String>,
+        /// Delete trees whose root failed or was cancelled longer ago than this.
+        #[arg(long, value_name = "AGE")]
+        failed: Option<String>,
+        /// Keep this many of the newest executions of every continue-as-new chain.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        keep_executions: Option<u32>,
+        /// Root instances (or chains) per batch.
+        #[arg(long, value_name = "N", default_value_t = duroxide_pg::RetentionPolicy::DEFAULT_BATCH_SIZE)]
+        batch_size: u32,
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The policy a background sweeper stored, the sweep running now, the
+    /// last sweep and the oldest finished root instance per status.
     Status,
 }
 

@@ -38,6 +38,33 @@ pub fn parse_moment(text: &str, now_ms: u64) -> Result<u64, String> {
     Ok(ms)
 }
 
+/// Parses an age: a whole number of days, hours, minutes or seconds (`30d`,
+/// `12h`, `15m`, `45s`).
+pub fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let bad = || {
+        format!(
+            "cannot read {text:?} as an age: use a number and a unit, as in 30d, 12h, 15m or 45s"
+        )
+    };
+    let unit = t
+        .chars()
+        .last()
+        .filter(|c| "dhms".contains(*c))
+        .ok_or_else(bad)?;
+    let n: u64 = t[..t.len() - 1].parse().map_err(|_| bad())?;
+    let unit_secs = match unit {
+        'd' => 86_400,
+        'h' => 3_600,
+        'm' => 60,
+        _ => 1,
+    };
+    let secs = n
+        .checked_mul(unit_secs)
+        .ok_or_else(|| format!("{text:?} is too long an age"))?;
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 fn parse_any_moment(text: &str, now_ms: u64) -> Result<u64, String> {
     let t = text.trim();
     let bad = || {
@@ -46,16 +73,10 @@ fn parse_any_moment(text: &str, now_ms: u64) -> Result<u64, String> {
              (2026-01-31T12:00:00Z) or an age (30d, 12h, 15m, 45s)"
         )
     };
-    if let Some(unit) = t.chars().last().filter(|c| "dhms".contains(*c)) {
-        let n: u64 = t[..t.len() - 1].parse().map_err(|_| bad())?;
-        let unit_ms = match unit {
-            'd' => 86_400_000,
-            'h' => 3_600_000,
-            'm' => 60_000,
-            _ => 1000,
-        };
-        return n
-            .checked_mul(unit_ms)
+    if t.chars().last().is_some_and(|c| "dhms".contains(c)) {
+        let age = parse_age(t).map_err(|_| bad())?;
+        return u64::try_from(age.as_millis())
+            .ok()
             .and_then(|age| now_ms.checked_sub(age))
             .ok_or_else(|| format!("{text:?} reaches back before 1970"));
     }
@@ -144,6 +165,19 @@ mod tests {
             Ok(200_000_000 - 172_800_000)
         );
         assert_eq!(parse_moment("90s", 100_000), Ok(10_000));
+    }
+
+    #[test]
+    fn parses_ages() {
+        assert_eq!(
+            parse_age("7d"),
+            Ok(std::time::Duration::from_secs(7 * 86_400))
+        );
+        assert_eq!(parse_age(" 45s "), Ok(std::time::Duration::from_secs(45)));
+        assert_eq!(parse_age("0s"), Ok(std::time::Duration::ZERO));
+        for bad in ["7", "d", "-1d", "7w", "1.5h", ""] {
+            assert!(parse_age(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -524,6 +524,102 @@ async fn delete_purge_and_prune_remove_exactly_what_they_say() {
     env.finish([rt]).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_run_deletes_what_its_dry_run_listed() {
+    let (env, rt) = filled().await;
+    let s = env.schema().to_string();
+    let ids = |v: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["instance_id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let before = ids(&json(cli(&s, &["instances", "list", "--json"])));
+    assert_eq!(before.len(), 8);
+
+    // Everything finished seconds ago: a day's window keeps it all.
+    let r = json(cli(
+        &s,
+        &[
+            "retention",
+            "run",
+            "--completed",
+            "1d",
+            "--failed",
+            "1d",
+            "--json",
+        ],
+    ));
+    assert_eq!(
+        (r["ran"].as_bool(), r["instances"].as_u64()),
+        (Some(true), Some(0)),
+        "{r}"
+    );
+
+    // Two days later (the rows made older): the dry run lists, deletes nothing.
+    sqlx::query(&format!(
+        "UPDATE \"{s}\".executions SET completed_at = completed_at - 2 * 86400000"
+    ))
+    .execute(env.provider.pool())
+    .await
+    .unwrap();
+    let args = [
+        "retention",
+        "run",
+        "--completed",
+        "1d",
+        "--failed",
+        "1d",
+        "--keep-executions",
+        "1",
+    ];
+    let dry = json(cli(&s, &[&args[..], &["--dry-run", "--json"]].concat()));
+    let mut listed: Vec<String> = dry["instance_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    listed.sort();
+    let expected: Vec<String> = before
+        .iter()
+        .filter(|id| !id.starts_with("waiter"))
+        .cloned()
+        .collect();
+    assert_eq!(listed, expected);
+    assert_eq!(dry["instances"], 6);
+    assert_eq!(
+        ids(&json(cli(&s, &["instances", "list", "--json"]))),
+        before
+    );
+    let text = ok(cli(&s, &[&args[..], &["--dry-run"]].concat()));
+    assert!(text.contains("dry run: would delete 6 instances"), "{text}");
+
+    let real = json(cli(&s, &[&args[..], &["--json"]].concat()));
+    for field in ["instances", "executions", "events"] {
+        assert_eq!(real[field], dry[field], "{field}: {real} vs {dry}");
+    }
+    assert_eq!(
+        ids(&json(cli(&s, &["instances", "list", "--json"]))),
+        ["waiter", "waiter-2"]
+    );
+
+    let status = json(cli(&s, &["retention", "status", "--json"]));
+    let last = &status["last_sweep"];
+    assert!(last["by"].as_str().unwrap().starts_with("cli:"), "{status}");
+    assert_eq!(last["instances"], 6);
+    assert_eq!(last["policy"]["keep_executions"], 1);
+    assert_eq!(status["policy"], Value::Null, "{status}");
+    assert_eq!(status["oldest_completed"], Value::Null, "{status}");
+    let text = ok(cli(&s, &["retention", "status"]));
+    assert!(text.contains("last sweep: done by cli:"), "{text}");
+    env.finish([rt]).await;
+}
+
 #[tokio::test]
 async fn migrate_and_migrate_status_on_a_fresh_schema() {
     let s = common::fresh_schema_name("cli_migrate");
@@ -622,6 +718,27 @@ fn bad_arguments_fail_with_one_clear_line_before_connecting() {
         &["purge", "--completed-before", "2999-01-01"],
     ));
     assert!(err.contains("is in the future"), "{err}");
+    for (args, words) in [
+        (
+            &["retention", "run"][..],
+            "deletes nothing without --completed",
+        ),
+        (
+            &["retention", "run", "--completed", "7x"],
+            "--completed: cannot read \"7x\" as an age",
+        ),
+        (
+            &["retention", "run", "--failed", "0s"],
+            "the failed window must be at least 1 ms",
+        ),
+        (
+            &["retention", "run", "--completed", "7d", "--batch-size", "5"],
+            "batch size 5 is outside 10..=10000",
+        ),
+    ] {
+        let err = fails(run(Some(nowhere), args));
+        assert!(err.contains(words), "{args:?}: {err}");
+    }
     let err = fails(run(Some(nowhere), &["--schema", "Bad-Name", "queues"]));
     assert!(err.contains("invalid schema name \"Bad-Name\""), "{err}");
     let err = fails(run(Some(nowhere), &["queues"]));
@@ -646,6 +763,8 @@ fn bad_arguments_fail_with_one_clear_line_before_connecting() {
         &["purge", "--completed-before", "1d", "--limit", "0"],
         &["instances", "list", "--limit", "0"],
         &["purge"],
+        &["retention", "run", "--keep-executions", "0"],
+        &["retention"],
         &["frobnicate"],
     ] {
         let out = run(Some(nowhere), args);
@@ -679,6 +798,7 @@ fn help_lists_every_command_and_its_arguments() {
         "prune",
         "raise-event",
         "cancel",
+        "retention",
         "--database-url",
         "--schema",
         "--json",
@@ -701,6 +821,17 @@ fn help_lists_every_command_and_its_arguments() {
         (&["prune"], &["<ID>", "--keep-last"]),
         (&["raise-event"], &["<ID>", "<NAME>", "<DATA>"]),
         (&["cancel"], &["<ID>", "[REASON]"]),
+        (&["retention"], &["run", "status"]),
+        (
+            &["retention", "run"],
+            &[
+                "--completed",
+                "--failed",
+                "--keep-executions",
+                "--dry-run",
+                "--batch-size",
+            ],
+        ),
     ] {
         let text = help(args);
         for n in needles {

@@ -2,7 +2,7 @@
 //!
 //! [`PostgresConfig`] (the builder, here), what it opens (`connect`: probe,
 //! driver options, pools), TLS (`tls`) and keeping passwords out of messages
-//! (`redact`).
+//! (`redact`), the retention policy (`retention`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +13,11 @@ use crate::error::Error;
 
 mod connect;
 mod redact;
+mod retention;
 mod tls;
 
 pub use redact::{redact_url, scrub};
+pub use retention::RetentionPolicy;
 pub use tls::SslMode;
 use tls::TlsSettings;
 
@@ -117,6 +119,8 @@ pub struct PostgresConfig {
     pub(crate) fallback_poll: Duration,
     pub(crate) credential_source: Option<Arc<dyn CredentialSource>>,
     pub(crate) tls: TlsSettings,
+    /// `None`: nothing is ever deleted by policy (the default).
+    pub(crate) retention: Option<RetentionPolicy>,
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -139,6 +143,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("fallback_poll", &self.fallback_poll)
             .field("credential_source", &self.credential_source.is_some())
             .field("tls", &self.tls)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -169,6 +174,7 @@ impl PostgresConfig {
             fallback_poll: DEFAULT_FALLBACK_POLL,
             credential_source: None,
             tls: TlsSettings::default(),
+            retention: None,
         }
     }
 
@@ -327,6 +333,16 @@ impl PostgresConfig {
     /// interval when idle. Must be at least 1 ms.
     pub fn with_fallback_poll(mut self, interval: Duration) -> Self {
         self.fallback_poll = interval;
+        self
+    }
+
+    /// Delete finished work by `policy` in the background (off by default:
+    /// nothing is ever deleted unless configured). Every provider with a
+    /// policy runs a sweeper; one sweeps a schema at a time, across
+    /// processes, and the others skip their turn while it does. The policy
+    /// is checked when the provider is built ([`crate::RetentionPolicy::validate`]).
+    pub fn with_retention(mut self, policy: RetentionPolicy) -> Self {
+        self.retention = Some(policy);
         self
     }
 

@@ -22,6 +22,8 @@ mod events;
 mod multi_runtime;
 #[path = "observability.rs"]
 mod observability;
+#[path = "retention.rs"]
+mod retention;
 #[path = "sessions.rs"]
 mod sessions;
 #[path = "sub_orchestrations.rs"]

@@ -91,8 +91,16 @@ impl Env {
     /// Another provider on the same schema, with its own pool and listener, as a
     /// second process would open it.
     pub async fn another_provider(&mut self) -> Arc<PostgresProvider> {
+        self.another_provider_with(|c| c).await
+    }
+
+    /// As [`Env::another_provider`], its configuration adjusted by `configure`.
+    pub async fn another_provider_with(
+        &mut self,
+        configure: impl FnOnce(PostgresConfig) -> PostgresConfig,
+    ) -> Arc<PostgresProvider> {
         let p = Arc::new(
-            PostgresProvider::connect(crate::VIA.config(self.schema()))
+            PostgresProvider::connect(configure(crate::VIA.config(self.schema())))
                 .await
                 .expect("second provider on the test schema"),
         );
@@ -214,6 +222,11 @@ impl Env {
     pub async fn finish(mut self, runtimes: impl IntoIterator<Item = Arc<Runtime>>) {
         for rt in runtimes {
             rt.shutdown(None).await;
+        }
+        // Background work of the other providers (a retention sweeper) stops
+        // before the schema goes.
+        for p in &self.extra {
+            p.close().await;
         }
         self.provider
             .cleanup_schema()

@@ -8,6 +8,7 @@ mod control;
 mod inspect;
 mod maintenance;
 mod migrate;
+mod retention;
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,7 +17,9 @@ use std::time::Duration;
 use duroxide::providers::ProviderError;
 use duroxide_pg::{Error, MigrationMode, PollMode, PostgresConfig, PostgresProvider};
 
-use crate::args::{Cli, Command, InstanceAction, InstancesAction, MigrateAction, Target};
+use crate::args::{
+    Cli, Command, InstanceAction, InstancesAction, MigrateAction, RetentionAction, Target,
+};
 
 /// A failed command: one line for stderr.
 #[derive(Debug)]
@@ -111,6 +114,24 @@ pub async fn run(cli: Cli) -> CliResult {
         )?),
         _ => None,
     };
+    let retention_policy = match &command {
+        Command::Retention {
+            action:
+                RetentionAction::Run {
+                    completed,
+                    failed,
+                    keep_executions,
+                    batch_size,
+                    ..
+                },
+        } => Some(retention::policy(
+            completed.as_deref(),
+            failed.as_deref(),
+            *keep_executions,
+            *batch_size,
+        )?),
+        _ => None,
+    };
     let p = open(t).await?;
     let json = t.json;
     match command {
@@ -136,6 +157,15 @@ pub async fn run(cli: Cli) -> CliResult {
             let before = purge_before.expect("parsed above");
             maintenance::purge(&p, json, before, limit, batch_size, dry_run).await
         }
+        Command::Retention {
+            action: RetentionAction::Run { dry_run, .. },
+        } => {
+            let policy = retention_policy.expect("checked above");
+            retention::run(&p, json, &policy, dry_run).await
+        }
+        Command::Retention {
+            action: RetentionAction::Status,
+        } => retention::status(&p, json).await,
         Command::Prune { id, keep_last } => maintenance::prune(&p, json, &id, keep_last).await,
         Command::RaiseEvent { id, name, data } => {
             control::raise_event(p, json, &id, &name, &data).await
