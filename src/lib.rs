@@ -42,6 +42,8 @@
 //! | `state` | custom status, KV, stats |
 //! | `admin` | `ProviderAdmin`: instances, trees, purge, queues |
 //! | `retention` | [`RetentionPolicy`]: sweeps in batches (`retention::sweep`), the background sweeper (`retention::sweeper`) |
+//! | `queue_vacuum` | `with_queue_vacuum`: vacuums the queue tables between autovacuum's visits |
+//! | `background` | the periodic task both run on |
 //! | `long_poll` | waiting fetches: `LISTEN`/`NOTIFY` and timers |
 //! | `call` | one stored-function call, prepared or (behind a transaction pooler) literal |
 //! | `statements` | the call text of every operation, schema-qualified |
@@ -63,6 +65,7 @@ pub mod metrics;
 pub mod migrations;
 
 mod admin;
+mod background;
 mod call;
 mod clock;
 mod codec;
@@ -77,6 +80,7 @@ mod lease;
 mod long_poll;
 mod orchestrator_queue;
 mod provider;
+mod queue_vacuum;
 mod retention;
 mod state;
 mod statements;

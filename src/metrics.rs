@@ -53,6 +53,9 @@ pub const RETENTION_SWEEP_DURATION: &str = "duroxide_pg_retention_sweep_duration
 /// Counter: retention batches that hit their statement timeout (rolled back
 /// and retried with half the batch size); label `schema`.
 pub const RETENTION_BATCH_TIMEOUTS: &str = "duroxide_pg_retention_batch_timeouts_total";
+/// Counter: queue tables the provider's queue vacuum vacuumed
+/// (`with_queue_vacuum`), by `table`; label `schema`.
+pub const QUEUE_VACUUMS: &str = "duroxide_pg_queue_vacuums_total";
 
 /// The `queue` label value.
 pub(crate) fn queue_label(queue: crate::codes::Queue) -> &'static str {
@@ -133,4 +136,9 @@ pub(crate) fn retention_sweep(schema: &str, outcome: &'static str, took: Option<
 
 pub(crate) fn retention_timeout(schema: &str) {
     metrics::counter!(RETENTION_BATCH_TIMEOUTS, "schema" => schema.to_owned()).increment(1);
+}
+
+pub(crate) fn queue_vacuum(schema: &str, table: &str) {
+    metrics::counter!(QUEUE_VACUUMS, "schema" => schema.to_owned(), "table" => table.to_owned())
+        .increment(1);
 }

@@ -47,6 +47,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(11, "0011", "contended_wakeups"),
     migration!(12, "0012", "function_contracts"),
     migration!(13, "0013", "retention"),
+    migration!(14, "0014", "queue_vacuum"),
 ];
 
 /// Name of the per-schema ledger table.

@@ -16,6 +16,7 @@ use duroxide::{Event, SystemStats};
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tracing::Instrument;
 
+use crate::background::Periodic;
 use crate::call::Call;
 use crate::config::RetentionPolicy;
 use crate::config::{PollMode, PostgresConfig};
@@ -24,7 +25,6 @@ use crate::credentials::{BaseOptions, Credentials};
 use crate::error::Error;
 use crate::long_poll::LongPoll;
 use crate::migrations::{self, MigrationReport, quote_ident};
-use crate::retention::sweeper::Sweeper;
 use crate::retention::{RetentionReport, RetentionStatus, Sweep};
 use crate::statements::Statements;
 use crate::store::Store;
@@ -49,7 +49,9 @@ pub struct PostgresProvider {
     /// Activities leased ahead by acks, for the worker's next fetch.
     pub(crate) worker_prefetch: WorkerPrefetch,
     /// The background retention sweeper, when a policy is configured.
-    sweeper: Option<Sweeper>,
+    sweeper: Option<Periodic>,
+    /// The queue vacuum, when configured.
+    queue_vacuum: Option<Periodic>,
 }
 
 /// A snapshot of the provider's call pool ([`PostgresProvider::pool_status`]).
@@ -109,6 +111,7 @@ impl PostgresProvider {
         if let Some(policy) = &config.retention {
             policy.validate()?;
         }
+        let queue_vacuum = config.resolved_queue_vacuum()?;
         // The probe connection runs the migrations, then becomes the call
         // pool's first connection. Meanwhile the connections a runtime needs
         // at once (and the listener's) open in parallel: a fresh runtime's
@@ -205,18 +208,23 @@ impl PostgresProvider {
             &sql.abandon_work_item,
             &config.schema,
         );
-        // The sweeper's own view of the store: the same pool, no listener.
-        let sweeper = config.retention.clone().map(|policy| {
-            let store = Store {
-                pool: pool.clone(),
-                schema: config.schema.clone(),
-                sql: Statements::new(&config.schema),
-                long_poll: None,
-            };
-            Sweeper::start(store, policy)
-        });
+        // Background tasks get their own view of the store: the same pool,
+        // no listener.
+        let background_store = || Store {
+            pool: pool.clone(),
+            schema: config.schema.clone(),
+            sql: Statements::new(&config.schema),
+            long_poll: None,
+        };
+        let sweeper = config
+            .retention
+            .clone()
+            .map(|policy| crate::retention::sweeper::start(background_store(), policy));
+        let queue_vacuum =
+            queue_vacuum.map(|interval| crate::queue_vacuum::start(background_store(), interval));
         Ok(Self {
             sweeper,
+            queue_vacuum,
             tools_host: AtomicUsize::new(pool.hosts().current()),
             credentials,
             worker_prefetch,
@@ -322,13 +330,11 @@ impl PostgresProvider {
     }
 
     /// Stops the retention sweeper (a sweep in progress ends after its
-    /// batch), releases the activities leased ahead for the next fetch, stops
+    /// batch) and the queue vacuum, releases the activities leased ahead for the next fetch, stops
     /// the credential refresher, then closes every connection the provider holds,
     /// the wake-up listener's included (calls fail afterwards).
     pub async fn close(&self) {
-        if let Some(sweeper) = &self.sweeper {
-            sweeper.stop().await;
-        }
+        self.stop_background().await;
         if let Some(lp) = &self.store.long_poll {
             lp.stop();
         }
@@ -338,6 +344,14 @@ impl PostgresProvider {
         self.worker_prefetch.release_all().await;
         self.store.pool.close().await;
         self.tools.close().await;
+    }
+
+    /// Stops the retention sweeper and the queue vacuum (each finishes the
+    /// step it is in).
+    async fn stop_background(&self) {
+        for task in [&self.sweeper, &self.queue_vacuum].into_iter().flatten() {
+            task.stop().await;
+        }
     }
 
     /// The schema this provider stores everything in.
@@ -360,11 +374,14 @@ impl PostgresProvider {
 
     /// Drops everything this provider stored: the whole schema, or, for
     /// `public`, only duroxide-pg's own tables, functions and ledger. Meant for
-    /// tests and tools; the provider is unusable afterwards.
+    /// tests and tools; the provider is unusable afterwards (its retention
+    /// sweeper and queue vacuum, if any, are stopped first).
     ///
     /// # Errors
     /// [`Error::Database`] when the server refuses.
     pub async fn cleanup_schema(&self) -> Result<(), Error> {
+        // A sweep or a vacuum must not run into the drop.
+        self.stop_background().await;
         let schema = quote_ident(&self.store.schema);
         let sql = if self.store.schema != crate::config::DEFAULT_SCHEMA {
             format!("DROP SCHEMA IF EXISTS {schema} CASCADE")

@@ -84,6 +84,7 @@ statements! {
     retention_prune_candidates => "retention_prune_candidates"(3),
     retention_prune => "retention_prune"(6),
     retention_status => "retention_status"(1),
+    queue_tables_to_vacuum => "queue_tables_to_vacuum"(1),
 }
 
 #[cfg(test)]

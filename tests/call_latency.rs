@@ -9,6 +9,11 @@
 //! Each sample is one orchestration turn and one activity of a fresh
 //! instance, so every fetch has exactly one item it may take.
 //!
+//! A second benchmark puts the same samples on a store holding 1,000,000
+//! finished instances (interleaved with an empty store, three rounds), then
+//! takes them while a retention sweep deletes those instances, and reports
+//! the sweep's throughput.
+//!
 //! `cargo nextest run --release --test call_latency --run-ignored only --no-capture`
 
 use duroxide_pg_testkit::harness as common;
@@ -144,6 +149,124 @@ async fn sample(p: &PostgresProvider, n: usize, times: &mut [Vec<f64>; 7]) {
         .unwrap()
         .expect("the spare activity");
     p.ack_work_item(&token, None).await.unwrap();
+}
+
+/// `n` finished root instances (Completed, eight days ago), each with one
+/// execution and three history events: what months of work leave behind.
+async fn fill_finished(p: &PostgresProvider, n: u64) {
+    let s = format!("\"{}\"", p.schema_name());
+    let old = "(extract(epoch FROM now()) * 1000)::bigint - 8 * 86400000";
+    let sql = format!(
+        "INSERT INTO {s}.instances (instance_id, orchestration_name, orchestration_version,
+                                    created_at, updated_at)
+         SELECT 'done-' || g, 'Bench', '1.0.0', {old} - 1000, {old} FROM generate_series(1, {n}) g;
+         INSERT INTO {s}.executions (instance_id, execution_id, status, output, started_at, completed_at)
+         SELECT 'done-' || g, 1, 'Completed', '\"ok\"', {old} - 1000, {old} + g
+           FROM generate_series(1, {n}) g;
+         INSERT INTO {s}.history (instance_id, execution_id, event_id, event_data)
+         SELECT 'done-' || g, 1, e, repeat('x', 120) FROM generate_series(1, {n}) g, generate_series(1, 3) e;
+         ANALYZE {s}.instances; ANALYZE {s}.executions; ANALYZE {s}.history;"
+    );
+    sqlx::raw_sql(&sql).execute(p.pool()).await.unwrap();
+}
+
+/// p50 and p99 of each call's samples.
+fn summary(times: [Vec<f64>; 7]) -> [(f64, f64); 7] {
+    let mut row = [(0.0, 0.0); 7];
+    for (i, mut t) in times.into_iter().enumerate() {
+        t.sort_by(f64::total_cmp);
+        row[i] = (percentile(&t, 50), percentile(&t, 99));
+    }
+    row
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run on demand (see the file header)"]
+async fn provider_call_latency_with_a_million_finished_instances_and_during_a_sweep() {
+    const FINISHED: u64 = 1_000_000;
+    let empty = common::fresh_provider("lat_empty").await;
+    let full = common::fresh_provider("lat_finished").await;
+    let filled = Instant::now();
+    fill_finished(&full, FINISHED).await;
+    println!(
+        "filled {FINISHED} finished instances in {:.0} s",
+        filled.elapsed().as_secs_f64()
+    );
+
+    // Interleaved: three rounds of an empty block and a full block.
+    let mut times: [[Vec<f64>; 7]; 2] = Default::default();
+    let mut n = 0;
+    for p in [&empty, &full] {
+        for _ in 0..20 {
+            sample(p, n, &mut [const { Vec::new() }; 7]).await; // warm-up
+            n += 1;
+        }
+    }
+    for _round in 0..3 {
+        for (store, p) in [&empty, &full].into_iter().enumerate() {
+            for _ in 0..SAMPLES / 3 {
+                sample(p, n, &mut times[store]).await;
+                n += 1;
+            }
+        }
+    }
+    let [empty_times, full_times] = times;
+    let rows = [summary(empty_times), summary(full_times)];
+
+    // The same samples while a sweep deletes the million (default batches
+    // and pause), as long as it runs.
+    let policy =
+        duroxide_pg::RetentionPolicy::new().keep_completed_for(Duration::from_secs(7 * 86_400));
+    let full = std::sync::Arc::new(full);
+    let sweep = {
+        let full = full.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r = full.run_retention(&policy, None, false).await.unwrap();
+            (r, started.elapsed())
+        })
+    };
+    let mut during: [Vec<f64>; 7] = Default::default();
+    while !sweep.is_finished() {
+        sample(&full, n, &mut during).await;
+        n += 1;
+    }
+    let (report, took) = sweep.await.unwrap();
+    let sampled = during[0].len();
+    let during = summary(during);
+
+    println!("\np50 / p99 in ms; ratio = p50 (p99) / empty p50 (p99)");
+    println!(
+        "{:<26} {:>15} {:>31} {:>31}",
+        "call", "empty", "1M finished", "1M finished, sweeping"
+    );
+    for (i, call) in CALLS.iter().enumerate() {
+        let (e50, e99) = rows[0][i];
+        let mut line = format!("{call:<26} {e50:>6.2} / {e99:>6.2}");
+        for (p50, p99) in [rows[1][i], during[i]] {
+            line.push_str(&format!(
+                " {p50:>6.2} / {p99:>6.2} ({:>4.2}x / {:>4.2}x)",
+                p50 / e50,
+                p99 / e99
+            ));
+        }
+        println!("{line}");
+    }
+    let secs = took.as_secs_f64();
+    println!(
+        "\nsweep: {} instances, {} executions, {} events in {secs:.1} s ({} batches, {} timeouts): \
+         {:.0} instances/s, {:.0} rows/s; {sampled} samples during the sweep",
+        report.instances,
+        report.executions,
+        report.events,
+        report.batches,
+        report.timeouts,
+        report.instances as f64 / secs,
+        (report.instances + report.executions + report.events) as f64 / secs,
+    );
+    assert_eq!(report.instances, FINISHED);
+    full.cleanup_schema().await.unwrap();
+    empty.cleanup_schema().await.unwrap();
 }
 
 fn percentile(sorted: &[f64], p: usize) -> f64 {

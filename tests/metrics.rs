@@ -274,9 +274,16 @@ fn each_metric_moves_when_its_event_happens() {
     });
 }
 
-/// Records every `duroxide_pg.call` span: its fields as `name=value` text.
-#[derive(Clone, Default)]
-struct SpanLog(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+/// Records every span named `.1` (and every later record of any span): its
+/// fields as `name=value` text.
+#[derive(Clone)]
+struct SpanLog(std::sync::Arc<std::sync::Mutex<Vec<String>>>, &'static str);
+
+impl SpanLog {
+    fn of(name: &'static str) -> Self {
+        Self(Default::default(), name)
+    }
+}
 
 struct Fields<'a>(&'a mut String);
 
@@ -296,7 +303,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanLog {
         _: &tracing::span::Id,
         _: tracing_subscriber::layer::Context<'_, S>,
     ) {
-        if attrs.metadata().name() == "duroxide_pg.call" {
+        if attrs.metadata().name() == self.1 {
             let mut text = String::new();
             attrs.record(&mut Fields(&mut text));
             self.0.lock().unwrap().push(text);
@@ -317,7 +324,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanLog {
 #[test]
 fn each_call_has_a_span_with_its_operation_and_instance() {
     use tracing_subscriber::layer::SubscriberExt;
-    let log = SpanLog::default();
+    let log = SpanLog::of("duroxide_pg.call");
     let subscriber = tracing_subscriber::registry().with(log.clone());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -352,4 +359,93 @@ fn each_call_has_a_span_with_its_operation_and_instance() {
             assert!(!text.contains(&token), "{text}");
         });
     });
+}
+
+#[test]
+fn a_retention_sweep_records_its_metrics_and_span() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let recorder = DebuggingRecorder::new();
+    let snap = recorder.snapshotter();
+    let log = SpanLog::of("duroxide_pg.retention_sweep");
+    let subscriber = tracing_subscriber::registry().with(log.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _tracing = tracing::subscriber::set_default(subscriber);
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let p = common::fresh_provider("metrics_retention").await;
+            let s = p.schema_name().to_string();
+            for id in ["old-a", "old-b"] {
+                common::instance_after_first_turn(&p, id, None, Some("Completed")).await;
+            }
+            common::age_completions(&p, &["old-a", "old-b"], Duration::from_secs(2 * 86_400)).await;
+            let policy =
+                duroxide_pg::RetentionPolicy::new().keep_completed_for(Duration::from_secs(86_400));
+
+            let r = p
+                .run_retention(&policy, Some("metrics"), false)
+                .await
+                .unwrap();
+            assert_eq!(r.instances, 2);
+            let deleted = |kind| {
+                counter(
+                    &snap,
+                    m::RETENTION_DELETED,
+                    &[("schema", &s), ("kind", kind)],
+                )
+            };
+            assert_eq!(deleted("instances"), 2);
+            assert_eq!(deleted("executions"), 2);
+            assert_eq!(deleted("events"), r.events);
+            let sweeps = |outcome| {
+                counter(
+                    &snap,
+                    m::RETENTION_SWEEPS,
+                    &[("schema", &s), ("outcome", outcome)],
+                )
+            };
+            assert_eq!(sweeps("completed"), 1);
+            assert_eq!(
+                values(&snap, m::RETENTION_SWEEP_DURATION, &[("schema", &s)]).len(),
+                1
+            );
+
+            // Another sweeper holds the lease: this one skips, and says so.
+            let held: bool = sqlx::query_scalar(&format!(
+                "SELECT \"{s}\".retention_acquire('elsewhere', \
+                 (extract(epoch FROM now()) * 1000)::bigint, 600000, NULL)"
+            ))
+            .fetch_one(p.pool())
+            .await
+            .unwrap();
+            assert!(held);
+            let r = p
+                .run_retention(&policy, Some("metrics"), false)
+                .await
+                .unwrap();
+            assert!(!r.ran);
+            assert_eq!(sweeps("skipped"), 1);
+            // A dry run records nothing.
+            p.run_retention(&policy, None, true).await.unwrap();
+            assert_eq!(sweeps("completed") + sweeps("skipped"), 2);
+            assert_eq!(
+                counter(&snap, m::RETENTION_BATCH_TIMEOUTS, &[("schema", &s)]),
+                0
+            );
+
+            p.cleanup_schema().await.unwrap();
+        });
+    });
+    let text = log.0.lock().unwrap().join("\n");
+    for expected in [
+        "owner=metrics",
+        "dry_run=false",
+        "recorded instances=2",
+        "outcome=completed",
+        "outcome=skipped",
+    ] {
+        assert!(text.contains(expected), "{expected} missing in:\n{text}");
+    }
 }

@@ -5,62 +5,17 @@
 //! sweep at once, and a batch that hits its statement timeout is retried
 //! smaller and the sweep carries on.
 
+use common::{age_completions as age, instance_after_first_turn as instance};
 use duroxide_pg_testkit::harness as common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use duroxide::providers::{ExecutionMetadata, Provider, ProviderAdmin, WorkItem};
+use duroxide::providers::ProviderAdmin;
 use duroxide_pg::{PostgresProvider, RetentionPolicy};
 use sqlx::{Connection, Executor};
 
 const DAY: Duration = Duration::from_secs(86_400);
-
-/// Creates instance `id` (a child of `parent` when given) through the
-/// provider's own calls, and leaves it Running or finishes it with `status`
-/// in its first turn.
-async fn instance(p: &PostgresProvider, id: &str, parent: Option<&str>, status: Option<&str>) {
-    let mut item = common::start_item(id, "Shape");
-    if let WorkItem::StartOrchestration {
-        parent_instance, ..
-    } = &mut item
-    {
-        *parent_instance = parent.map(str::to_owned);
-    }
-    let (_, token, _) = common::enqueue_and_fetch(p, item).await.expect("its start");
-    let metadata = ExecutionMetadata {
-        status: status.map(str::to_owned),
-        output: status.map(|_| "out".to_owned()),
-        parent_instance_id: parent.map(str::to_owned),
-        ..common::naming_metadata("Shape")
-    };
-    p.ack_orchestration_item(
-        &token,
-        1,
-        vec![common::started_event(id, "Shape")],
-        vec![],
-        vec![],
-        metadata,
-        vec![],
-    )
-    .await
-    .expect("ack its first turn");
-}
-
-/// Moves the completion of `ids` back by `age` (the point of the test is
-/// their age, not how they got it).
-async fn age(p: &PostgresProvider, ids: &[&str], age: Duration) {
-    let sql = format!(
-        "UPDATE \"{}\".executions SET completed_at = completed_at - $1 WHERE instance_id = ANY($2)",
-        p.schema_name()
-    );
-    sqlx::query(&sql)
-        .bind(age.as_millis() as i64)
-        .bind(ids)
-        .execute(p.pool())
-        .await
-        .unwrap();
-}
 
 /// A continue-as-new chain of `executions` executions, the last one Running
 /// (or finished with `last_status`), all earlier ones ContinuedAsNew. Rows

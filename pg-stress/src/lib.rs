@@ -149,6 +149,8 @@ impl fmt::Display for ProviderKind {
 pub struct PgStressFactory {
     url: String,
     prefix: String,
+    retention: Option<duroxide_pg::RetentionPolicy>,
+    queue_vacuum: Option<std::time::Duration>,
     created: std::sync::Mutex<Vec<Arc<PostgresProvider>>>,
     counter: AtomicU64,
 }
@@ -159,9 +161,25 @@ impl PgStressFactory {
         Self {
             url: url.into(),
             prefix: prefix.into(),
+            retention: None,
+            queue_vacuum: None,
             created: Default::default(),
             counter: AtomicU64::new(0),
         }
+    }
+
+    /// Providers built from now on sweep their store by `policy` in the
+    /// background (`--retention-keep`).
+    pub fn with_retention(mut self, policy: Option<duroxide_pg::RetentionPolicy>) -> Self {
+        self.retention = policy;
+        self
+    }
+
+    /// Providers built from now on vacuum their queue tables every
+    /// `interval` (`--queue-vacuum`).
+    pub fn with_queue_vacuum(mut self, interval: Option<std::time::Duration>) -> Self {
+        self.queue_vacuum = interval;
+        self
     }
 
     /// The URL this factory connects to.
@@ -176,9 +194,13 @@ impl PgStressFactory {
     pub async fn try_create(&self) -> Result<Arc<PostgresProvider>, duroxide_pg::Error> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let schema = format!("{}_{}_{n}", self.prefix, std::process::id());
-        let provider = Arc::new(
-            PostgresProvider::connect(PostgresConfig::new(&self.url).with_schema(schema)).await?,
-        );
+        let mut config = PostgresConfig::new(&self.url)
+            .with_schema(schema)
+            .with_queue_vacuum(self.queue_vacuum);
+        if let Some(policy) = &self.retention {
+            config = config.with_retention(policy.clone());
+        }
+        let provider = Arc::new(PostgresProvider::connect(config).await?);
         self.created
             .lock()
             .expect("factory lock")

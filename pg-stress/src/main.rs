@@ -64,6 +64,19 @@ struct Cli {
     /// sizes and dead tuples (PostgreSQL runs; for soak runs).
     #[arg(long, value_name = "SECS")]
     sample_every: Option<u64>,
+    /// Run a retention policy on the duroxide-pg store while it runs: keep
+    /// completed and failed orchestrations SECS seconds, sweep every
+    /// `--retention-interval` seconds (for soak runs: tables level off).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    retention_keep: Option<u64>,
+    /// Seconds between the background sweeps of `--retention-keep`.
+    #[arg(long, value_name = "SECS", default_value_t = 10, requires = "retention_keep",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    retention_interval: u64,
+    /// Let duroxide-pg vacuum its queue tables every SECS seconds
+    /// (`PostgresConfig::with_queue_vacuum`).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    queue_vacuum: Option<u64>,
     /// Time every provider call (p50/p99/total by operation) and a 10 ms tokio
     /// sleep probe, and print the table after each run (also in `--json`).
     #[arg(long)]
@@ -122,6 +135,14 @@ async fn run(cli: Cli, command: String) -> Result<bool, StressError> {
         repeat: cli.repeat,
         show_progress: !cli.json,
         sample_every_secs: cli.sample_every,
+        queue_vacuum: cli.queue_vacuum.map(std::time::Duration::from_secs),
+        retention: cli.retention_keep.map(|keep| {
+            let keep = std::time::Duration::from_secs(keep);
+            duroxide_pg::RetentionPolicy::new()
+                .keep_completed_for(keep)
+                .keep_failed_for(keep)
+                .with_interval(std::time::Duration::from_secs(cli.retention_interval))
+        }),
         call_stats: cli.call_stats,
     };
 

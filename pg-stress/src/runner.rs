@@ -53,6 +53,11 @@ pub struct RunOptions {
     pub sample_every_secs: Option<u64>,
     /// Time every provider call and a 10 ms sleep probe; print a table per run.
     pub call_stats: bool,
+    /// Sweep duroxide-pg stores by this policy in the background while they
+    /// run (soak runs whose tables should level off).
+    pub retention: Option<duroxide_pg::RetentionPolicy>,
+    /// Vacuum duroxide-pg's queue tables this often (`with_queue_vacuum`).
+    pub queue_vacuum: Option<std::time::Duration>,
 }
 
 /// One finished run.
@@ -270,7 +275,9 @@ pub async fn run_all(
         }
         None => database_url.to_string(),
     };
-    let pg = PgStressFactory::new(url, "dxstress");
+    let pg = PgStressFactory::new(url, "dxstress")
+        .with_retention(options.retention.clone())
+        .with_queue_vacuum(options.queue_vacuum);
     let mut providers = vec![ProviderKind::Postgres];
     if options.compare_published {
         if !cfg!(feature = "published") {

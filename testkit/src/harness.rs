@@ -214,6 +214,58 @@ pub async fn start_instance(p: &PostgresProvider, instance: &str, name: &str) {
     ack_first_turn(p, &token, instance, name).await;
 }
 
+/// Instance `id` of orchestration "Shape" (a sub-orchestration of `parent`
+/// when given), created through the provider's own calls: its start
+/// fetched and its first turn acked, leaving it Running (`status` `None`)
+/// or finished with `status` (`"Completed"`, `"Failed"`, ...).
+pub async fn instance_after_first_turn(
+    p: &PostgresProvider,
+    id: &str,
+    parent: Option<&str>,
+    status: Option<&str>,
+) {
+    let mut item = start_item(id, "Shape");
+    if let WorkItem::StartOrchestration {
+        parent_instance, ..
+    } = &mut item
+    {
+        *parent_instance = parent.map(str::to_owned);
+    }
+    let (_, token, _) = enqueue_and_fetch(p, item).await.expect("its start");
+    let metadata = ExecutionMetadata {
+        status: status.map(str::to_owned),
+        output: status.map(|_| "out".to_owned()),
+        parent_instance_id: parent.map(str::to_owned),
+        ..naming_metadata("Shape")
+    };
+    p.ack_orchestration_item(
+        &token,
+        1,
+        vec![started_event(id, "Shape")],
+        vec![],
+        vec![],
+        metadata,
+        vec![],
+    )
+    .await
+    .expect("ack its first turn");
+}
+
+/// Moves the completion time of every execution of `ids` back by `age`
+/// (for retention tests: what counts is their age, not how they got it).
+pub async fn age_completions(p: &PostgresProvider, ids: &[&str], age: Duration) {
+    let sql = format!(
+        "UPDATE \"{}\".executions SET completed_at = completed_at - $1 WHERE instance_id = ANY($2)",
+        p.schema_name()
+    );
+    sqlx::query(&sql)
+        .bind(i64::try_from(age.as_millis()).expect("an age in range"))
+        .bind(ids)
+        .execute(p.pool())
+        .await
+        .expect("age the completions");
+}
+
 /// Metadata that creates the instance row for orchestration `name` 1.0.0.
 pub fn naming_metadata(name: &str) -> ExecutionMetadata {
     ExecutionMetadata {
