@@ -18,8 +18,7 @@ use tracing::Instrument;
 
 use crate::background::Periodic;
 use crate::call::Call;
-use crate::config::RetentionPolicy;
-use crate::config::{PollMode, PostgresConfig};
+use crate::config::{PollMode, PostgresConfig, RetentionPolicy};
 use crate::connections::{Connections, Hosts};
 use crate::credentials::{BaseOptions, Credentials};
 use crate::error::Error;
@@ -330,9 +329,10 @@ impl PostgresProvider {
     }
 
     /// Stops the retention sweeper (a sweep in progress ends after its
-    /// batch) and the queue vacuum, releases the activities leased ahead for the next fetch, stops
-    /// the credential refresher, then closes every connection the provider holds,
-    /// the wake-up listener's included (calls fail afterwards).
+    /// batch) and the queue vacuum, releases the activities leased ahead for
+    /// the next fetch, stops the credential refresher, then closes every
+    /// connection the provider holds, the wake-up listener's included (calls
+    /// fail afterwards).
     pub async fn close(&self) {
         self.stop_background().await;
         if let Some(lp) = &self.store.long_poll {

@@ -212,6 +212,24 @@ async fn a_sweep_deletes_exactly_the_eligible_trees_and_its_dry_run_lists_them()
     p.cleanup_schema().await.unwrap();
 }
 
+/// A connection of its own holding `FOR UPDATE` on the instance row of
+/// `id` until it rolls back (a sweep deleting that instance waits for it).
+async fn hold_instance_row(p: &PostgresProvider, id: &str) -> sqlx::PgConnection {
+    let mut holder = sqlx::PgConnection::connect(&common::database_url())
+        .await
+        .unwrap();
+    holder.execute("BEGIN").await.unwrap();
+    sqlx::query(&format!(
+        "SELECT 1 FROM \"{}\".instances WHERE instance_id = $1 FOR UPDATE",
+        p.schema_name()
+    ))
+    .bind(id)
+    .fetch_one(&mut holder)
+    .await
+    .unwrap();
+    holder
+}
+
 /// The sessions (pid, start of their statement) whose retention batch waits
 /// for a lock.
 async fn waiting_sweeps(p: &PostgresProvider) -> Vec<(i32, String)> {
@@ -234,17 +252,7 @@ async fn two_providers_on_one_schema_never_sweep_at_once() {
     age(&a, &["old-0", "old-1", "old-2"], 8 * DAY).await;
 
     // A's sweep waits on a row another session holds...
-    let mut holder = sqlx::PgConnection::connect(&common::database_url())
-        .await
-        .unwrap();
-    holder.execute("BEGIN").await.unwrap();
-    sqlx::query(&format!(
-        "SELECT 1 FROM \"{}\".instances WHERE instance_id = 'old-1' FOR UPDATE",
-        a.schema_name()
-    ))
-    .fetch_one(&mut holder)
-    .await
-    .unwrap();
+    let mut holder = hold_instance_row(&a, "old-1").await;
     let policy = policy().with_statement_timeout(Duration::from_secs(60));
     let a = std::sync::Arc::new(a);
     let task = {
@@ -306,17 +314,7 @@ async fn a_batch_that_hits_its_statement_timeout_shrinks_and_the_sweep_carries_o
 
     // Batches of 40 with a 300 ms timeout; instance 25 is held by another
     // session, so the first batch (0-39) waits on it and times out.
-    let mut holder = sqlx::PgConnection::connect(&common::database_url())
-        .await
-        .unwrap();
-    holder.execute("BEGIN").await.unwrap();
-    sqlx::query(&format!(
-        "SELECT 1 FROM \"{}\".instances WHERE instance_id = 'old-25' FOR UPDATE",
-        p.schema_name()
-    ))
-    .fetch_one(&mut holder)
-    .await
-    .unwrap();
+    let mut holder = hold_instance_row(&p, "old-25").await;
     let policy = RetentionPolicy::new()
         .keep_completed_for(7 * DAY)
         .with_batch_size(40)

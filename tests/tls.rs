@@ -138,14 +138,15 @@ async fn verify_full_accepts_the_right_ca_and_refuses_another() {
 /// certificate (idempotent: tests may run concurrently).
 async fn cert_role(admin: &sqlx::PgPool) -> &'static str {
     let role = duroxide_pg_testkit::local_cluster::TEST_CERT_USER;
-    sqlx::raw_sql(&format!(
-        "DO $$ BEGIN CREATE ROLE {role} LOGIN;
-         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
-         GRANT CREATE ON DATABASE postgres TO {role};"
-    ))
-    .execute(admin)
-    .await
-    .unwrap();
+    common::serialized_catalog_change(
+        admin,
+        &format!(
+            "DO $$ BEGIN CREATE ROLE {role} LOGIN;
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
+             GRANT CREATE ON DATABASE postgres TO {role};"
+        ),
+    )
+    .await;
     role
 }
 

@@ -541,19 +541,18 @@ async fn retention_run_deletes_what_its_dry_run_listed() {
     let before = ids(&json(cli(&s, &["instances", "list", "--json"])));
     assert_eq!(before.len(), 8);
 
+    let args = [
+        "retention",
+        "run",
+        "--completed",
+        "1d",
+        "--failed",
+        "1d",
+        "--keep-executions",
+        "1",
+    ];
     // Everything finished seconds ago: a day's window keeps it all.
-    let r = json(cli(
-        &s,
-        &[
-            "retention",
-            "run",
-            "--completed",
-            "1d",
-            "--failed",
-            "1d",
-            "--json",
-        ],
-    ));
+    let r = json(cli(&s, &[&args[..], &["--json"]].concat()));
     assert_eq!(
         (r["ran"].as_bool(), r["instances"].as_u64()),
         (Some(true), Some(0)),
@@ -567,16 +566,6 @@ async fn retention_run_deletes_what_its_dry_run_listed() {
     .execute(env.provider.pool())
     .await
     .unwrap();
-    let args = [
-        "retention",
-        "run",
-        "--completed",
-        "1d",
-        "--failed",
-        "1d",
-        "--keep-executions",
-        "1",
-    ];
     let dry = json(cli(&s, &[&args[..], &["--dry-run", "--json"]].concat()));
     let mut listed: Vec<String> = dry["instance_ids"]
         .as_array()

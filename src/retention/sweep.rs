@@ -51,7 +51,6 @@ pub(crate) struct Sweep<'a> {
 }
 
 /// What one batch did.
-#[derive(Default)]
 struct Batch<C> {
     /// Roots (or chains) looked at; fewer than asked means the kind is done.
     scanned: u64,
@@ -63,6 +62,22 @@ struct Batch<C> {
     events: u64,
     instance_ids: Vec<String>,
     pruned: Vec<(String, u64)>,
+}
+
+// Not derived: a cursor type needs no default of its own.
+impl<C> Default for Batch<C> {
+    fn default() -> Self {
+        Self {
+            scanned: 0,
+            cursor: None,
+            instances: 0,
+            executions: 0,
+            pruned_executions: 0,
+            events: 0,
+            instance_ids: Vec::new(),
+            pruned: Vec::new(),
+        }
+    }
 }
 
 type BatchFuture<'f, C> =
@@ -168,6 +183,20 @@ impl Sweep<'_> {
 
     fn now(&self) -> i64 {
         now_ms()
+    }
+
+    /// A batch call of `statement`, bounded by the policy's statement
+    /// timeout, its first arguments this sweep's lease (owner, now, length).
+    fn leased_call<'c>(
+        &'c self,
+        op: &'c str,
+        statement: &'c crate::call::Statement,
+    ) -> crate::call::Call<'c> {
+        self.store
+            .bounded_call(op, statement, self.policy.statement_timeout)
+            .bind(self.owner.as_str())
+            .bind(self.now())
+            .bind(self.lease_ms())
     }
 
     async fn acquire(&self, now: i64) -> Result<bool, ProviderError> {
@@ -304,11 +333,7 @@ impl Sweep<'_> {
                 .bind(true)
                 .fetch_all()
                 .await?;
-            let mut batch = Batch {
-                scanned: rows.len() as u64,
-                ..Batch::default()
-            };
-            for r in &rows {
+            return dry_batch(&rows, |batch, r| {
                 let get = |e| provider_error(OP, e);
                 batch.cursor = Some((
                     r.try_get("o_completed_at").map_err(get)?,
@@ -321,15 +346,12 @@ impl Sweep<'_> {
                     batch.events += counter(OP, r, "o_events")?;
                     batch.instance_ids.extend(ids);
                 }
-            }
-            return Ok(batch);
+                Ok(())
+            });
         }
         const OP: &str = "retention_delete";
-        let r = s
-            .bounded_call(OP, &s.sql.retention_delete, timeout)
-            .bind(self.owner.as_str())
-            .bind(self.now())
-            .bind(self.lease_ms())
+        let r = self
+            .leased_call(OP, &s.sql.retention_delete)
             .bind(status)
             .bind(before)
             .bind(after_at)
@@ -369,11 +391,7 @@ impl Sweep<'_> {
                 .bind(limit)
                 .fetch_all()
                 .await?;
-            let mut batch = Batch {
-                scanned: rows.len() as u64,
-                ..Batch::default()
-            };
-            for r in &rows {
+            return dry_batch(&rows, |batch, r| {
                 let id: String = r
                     .try_get("o_instance_id")
                     .map_err(|e| provider_error(OP, e))?;
@@ -385,15 +403,12 @@ impl Sweep<'_> {
                     batch.pruned.push((id.clone(), executions));
                 }
                 batch.cursor = Some(id);
-            }
-            return Ok(batch);
+                Ok(())
+            });
         }
         const OP: &str = "retention_prune";
-        let r = s
-            .bounded_call(OP, &s.sql.retention_prune, timeout)
-            .bind(self.owner.as_str())
-            .bind(self.now())
-            .bind(self.lease_ms())
+        let r = self
+            .leased_call(OP, &s.sql.retention_prune)
             .bind(keep)
             .bind(cursor)
             .bind(limit)
@@ -409,6 +424,22 @@ impl Sweep<'_> {
             ..Batch::default()
         })
     }
+}
+
+/// A dry run's batch: every row a `*_candidates` function returned, each
+/// added to the batch by `add`.
+fn dry_batch<C>(
+    rows: &[PgRow],
+    mut add: impl FnMut(&mut Batch<C>, &PgRow) -> Result<(), ProviderError>,
+) -> Result<Batch<C>, ProviderError> {
+    let mut batch = Batch {
+        scanned: rows.len() as u64,
+        ..Batch::default()
+    };
+    for r in rows {
+        add(&mut batch, r)?;
+    }
+    Ok(batch)
 }
 
 /// A non-negative count column (NULL reads as 0).

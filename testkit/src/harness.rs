@@ -214,6 +214,27 @@ pub async fn start_instance(p: &PostgresProvider, instance: &str, name: &str) {
     ack_first_turn(p, &token, instance, name).await;
 }
 
+/// Runs `statements` (a `GRANT`/`REVOKE … ON DATABASE`, say) in one
+/// transaction that first takes a cluster-wide advisory lock. Tests run in
+/// parallel processes; two that change the same catalog row at once (the
+/// database's ACL) make PostgreSQL fail one of them with `tuple concurrently
+/// updated` (XX000), so every such change goes through here.
+pub async fn serialized_catalog_change(admin: &sqlx::PgPool, statements: &str) {
+    /// The lock's key (any constant no provider uses: they hash theirs).
+    const CATALOG_CHANGE_LOCK: i64 = 0x6475_726f_7869_6465; // "duroxide"
+    let mut tx = admin.begin().await.expect("begin a catalog change");
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CATALOG_CHANGE_LOCK)
+        .execute(&mut *tx)
+        .await
+        .expect("the catalog-change lock");
+    sqlx::raw_sql(statements)
+        .execute(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("{statements}: {e}"));
+    tx.commit().await.expect("commit the catalog change");
+}
+
 /// Instance `id` of orchestration "Shape" (a sub-orchestration of `parent`
 /// when given), created through the provider's own calls: its start
 /// fetched and its first turn acked, leaving it Running (`status` `None`)
