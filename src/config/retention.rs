@@ -137,7 +137,8 @@ impl RetentionPolicy {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] when the policy deletes nothing, a window is
-    /// zero, `keep_executions` is 0, the batch size is outside
+    /// zero, `keep_executions` is 0, the interval, timeout or pause is over
+    /// 30 days, the batch size is outside
     /// [`Self::MIN_BATCH_SIZE`]..=[`Self::MAX_BATCH_SIZE`], or the interval or statement
     /// timeout is zero.
     pub fn validate(&self) -> Result<(), Error> {
@@ -170,6 +171,16 @@ impl RetentionPolicy {
                 Self::MIN_BATCH_SIZE,
                 Self::MAX_BATCH_SIZE
             ));
+        }
+        const MAX_PACING: Duration = Duration::from_secs(30 * 86_400);
+        for (what, d) in [
+            ("the sweep interval", self.interval),
+            ("the batch statement timeout", self.statement_timeout),
+            ("the batch pause", self.pause),
+        ] {
+            if d > MAX_PACING {
+                return invalid(format!("{what} must be at most 30 days"));
+            }
         }
         if self.interval.is_zero() {
             return invalid("the sweep interval must be positive".into());

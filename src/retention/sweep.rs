@@ -151,14 +151,19 @@ impl Sweep<'_> {
         }
         match result {
             Ok(()) => {
-                tracing::info!(
-                    target: "duroxide_pg",
-                    instances = report.instances,
-                    executions = report.executions,
-                    events = report.events,
-                    dry_run = self.dry_run,
-                    "retention sweep done"
-                );
+                // A sweep that found nothing (most of them) is not news.
+                if report.instances + report.executions > 0 {
+                    tracing::info!(
+                        target: "duroxide_pg",
+                        instances = report.instances,
+                        executions = report.executions,
+                        events = report.events,
+                        dry_run = self.dry_run,
+                        "retention sweep done"
+                    );
+                } else {
+                    tracing::debug!(target: "duroxide_pg", dry_run = self.dry_run, "retention sweep found nothing");
+                }
                 Ok(report)
             }
             Err(Stop::LeaseLost) => {
@@ -175,14 +180,16 @@ impl Sweep<'_> {
         }
     }
 
+    /// How long a lease lasts between two renewals: three batches and a
+    /// pause, at least a minute.
     fn lease_ms(&self) -> i64 {
         let p = self.policy;
-        let ms = (3 * p.statement_timeout + p.pause).max(Duration::from_secs(60));
+        let ms = p
+            .statement_timeout
+            .saturating_mul(3)
+            .saturating_add(p.pause)
+            .max(Duration::from_secs(60));
         i64::try_from(ms.as_millis()).unwrap_or(i64::MAX / 4)
-    }
-
-    fn now(&self) -> i64 {
-        now_ms()
     }
 
     /// A batch call of `statement`, bounded by the policy's statement
@@ -195,7 +202,7 @@ impl Sweep<'_> {
         self.store
             .bounded_call(op, statement, self.policy.statement_timeout)
             .bind(self.owner.as_str())
-            .bind(self.now())
+            .bind(now_ms())
             .bind(self.lease_ms())
     }
 
@@ -222,7 +229,7 @@ impl Sweep<'_> {
         let _held: bool = s
             .call("retention_finish", &s.sql.retention_finish)
             .bind(self.owner.as_str())
-            .bind(self.now())
+            .bind(now_ms())
             .bind(started_at)
             .bind(self.policy.to_json())
             .bind(n(report.instances))

@@ -64,7 +64,7 @@ async fn wait_gone(env: &Env, ids: &[&str]) {
 
 #[tokio::test]
 async fn background_sweepers_delete_finished_trees_and_prune_running_chains() {
-    let mut env = Env::new().await;
+    let mut env = Env::without_housekeeping().await;
     let rt = env.start(no_activities(), registry()).await;
 
     for (id, name, input) in [

@@ -73,6 +73,17 @@ impl Env {
     /// A fresh schema, a provider whose configuration `configure` adjusts,
     /// and a client.
     pub async fn with_config(configure: impl FnOnce(PostgresConfig) -> PostgresConfig) -> Self {
+        Self::on(|c| housekeeping(configure(c))).await
+    }
+
+    /// A fresh schema, a provider with the default configuration whatever
+    /// `DUROXIDE_PG_E2E_HOUSEKEEPING` says (for the retention scenario,
+    /// which runs sweepers of its own), and a client.
+    pub async fn without_housekeeping() -> Self {
+        Self::on(|c| c).await
+    }
+
+    async fn on(configure: impl FnOnce(PostgresConfig) -> PostgresConfig) -> Self {
         let provider = Arc::new(common::fresh_provider_via(crate::VIA, "e2e", configure).await);
         let client = Client::new(provider.clone());
         Self {
@@ -276,6 +287,27 @@ impl Drop for Env {
             eprintln!("could not drop test schema {}: {e}", self.schema());
         }
     }
+}
+
+/// With `DUROXIDE_PG_E2E_HOUSEKEEPING=1`, every scenario's provider also
+/// runs a retention sweeper (a sweep every 200 ms that keeps everything for
+/// an hour: it scans, locks nothing it may not delete, deletes nothing the
+/// scenario reads) and the queue vacuum every second, so the scenarios show
+/// that housekeeping running beside a runtime changes none of its results.
+fn housekeeping(config: PostgresConfig) -> PostgresConfig {
+    if std::env::var("DUROXIDE_PG_E2E_HOUSEKEEPING").as_deref() != Ok("1") {
+        return config;
+    }
+    let hour = Duration::from_secs(3600);
+    config
+        .with_retention(
+            duroxide_pg::RetentionPolicy::new()
+                .keep_completed_for(hour)
+                .keep_failed_for(hour)
+                .keep_executions(1000)
+                .with_interval(Duration::from_millis(200)),
+        )
+        .with_queue_vacuum(Some(Duration::from_secs(1)))
 }
 
 /// Starts a runtime on `provider`.
