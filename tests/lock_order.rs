@@ -119,10 +119,33 @@ async fn force_delete_waits_for_an_in_flight_ack() {
 /// PgBouncer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cleanup_schema_survives_a_deadlock_with_a_running_call() {
-    let p = Arc::new(common::fresh_provider("cleanup_deadlock").await);
+    // PostgreSQL looks for a deadlock once, deadlock_timeout after a session
+    // starts waiting, and ends the session whose look finds the cycle. The
+    // drop waits first, but with the default second it may look before
+    // this side has closed the cycle on a busy machine (it found nothing,
+    // this side's own look then ended this side: seen once in CI). So the
+    // provider's sessions look after 5 s and this side's after a minute:
+    // the drop is always the one ended. (Superuser settings: the throwaway
+    // cluster, whatever DATABASE_URL says.)
+    let url = common::local_url();
+    let looks_late = format!(
+        "{url}{}options=-c%20deadlock_timeout%3D5s",
+        if url.contains('?') { '&' } else { '?' }
+    );
+    let p = Arc::new(
+        PostgresProvider::connect(
+            duroxide_pg::PostgresConfig::new(looks_late)
+                .with_schema(common::fresh_schema_name("cleanup_deadlock")),
+        )
+        .await
+        .unwrap(),
+    );
     let schema = p.schema_name().to_string();
-    let url = common::database_url();
     let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("SET deadlock_timeout = '60s'")
+        .execute(&mut other)
+        .await
+        .unwrap();
     // The schema's tables in creation order: the drop takes them in that
     // order, so it holds the others while it waits for the last.
     let tables: Vec<String> = sqlx::query_scalar(
