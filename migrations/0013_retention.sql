@@ -233,7 +233,7 @@ SET search_path FROM CURRENT
 AS $$
 DECLARE
     v_roots TEXT[] := ARRAY[]::TEXT[];
-    v_ids   TEXT[];
+    v_ids   TEXT[] := ARRAY[]::TEXT[];
     r       RECORD;
 BEGIN
     PERFORM retention_keep_lease(p_owner, p_now_ms, p_lease_ms);
@@ -247,11 +247,10 @@ BEGIN
         o_last_id := r.o_root_id;
         IF r.o_eligible THEN
             v_roots := v_roots || r.o_root_id;
+            v_ids := v_ids || r.o_tree_ids;
         END IF;
     END LOOP;
     IF cardinality(v_roots) > 0 THEN
-        v_ids := ARRAY(SELECT t.o_instance_id FROM unnest(v_roots) AS x(root),
-                       LATERAL get_instance_tree(x.root) t);
         -- The lock order of acks and delete_instances_atomic: lease rows, then
         -- instance rows, by instance_id.
         PERFORM 1 FROM instance_locks l WHERE l.instance_id = ANY (v_ids) ORDER BY l.instance_id FOR UPDATE;
