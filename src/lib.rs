@@ -22,6 +22,7 @@
 //!   [`RetentionPolicy`] with its report and status types, the
 //!   environment variables the configuration reads and the URL helpers.
 //! - [`credentials`]: passwords and tokens that rotate.
+//! - [`dashboard`]: the bounded, paginated reads operator tools page with.
 //! - [`metrics`]: the names of the metrics the provider records.
 //! - [`migrations`]: the bundled migrations and the runner's report.
 //!
@@ -55,12 +56,13 @@
 //! | `env` | environment variables |
 //! | `hosts` | multi-host URLs and `target_session_attrs` (libpq's rules) |
 //! | `error` | [`Error`] and the one mapping of database errors to `ProviderError` |
-//! | `credentials`, `metrics`, `migrations` | public, see above |
+//! | `credentials`, `dashboard`, `metrics`, `migrations` | public, see above |
 //!
 //! Test support (a throwaway cluster, PgBouncer, a delay proxy, the test
 //! harness) lives in the workspace crate `duroxide-pg-testkit`, not here.
 
 pub mod credentials;
+pub mod dashboard;
 pub mod metrics;
 pub mod migrations;
 

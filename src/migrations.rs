@@ -48,6 +48,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(12, "0012", "function_contracts"),
     migration!(13, "0013", "retention"),
     migration!(14, "0014", "queue_vacuum"),
+    migration!(15, "0015", "dashboard"),
 ];
 
 /// Name of the per-schema ledger table.

@@ -247,6 +247,91 @@ impl PostgresProvider {
         admin::queue_overview(&self.store).await
     }
 
+    /// At most `limit` (1..=[`crate::dashboard::MAX_PAGE_SIZE`]) instances
+    /// matching `query`, newest first, starting after `after` (the last
+    /// row of the previous page; `None` for the first). A deep page costs
+    /// what the first costs. Bounded by
+    /// [`crate::dashboard::OPERATOR_QUERY_TIMEOUT`]; reads only.
+    ///
+    /// # Errors
+    /// [`ProviderError`] for a page size out of range, a time above
+    /// `i64::MAX`, or when the server refuses or times out the query.
+    pub async fn dashboard_instances(
+        &self,
+        query: &crate::dashboard::InstanceQuery,
+        after: Option<&crate::dashboard::InstanceCursor>,
+        limit: u32,
+    ) -> Result<Vec<crate::dashboard::InstanceRow>, ProviderError> {
+        crate::dashboard::instances(&self.store, query, after, limit).await
+    }
+
+    /// How many instances [`PostgresProvider::dashboard_instances`] would
+    /// list for `query`, counting at most `cap` (a result equal to `cap`
+    /// means "`cap` or more"). Bounded like it; reads only.
+    ///
+    /// # Errors
+    /// As [`PostgresProvider::dashboard_instances`].
+    pub async fn dashboard_count(
+        &self,
+        query: &crate::dashboard::InstanceQuery,
+        cap: u32,
+    ) -> Result<u64, ProviderError> {
+        crate::dashboard::count(&self.store, query, cap).await
+    }
+
+    /// Instance counts by current status: `Running` (including instances
+    /// not started yet), `Completed`, `Failed`, `ContinuedAsNew`, in that
+    /// order, from one snapshot. Index-only counts; reads only.
+    ///
+    /// # Errors
+    /// [`ProviderError`] when the server refuses or times out the query.
+    pub async fn dashboard_status_counts(&self) -> Result<Vec<(String, u64)>, ProviderError> {
+        crate::dashboard::status_counts(&self.store).await
+    }
+
+    /// Executions completed and failed since `since_ms` (ms since the Unix
+    /// epoch), per `bucket`; only buckets that have any, oldest first.
+    ///
+    /// # Errors
+    /// [`ProviderError`] for a zero bucket or when the server refuses.
+    pub async fn dashboard_activity(
+        &self,
+        since_ms: u64,
+        bucket: std::time::Duration,
+    ) -> Result<Vec<crate::dashboard::ActivityBucket>, ProviderError> {
+        crate::dashboard::activity(&self.store, since_ms, bucket).await
+    }
+
+    /// At most `limit` events of one execution after event `after_event_id`
+    /// (`None`: from the first), in order: one page of a history that may
+    /// be long.
+    ///
+    /// # Errors
+    /// [`ProviderError`] for a page size out of range, a stored event that
+    /// cannot be decoded, or when the server refuses.
+    pub async fn dashboard_history(
+        &self,
+        instance: &str,
+        execution_id: u64,
+        after_event_id: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<duroxide::Event>, ProviderError> {
+        crate::dashboard::history(&self.store, instance, execution_id, after_event_id, limit).await
+    }
+
+    /// `instance` and its descendants with their status, at most `limit`
+    /// members, by depth then id; empty for an unknown instance.
+    ///
+    /// # Errors
+    /// [`ProviderError`] for a limit out of range or when the server refuses.
+    pub async fn dashboard_tree(
+        &self,
+        instance: &str,
+        limit: u32,
+    ) -> Result<Vec<crate::dashboard::TreeMember>, ProviderError> {
+        crate::dashboard::tree(&self.store, instance, limit).await
+    }
+
     /// The root instances [`ProviderAdmin::delete_instance_bulk`] would delete
     /// for `filter` right now (each goes with its whole tree), oldest
     /// completion first: a dry run of a purge. Reads only.

@@ -85,6 +85,12 @@ statements! {
     retention_prune => "retention_prune"(6),
     retention_status => "retention_status"(1),
     queue_tables_to_vacuum => "queue_tables_to_vacuum"(1),
+    dashboard_instances => "dashboard_instances"(11),
+    dashboard_count => "dashboard_count"(9),
+    dashboard_status_counts => "dashboard_status_counts"(0),
+    dashboard_activity => "dashboard_activity"(2),
+    dashboard_history => "dashboard_history"(4),
+    dashboard_tree => "dashboard_tree"(2),
 }
 
 #[cfg(test)]

@@ -98,6 +98,25 @@ pub enum Command {
         /// Event payload, passed to the orchestration as is.
         data: String,
     },
+    /// Serve the operator dashboard in a browser (until Ctrl-C).
+    ///
+    /// Listens on loopback by default. Any other address needs credentials,
+    /// read from the environment (never from an argument):
+    /// DUROXIDE_PG_UI_TOKEN or DUROXIDE_PG_UI_TOKEN_FILE (a bearer token; a
+    /// browser gives it as the basic-auth password), or
+    /// DUROXIDE_PG_UI_BASIC_AUTH or DUROXIDE_PG_UI_BASIC_AUTH_FILE
+    /// (user:password).
+    Ui {
+        /// Address and port to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Show everything, allow no action (cancel, raise, delete, purge).
+        #[arg(long)]
+        read_only: bool,
+        /// Seconds between refreshes of an open overview.
+        #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        refresh: u64,
+    },
     /// Ask a running instance (and its sub-orchestrations) to cancel.
     Cancel {
         /// Instance id.

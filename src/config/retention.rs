@@ -235,6 +235,22 @@ impl RetentionPolicy {
     }
 }
 
+/// What the policy deletes, in one line: `completed 604800s, failed
+/// 2592000s, executions kept 3` (`kept` / `all` where it keeps everything).
+impl std::fmt::Display for RetentionPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let w = |d: Option<Duration>| d.map_or("kept".to_string(), |d| format!("{}s", d.as_secs()));
+        write!(
+            f,
+            "completed {}, failed {}, executions kept {}",
+            w(self.completed_window()),
+            w(self.failed_window()),
+            self.executions_kept()
+                .map_or("all".to_string(), |n| n.to_string())
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

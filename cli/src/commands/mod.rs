@@ -9,6 +9,7 @@ mod inspect;
 mod maintenance;
 mod migrate;
 mod retention;
+mod ui;
 
 use std::fmt;
 use std::sync::Arc;
@@ -132,10 +133,18 @@ pub async fn run(cli: Cli) -> CliResult {
         )?),
         _ => None,
     };
+    if let Command::Ui {
+        listen,
+        read_only,
+        refresh,
+    } = command
+    {
+        return ui::serve(t, listen, read_only, refresh).await;
+    }
     let p = open(t).await?;
     let json = t.json;
     match command {
-        Command::Migrate { .. } => unreachable!("handled above"),
+        Command::Migrate { .. } | Command::Ui { .. } => unreachable!("handled above"),
         Command::Instances {
             action: InstancesAction::List { status, limit },
         } => inspect::list(&p, json, status, limit as usize).await,

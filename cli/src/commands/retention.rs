@@ -54,17 +54,6 @@ fn policy_json(p: &RetentionPolicy) -> Value {
     })
 }
 
-fn policy_text(p: &RetentionPolicy) -> String {
-    let w = |d: Option<Duration>| d.map_or("kept".to_string(), |d| format!("{}s", d.as_secs()));
-    format!(
-        "completed {}, failed {}, executions kept {}",
-        w(p.completed_window()),
-        w(p.failed_window()),
-        p.executions_kept()
-            .map_or("all".to_string(), |n| n.to_string())
-    )
-}
-
 /// `retention run ...`: one sweep (or its dry run), the counts printed.
 pub async fn run(
     p: &PostgresProvider,
@@ -122,7 +111,7 @@ pub async fn run(
         r.executions,
         r.pruned_executions,
         r.events,
-        policy_text(policy)
+        policy.to_string()
     );
     Ok(())
 }
@@ -158,7 +147,7 @@ pub async fn status(p: &PostgresProvider, json: bool) -> CliResult {
     match (&s.policy, &s.policy_by) {
         (Some(policy), Some((by, at))) => println!(
             "policy: {} (stored by {by} at {})",
-            policy_text(policy),
+            policy.to_string(),
             format_ms(*at)
         ),
         _ => println!("policy: none stored (no provider here runs a retention policy)"),

@@ -1,0 +1,291 @@
+//! Bounded reads for operator tools (the `duroxide-pg-ui` dashboard): a
+//! filtered, keyset-paginated instance list, counts by status, completions
+//! per minute, one page of a history and a bounded sub-orchestration tree.
+//!
+//! Every call is one stored function of `0015_dashboard.sql`, returns at
+//! most a page, and runs under [`OPERATOR_QUERY_TIMEOUT`] whatever the
+//! provider's own statement timeout: a page of a store holding millions of
+//! instances must never hold the database for long.
+
+use std::time::Duration;
+
+use duroxide::Event;
+use duroxide::providers::ProviderError;
+
+use crate::codec::{decode_all, to_i64, to_u64};
+use crate::error::invalid_input;
+use crate::store::Store;
+
+/// The server-side statement timeout of every dashboard call.
+pub const OPERATOR_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most rows one dashboard call returns.
+pub const MAX_PAGE_SIZE: u32 = 500;
+
+/// Which instances to list; every `None` matches all. Times are ms since the
+/// Unix epoch, ranges are half-open (`from` included, `to` excluded).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceQuery {
+    /// The current execution's status (`Running`, `Completed`, `Failed`, `ContinuedAsNew`).
+    pub status: Option<String>,
+    /// The orchestration name, exactly.
+    pub name: Option<String>,
+    /// The instance id starts with this (taken literally: no wildcards).
+    pub id_prefix: Option<String>,
+    /// Created at or after.
+    pub created_from: Option<u64>,
+    /// Created before.
+    pub created_to: Option<u64>,
+    /// Current execution completed at or after.
+    pub completed_from: Option<u64>,
+    /// Current execution completed before.
+    pub completed_to: Option<u64>,
+    /// Only root instances whose current execution is Completed or Failed:
+    /// what a purge ([`duroxide::providers::ProviderAdmin::delete_instance_bulk`]) deletes.
+    pub finished_roots_only: bool,
+}
+
+/// Where a page ends: pass the last row's cursor to get the next page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceCursor {
+    /// The last row's creation time (ms).
+    pub created_at: u64,
+    /// The last row's id.
+    pub instance_id: String,
+}
+
+/// One row of [`crate::PostgresProvider::dashboard_instances`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRow {
+    /// Instance id.
+    pub instance_id: String,
+    /// Orchestration name.
+    pub orchestration_name: String,
+    /// Orchestration version, once known.
+    pub orchestration_version: Option<String>,
+    /// The current execution's status (`Running` before it has a row).
+    pub status: String,
+    /// The current execution.
+    pub execution_id: u64,
+    /// Created (ms).
+    pub created_at: u64,
+    /// Last changed (ms).
+    pub updated_at: u64,
+    /// When the current execution completed or failed (ms).
+    pub completed_at: Option<u64>,
+    /// The parent, for a sub-orchestration.
+    pub parent_instance_id: Option<String>,
+}
+
+impl InstanceRow {
+    /// The cursor that continues a listing after this row.
+    pub fn cursor(&self) -> InstanceCursor {
+        InstanceCursor {
+            created_at: self.created_at,
+            instance_id: self.instance_id.clone(),
+        }
+    }
+}
+
+/// Completions and failures in one time bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivityBucket {
+    /// The bucket's start (ms).
+    pub start_ms: u64,
+    /// Executions that completed in it.
+    pub completed: u64,
+    /// Executions that failed in it.
+    pub failed: u64,
+}
+
+/// One member of [`crate::PostgresProvider::dashboard_tree`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeMember {
+    /// Instance id.
+    pub instance_id: String,
+    /// Its parent (`None` for a root).
+    pub parent_instance_id: Option<String>,
+    /// 0 for the instance asked for, 1 for its children, ...
+    pub depth: u32,
+    /// Orchestration name.
+    pub orchestration_name: String,
+    /// The current execution's status.
+    pub status: String,
+}
+
+type Row = (
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+);
+
+fn page_size(operation: &str, limit: u32) -> Result<i32, ProviderError> {
+    if limit == 0 || limit > MAX_PAGE_SIZE {
+        return Err(invalid_input(
+            operation,
+            format!("page size {limit} is not in 1..={MAX_PAGE_SIZE}"),
+        ));
+    }
+    Ok(limit as i32)
+}
+
+fn moment(operation: &str, what: &str, ms: Option<u64>) -> Result<Option<i64>, ProviderError> {
+    ms.map(|v| to_i64(operation, what, v)).transpose()
+}
+
+/// The filter's arguments, in the functions' order (both list and count).
+macro_rules! bind_query {
+    ($call:expr, $op:expr, $q:expr) => {
+        $call
+            .bind($q.status.as_deref())
+            .bind($q.name.as_deref())
+            .bind($q.id_prefix.as_deref())
+            .bind(moment($op, "created_from", $q.created_from)?)
+            .bind(moment($op, "created_to", $q.created_to)?)
+            .bind(moment($op, "completed_from", $q.completed_from)?)
+            .bind(moment($op, "completed_to", $q.completed_to)?)
+            .bind($q.finished_roots_only)
+    };
+}
+
+/// [`crate::PostgresProvider::dashboard_instances`].
+pub(crate) async fn instances(
+    p: &Store,
+    query: &InstanceQuery,
+    after: Option<&InstanceCursor>,
+    limit: u32,
+) -> Result<Vec<InstanceRow>, ProviderError> {
+    const OP: &str = "dashboard_instances";
+    let limit = page_size(OP, limit)?;
+    let call = p.bounded_call(OP, &p.sql.dashboard_instances, OPERATOR_QUERY_TIMEOUT);
+    let rows: Vec<Row> = bind_query!(call, OP, query)
+        .bind(moment(OP, "after.created_at", after.map(|c| c.created_at))?)
+        .bind(after.map(|c| c.instance_id.as_str()))
+        .bind(limit)
+        .all_as()
+        .await?;
+    rows.into_iter()
+        .map(
+            |(id, name, version, status, exec, created, updated, done, parent)| {
+                Ok(InstanceRow {
+                    instance_id: id,
+                    orchestration_name: name,
+                    orchestration_version: version,
+                    status,
+                    execution_id: to_u64(OP, "execution_id", exec)?,
+                    created_at: to_u64(OP, "created_at", created)?,
+                    updated_at: to_u64(OP, "updated_at", updated)?,
+                    completed_at: done.map(|d| to_u64(OP, "completed_at", d)).transpose()?,
+                    parent_instance_id: parent,
+                })
+            },
+        )
+        .collect()
+}
+
+/// [`crate::PostgresProvider::dashboard_count`].
+pub(crate) async fn count(
+    p: &Store,
+    query: &InstanceQuery,
+    cap: u32,
+) -> Result<u64, ProviderError> {
+    const OP: &str = "dashboard_count";
+    let cap = i32::try_from(cap).map_err(|_| invalid_input(OP, "cap exceeds i32::MAX"))?;
+    let call = p.bounded_call(OP, &p.sql.dashboard_count, OPERATOR_QUERY_TIMEOUT);
+    let n: i64 = bind_query!(call, OP, query).bind(cap).scalar().await?;
+    to_u64(OP, "count", n)
+}
+
+/// [`crate::PostgresProvider::dashboard_status_counts`].
+pub(crate) async fn status_counts(p: &Store) -> Result<Vec<(String, u64)>, ProviderError> {
+    const OP: &str = "dashboard_status_counts";
+    let rows: Vec<(String, i64)> = p
+        .bounded_call(OP, &p.sql.dashboard_status_counts, OPERATOR_QUERY_TIMEOUT)
+        .all_as()
+        .await?;
+    rows.into_iter()
+        .map(|(s, n)| Ok((s, to_u64(OP, "count", n)?)))
+        .collect()
+}
+
+/// [`crate::PostgresProvider::dashboard_activity`].
+pub(crate) async fn activity(
+    p: &Store,
+    since_ms: u64,
+    bucket: Duration,
+) -> Result<Vec<ActivityBucket>, ProviderError> {
+    const OP: &str = "dashboard_activity";
+    let bucket_ms = crate::codec::millis(bucket);
+    if bucket_ms <= 0 {
+        return Err(invalid_input(OP, "the bucket must be at least 1 ms"));
+    }
+    let rows: Vec<(i64, i64, i64)> = p
+        .bounded_call(OP, &p.sql.dashboard_activity, OPERATOR_QUERY_TIMEOUT)
+        .bind(to_i64(OP, "since_ms", since_ms)?)
+        .bind(bucket_ms)
+        .all_as()
+        .await?;
+    rows.into_iter()
+        .map(|(start, completed, failed)| {
+            Ok(ActivityBucket {
+                start_ms: to_u64(OP, "bucket", start)?,
+                completed: to_u64(OP, "completed", completed)?,
+                failed: to_u64(OP, "failed", failed)?,
+            })
+        })
+        .collect()
+}
+
+/// [`crate::PostgresProvider::dashboard_history`].
+pub(crate) async fn history(
+    p: &Store,
+    instance: &str,
+    execution_id: u64,
+    after_event_id: Option<u64>,
+    limit: u32,
+) -> Result<Vec<Event>, ProviderError> {
+    const OP: &str = "dashboard_history";
+    let limit = page_size(OP, limit)?;
+    let texts: Vec<String> = p
+        .bounded_call(OP, &p.sql.dashboard_history, OPERATOR_QUERY_TIMEOUT)
+        .bind(instance)
+        .bind(to_i64(OP, "execution_id", execution_id)?)
+        .bind(moment(OP, "after_event_id", after_event_id)?)
+        .bind(limit)
+        .scalars()
+        .await?;
+    decode_all(OP, &texts)
+}
+
+/// [`crate::PostgresProvider::dashboard_tree`].
+pub(crate) async fn tree(
+    p: &Store,
+    instance: &str,
+    limit: u32,
+) -> Result<Vec<TreeMember>, ProviderError> {
+    const OP: &str = "dashboard_tree";
+    let limit = page_size(OP, limit)?;
+    let rows: Vec<(String, Option<String>, i32, String, String)> = p
+        .bounded_call(OP, &p.sql.dashboard_tree, OPERATOR_QUERY_TIMEOUT)
+        .bind(instance)
+        .bind(limit)
+        .all_as()
+        .await?;
+    rows.into_iter()
+        .map(|(id, parent, depth, name, status)| {
+            Ok(TreeMember {
+                instance_id: id,
+                parent_instance_id: parent,
+                depth: u32::try_from(depth).unwrap_or(0),
+                orchestration_name: name,
+                status,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,218 @@
+//! What the dashboard tests share: a store filled by a real duroxide runtime
+//! (finished, failed, waiting and parent/child instances, and ones whose id,
+//! output and event carry markup), the dashboard served on a free loopback
+//! port, and headless Chromium driven through chromedriver.
+
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duroxide::runtime::Runtime;
+use duroxide::runtime::registry::ActivityRegistry;
+use duroxide::{ActivityContext, OrchestrationContext, OrchestrationRegistry};
+use duroxide_pg::PostgresProvider;
+use duroxide_pg_ui::DashboardOptions;
+use tokio::sync::oneshot;
+
+use crate::support::Env;
+
+/// Markup an attacker could store: as an id, an output, an event name.
+pub const HOSTILE: &str = "<img src=x onerror=\"document.title='pwned'\">";
+
+/// Completed "Greet" instances the scenario starts.
+pub const GREETED: usize = 12;
+
+fn activities() -> ActivityRegistry {
+    ActivityRegistry::builder()
+        .register("Hello", |_ctx: ActivityContext, name: String| async move {
+            Ok(format!("hello {name}"))
+        })
+        .build()
+}
+
+/// "Greet" calls activity Hello; "Fail" fails with its input; "Waiter"
+/// sets a custom status and a KV entry, then waits for event "go";
+/// "Parent" runs a Greet child.
+fn orchestrations() -> OrchestrationRegistry {
+    OrchestrationRegistry::builder()
+        .register(
+            "Greet",
+            |ctx: OrchestrationContext, name: String| async move {
+                ctx.schedule_activity("Hello", name).await
+            },
+        )
+        .register(
+            "Fail",
+            |_ctx: OrchestrationContext, why: String| async move { Err::<String, String>(why) },
+        )
+        .register(
+            "Waiter",
+            |ctx: OrchestrationContext, input: String| async move {
+                ctx.set_custom_status(format!("waiting for go ({input})"));
+                ctx.set_kv_value("stage", "waiting");
+                let data = ctx.schedule_wait("go").await;
+                Ok(format!("got {data}"))
+            },
+        )
+        .register(
+            "Parent",
+            |ctx: OrchestrationContext, _in: String| async move {
+                ctx.schedule_sub_orchestration("Greet", "child").await
+            },
+        )
+        .build()
+}
+
+/// A store a runtime filled, the runtime still running (for the waiters).
+pub struct Scenario {
+    pub env: Env,
+    pub runtime: Arc<Runtime>,
+}
+
+impl Scenario {
+    /// greet-01..greet-12 completed, fail-1 failed, waiter-1 and waiter-2
+    /// waiting for "go", parent-1 completed with a child, and an instance
+    /// whose id and output are [`HOSTILE`].
+    pub async fn new() -> Self {
+        let env = Env::new().await;
+        let runtime = env.start(activities(), orchestrations()).await;
+        let c = &env.client;
+        for i in 1..=GREETED {
+            c.start_orchestration(format!("greet-{i:02}"), "Greet", format!("n{i}"))
+                .await
+                .unwrap();
+        }
+        c.start_orchestration("fail-1", "Fail", HOSTILE)
+            .await
+            .unwrap();
+        c.start_orchestration("parent-1", "Parent", "")
+            .await
+            .unwrap();
+        c.start_orchestration(HOSTILE, "Greet", HOSTILE)
+            .await
+            .unwrap();
+        for w in ["waiter-1", "waiter-2"] {
+            c.start_orchestration(w, "Waiter", w).await.unwrap();
+        }
+        for i in 1..=GREETED {
+            env.wait_completed(&format!("greet-{i:02}")).await;
+        }
+        env.wait_failed("fail-1").await;
+        env.wait_completed("parent-1").await;
+        env.wait_completed(HOSTILE).await;
+        env.wait_subscribed("waiter-1", "go").await;
+        env.wait_subscribed("waiter-2", "go").await;
+        Self { env, runtime }
+    }
+
+    pub fn provider(&self) -> Arc<PostgresProvider> {
+        self.env.provider.clone()
+    }
+
+    pub async fn finish(self) {
+        self.env.finish([self.runtime]).await;
+    }
+}
+
+/// The dashboard served on a free loopback port until dropped.
+pub struct Served {
+    pub base: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), duroxide_pg_ui::UiError>>>,
+}
+
+impl Served {
+    pub async fn start(provider: Arc<PostgresProvider>, options: DashboardOptions) -> Self {
+        let listener = duroxide_pg_ui::bind("127.0.0.1:0".parse().unwrap(), &options)
+            .await
+            .expect("bind a loopback port");
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(duroxide_pg_ui::serve_on(
+            listener,
+            provider,
+            options,
+            async {
+                let _ = rx.await;
+            },
+        ));
+        Self {
+            base,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// chromedriver with headless Chromium; killed when dropped.
+pub struct Browser {
+    pub client: fantoccini::Client,
+    driver: Child,
+}
+
+impl Browser {
+    /// Starts chromedriver on a free port and a headless Chromium session.
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian package chromium-driver) must be installed");
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1280,1000"]
+            }),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = loop {
+            match fantoccini::ClientBuilder::native()
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(c) => break c,
+                // chromedriver not listening yet: its start is what we wait for.
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("no WebDriver session: {e}"),
+            }
+        };
+        Self { client, driver }
+    }
+
+    /// Closes the session and stops chromedriver.
+    pub async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+    }
+}
