@@ -831,3 +831,92 @@ fn help_lists_every_command_and_its_arguments() {
         }
     }
 }
+
+#[test]
+fn ui_refuses_an_open_address_without_credentials_before_connecting() {
+    let bin = env!("CARGO_BIN_EXE_duroxide-pg");
+    let run = |envs: &[(&str, &str)], listen: &str| {
+        let mut c = std::process::Command::new(bin);
+        c.env(
+            "DATABASE_URL",
+            "postgres://admin:hunter2secret@127.0.0.1:1/db",
+        );
+        for v in [
+            "DUROXIDE_PG_UI_TOKEN",
+            "DUROXIDE_PG_UI_TOKEN_FILE",
+            "DUROXIDE_PG_UI_BASIC_AUTH",
+            "DUROXIDE_PG_UI_BASIC_AUTH_FILE",
+        ] {
+            c.env_remove(v);
+        }
+        c.envs(envs.iter().copied());
+        c.args(["ui", "--listen", listen]).output().unwrap()
+    };
+    let err = fails(run(&[], "0.0.0.0:0"));
+    assert!(err.contains("without authentication"), "{err}");
+    assert!(!err.contains("hunter2secret"), "{err}");
+    let err = fails(run(
+        &[
+            ("DUROXIDE_PG_UI_TOKEN", "t"),
+            ("DUROXIDE_PG_UI_BASIC_AUTH", "a:b"),
+        ],
+        "127.0.0.1:0",
+    ));
+    assert!(err.contains("set only one of"), "{err}");
+    let err = fails(run(
+        &[("DUROXIDE_PG_UI_BASIC_AUTH", "nopassword")],
+        "127.0.0.1:0",
+    ));
+    assert!(err.contains("user:password"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_serves_the_dashboard_until_interrupted() {
+    use std::io::{BufRead, Read, Write};
+    let env = Env::new().await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_duroxide-pg"))
+        .env("DATABASE_URL", common::database_url())
+        .args([
+            "--schema",
+            env.schema(),
+            "ui",
+            "--listen",
+            "127.0.0.1:0",
+            "--read-only",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("(read-only)"), "{line}");
+    assert!(!line.contains("postgres://"), "the URL was printed: {line}");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        s,
+        "GET /instances HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("read-only"), "{reply}");
+    // Ctrl-C: a clean stop.
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    env.finish([]).await;
+}
