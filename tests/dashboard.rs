@@ -250,3 +250,71 @@ async fn history_pages_and_the_bounded_tree() {
     assert!(p.dashboard_tree("nobody", 10).await.unwrap().is_empty());
     p.cleanup_schema().await.unwrap();
 }
+
+/// The plan of `call` (a `SELECT * FROM schema.function(...)` with literal
+/// arguments, as the provider sends dashboard calls), as JSON text.
+async fn plan(p: &PostgresProvider, call: &str) -> String {
+    let (plan,): (serde_json::Value,) = sqlx::query_as(&format!("EXPLAIN (FORMAT JSON) {call}"))
+        .fetch_one(p.pool())
+        .await
+        .unwrap();
+    plan.to_string()
+}
+
+/// The chart reads one index range per status, and a page deep in the list
+/// starts its index walk at the cursor, on a store large enough that a
+/// full read would be chosen only by a plan that cannot use the index.
+/// (The chart's first version asked for `status IN (...)`, which the
+/// partial index's predicate implies: the planner dropped it from the
+/// index condition and read the whole index.)
+#[tokio::test]
+async fn the_chart_and_deep_pages_read_index_ranges() {
+    let p = common::fresh_provider("dash_plans").await;
+    let s = format!("\"{}\"", p.schema_name());
+    sqlx::raw_sql(&format!(
+        "INSERT INTO {s}.instances (instance_id, orchestration_name, created_at, updated_at)
+         SELECT 'p-' || g, 'P', {T0} + g * 1000, {T0} + g * 1000 FROM generate_series(1, 50000) g;
+         INSERT INTO {s}.executions (instance_id, execution_id, status, started_at, completed_at)
+         SELECT 'p-' || g, 1, CASE WHEN g % 10 = 0 THEN 'Failed' ELSE 'Completed' END,
+                {T0} + g * 1000, {T0} + g * 1000 FROM generate_series(1, 50000) g;"
+    ))
+    .execute(p.pool())
+    .await
+    .unwrap();
+    for t in ["instances", "executions"] {
+        sqlx::raw_sql(&format!("VACUUM ANALYZE {s}.{t}"))
+            .execute(p.pool())
+            .await
+            .unwrap();
+    }
+    let last_hour = T0 + 50_000_000 - 3_600_000;
+    let chart = plan(
+        &p,
+        &format!("SELECT * FROM {s}.dashboard_activity({last_hour}, 60000)"),
+    )
+    .await;
+    assert!(!chart.contains("Seq Scan"), "{chart}");
+    for status in ["Completed", "Failed"] {
+        assert!(
+            chart.contains(&format!("(status = '{status}'::text) AND (completed_at >=")),
+            "the chart does not read a range per status: {chart}"
+        );
+    }
+    let deep = plan(
+        &p,
+        &format!(
+            "SELECT * FROM {s}.dashboard_instances(NULL, NULL, NULL, NULL, NULL, NULL, NULL, false, {}, 'p-100', 51)",
+            T0 + 100_000
+        ),
+    )
+    .await;
+    assert!(
+        deep.contains("instances_created_idx") && deep.contains("Index Cond"),
+        "{deep}"
+    );
+    assert!(
+        deep.contains("created_at <="),
+        "the walk does not start at the cursor: {deep}"
+    );
+    p.cleanup_schema().await.unwrap();
+}

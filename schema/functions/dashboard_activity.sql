@@ -7,16 +7,23 @@ CREATE OR REPLACE FUNCTION dashboard_activity(p_since_ms bigint, p_bucket_ms big
  LANGUAGE sql
  STABLE
 BEGIN ATOMIC
- SELECT (dashboard_activity.p_since_ms + (((e.completed_at - dashboard_activity.p_since_ms) / dashboard_activity.p_bucket_ms) * dashboard_activity.p_bucket_ms)),
-     count(*) FILTER (WHERE (e.status = 'Completed'::text)) AS count,
-     count(*) FILTER (WHERE (e.status = 'Failed'::text)) AS count
-    FROM executions e
-   WHERE ((e.status = ANY (ARRAY['Completed'::text, 'Failed'::text])) AND (e.completed_at >= dashboard_activity.p_since_ms))
-   GROUP BY (dashboard_activity.p_since_ms + (((e.completed_at - dashboard_activity.p_since_ms) / dashboard_activity.p_bucket_ms) * dashboard_activity.p_bucket_ms))
-   ORDER BY (dashboard_activity.p_since_ms + (((e.completed_at - dashboard_activity.p_since_ms) / dashboard_activity.p_bucket_ms) * dashboard_activity.p_bucket_ms));
+ SELECT (dashboard_activity.p_since_ms + (((f.completed_at - dashboard_activity.p_since_ms) / dashboard_activity.p_bucket_ms) * dashboard_activity.p_bucket_ms)),
+     count(*) FILTER (WHERE (f.failed = false)) AS count,
+     count(*) FILTER (WHERE f.failed) AS count
+    FROM ( SELECT e.completed_at,
+             false AS failed
+            FROM executions e
+           WHERE ((e.status = 'Completed'::text) AND (e.completed_at >= dashboard_activity.p_since_ms))
+         UNION ALL
+          SELECT e.completed_at,
+             true
+            FROM executions e
+           WHERE ((e.status = 'Failed'::text) AND (e.completed_at >= dashboard_activity.p_since_ms))) f
+   GROUP BY (dashboard_activity.p_since_ms + (((f.completed_at - dashboard_activity.p_since_ms) / dashboard_activity.p_bucket_ms) * dashboard_activity.p_bucket_ms))
+   ORDER BY (dashboard_activity.p_since_ms + (((f.completed_at - dashboard_activity.p_since_ms) / dashboard_activity.p_bucket_ms) * dashboard_activity.p_bucket_ms));
 END;
 COMMENT ON FUNCTION dashboard_activity(p_since_ms bigint, p_bucket_ms bigint) IS $c$Operator chart (PostgresProvider::dashboard_activity): executions that completed or failed at or after p_since_ms, counted per bucket of p_bucket_ms; a row per bucket that has any (o_bucket_ms: the bucket's start), oldest first. Sub-orchestrations count like roots.
 Locks: none (reads only).
-Rows: a range of executions_finished_idx (status, completed_at).
+Rows: two ranges of executions_finished_idx (status, completed_at), one per status.
 Errors: 22012 division_by_zero when p_bucket_ms is 0 (callers pass a positive bucket).
 Called by: the Rust provider (PostgresProvider::dashboard_activity, the dashboard's overview chart).$c$;

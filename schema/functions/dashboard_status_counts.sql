@@ -7,7 +7,7 @@ CREATE OR REPLACE FUNCTION dashboard_status_counts()
  LANGUAGE sql
  STABLE
 BEGIN ATOMIC
- WITH t AS (
+ WITH t AS MATERIALIZED (
           SELECT ( SELECT count(*) AS count
                     FROM instances) AS total,
              ( SELECT count(*) AS count
