@@ -69,7 +69,12 @@ fn path(base: &str, rest: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_show_what_the_runtime_stored_and_filters_page_through_it() {
     let s = Scenario::new().await;
-    let served = Served::start(s.provider(), DashboardOptions::default().with_page_size(5)).await;
+    // No refresh while the test reads the overview (a swap would make its
+    // elements stale).
+    let options = DashboardOptions::default()
+        .with_page_size(5)
+        .with_refresh(std::time::Duration::from_secs(3600));
+    let served = Served::start(s.provider(), options).await;
     let b = Browser::start().await;
     let c = &b.client;
 
@@ -457,5 +462,56 @@ async fn forged_posts_and_read_only_mode_are_refused() {
     b.close().await;
     writable.stop().await;
     read_only.stop().await;
+    s.finish().await;
+}
+
+/// The overview updates itself in place (htmx, loaded under the CSP, swaps
+/// the live part): a completion after the page loaded shows without a
+/// reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_refreshes_itself() {
+    let s = Scenario::new().await;
+    let options = DashboardOptions::default().with_refresh(std::time::Duration::from_secs(1));
+    let served = Served::start(s.provider(), options).await;
+    let b = Browser::start().await;
+    let c = &b.client;
+    c.goto(&served.base).await.unwrap();
+    // Read in one script step: the element may be swapped out between a
+    // WebDriver find and its text.
+    let completed = || async {
+        c.execute(
+            "return document.getElementById('completed-hour')?.textContent ?? ''",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_str()
+        .and_then(|t| t.parse::<usize>().ok())
+    };
+    let before = completed().await.expect("the count");
+    // Marks this page: a reload would lose it.
+    c.execute("document.body.dataset.loaded = 'once'", vec![])
+        .await
+        .unwrap();
+    s.env
+        .client
+        .start_orchestration("greet-late", "Greet", "late")
+        .await
+        .unwrap();
+    s.env.wait_completed("greet-late").await;
+    support::wait_until("the overview to show the new completion", || async {
+        (completed().await? == before + 1).then_some(())
+    })
+    .await;
+    let mark = c
+        .execute("return document.body.dataset.loaded", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        mark, "once",
+        "the page was reloaded, not refreshed in place"
+    );
+    b.close().await;
+    served.stop().await;
     s.finish().await;
 }
