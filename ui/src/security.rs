@@ -55,15 +55,15 @@ pub(crate) async fn guard(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if let Some(auth) = &state.options.auth {
-        if !auth.admits(request.headers()) {
-            let mut r = (StatusCode::UNAUTHORIZED, "authentication required\n").into_response();
-            r.headers_mut().insert(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"duroxide-pg\", charset=\"UTF-8\""),
-            );
-            return with_headers(r);
-        }
+    if let Some(auth) = &state.options.auth
+        && !auth.admits(request.headers())
+    {
+        let mut r = (StatusCode::UNAUTHORIZED, "authentication required\n").into_response();
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"duroxide-pg\", charset=\"UTF-8\""),
+        );
+        return with_headers(r);
     }
     let existing = cookie(request.headers(), CSRF_COOKIE);
     let token = existing.clone().unwrap_or_else(new_token);

@@ -15,68 +15,11 @@ mod support;
 #[path = "common/mod.rs"]
 mod common_ui;
 
-use axum::Router;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use common_ui::{HOSTILE, Scenario};
+use common_ui::{HOSTILE, Scenario, csrf_cookie, get, post, send};
 use duroxide::providers::ProviderAdmin;
 use duroxide_pg_ui::{Auth, Dashboard, DashboardOptions, UiError};
-use tower::ServiceExt;
-
-struct Reply {
-    status: StatusCode,
-    headers: header::HeaderMap,
-    body: String,
-}
-
-async fn send(app: &Router, req: Request<Body>) -> Reply {
-    let r = app.clone().oneshot(req).await.unwrap();
-    let status = r.status();
-    let headers = r.headers().clone();
-    let body = to_bytes(r.into_body(), 1 << 24).await.unwrap();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
-}
-
-async fn get(app: &Router, uri: &str) -> Reply {
-    send(app, Request::get(uri).body(Body::empty()).unwrap()).await
-}
-
-fn csrf_cookie(r: &Reply) -> String {
-    let set = r
-        .headers
-        .get(header::SET_COOKIE)
-        .expect("a CSRF cookie")
-        .to_str()
-        .unwrap();
-    assert!(
-        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
-        "{set}"
-    );
-    set.split(';')
-        .next()
-        .unwrap()
-        .split_once('=')
-        .unwrap()
-        .1
-        .to_string()
-}
-
-fn post(uri: &str, cookie: Option<&str>, origin: Option<&str>, body: &str) -> Request<Body> {
-    let mut b = Request::post(uri)
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .header(header::HOST, "127.0.0.1:8080");
-    if let Some(c) = cookie {
-        b = b.header(header::COOKIE, format!("dxpg_csrf={c}"));
-    }
-    if let Some(o) = origin {
-        b = b.header(header::ORIGIN, o);
-    }
-    b.body(Body::from(body.to_string())).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_response_has_the_security_headers_and_stored_markup_is_escaped() {
@@ -99,6 +42,7 @@ async fn every_response_has_the_security_headers_and_stored_markup_is_escaped() 
         "/assets/nope",
         "/instance?id=missing",
         "/instances?status=Bogus",
+        "/no/such/page",
     ] {
         let r = get(&app, uri).await;
         let csp = r

@@ -111,7 +111,7 @@ pub async fn run(
         r.executions,
         r.pruned_executions,
         r.events,
-        policy.to_string()
+        policy
     );
     Ok(())
 }
@@ -145,11 +145,9 @@ pub async fn status(p: &PostgresProvider, json: bool) -> CliResult {
         return Ok(());
     }
     match (&s.policy, &s.policy_by) {
-        (Some(policy), Some((by, at))) => println!(
-            "policy: {} (stored by {by} at {})",
-            policy.to_string(),
-            format_ms(*at)
-        ),
+        (Some(policy), Some((by, at))) => {
+            println!("policy: {} (stored by {by} at {})", policy, format_ms(*at))
+        }
         _ => println!("policy: none stored (no provider here runs a retention policy)"),
     }
     match &s.sweeping {

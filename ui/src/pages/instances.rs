@@ -59,13 +59,11 @@ impl Filter {
                 .transpose()
         };
         let status = text(&self.status);
-        if let Some(s) = &status {
-            if !STATUSES.contains(&s.as_str()) {
-                return Err(format!(
-                    "status {s:?} is not one of {}",
-                    STATUSES.join(", ")
-                ));
-            }
+        if let Some(s) = status.as_ref().filter(|s| !STATUSES.contains(&s.as_str())) {
+            return Err(format!(
+                "status {s:?} is not one of {}",
+                STATUSES.join(", ")
+            ));
         }
         Ok(InstanceQuery {
             status,

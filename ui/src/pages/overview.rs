@@ -29,10 +29,10 @@ pub(crate) struct Figures {
 /// The figures, from the cache while younger than the refresh interval:
 /// the database cost of an open overview does not grow with its viewers.
 async fn figures(state: &AppState) -> Result<Arc<Figures>, Failure> {
-    if let Some((at, f)) = state.overview.lock().expect("overview cache").as_ref() {
-        if at.elapsed() < state.options.refresh {
-            return Ok(f.clone());
-        }
+    if let Some((at, f)) = state.overview.lock().expect("overview cache").as_ref()
+        && at.elapsed() < state.options.refresh
+    {
+        return Ok(f.clone());
     }
     let p = &state.provider;
     let now = now_ms();

@@ -9,12 +9,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::http::{Request, StatusCode, header};
 use duroxide::runtime::Runtime;
 use duroxide::runtime::registry::ActivityRegistry;
 use duroxide::{ActivityContext, OrchestrationContext, OrchestrationRegistry};
 use duroxide_pg::PostgresProvider;
 use duroxide_pg_ui::DashboardOptions;
 use tokio::sync::oneshot;
+use tower::ServiceExt;
 
 use crate::support::Env;
 
@@ -215,4 +219,64 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
     }
+}
+
+/// A response from the Router, its body read.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: header::HeaderMap,
+    pub body: String,
+}
+
+/// Sends `req` straight into `app` (no socket).
+pub async fn send(app: &Router, req: Request<Body>) -> Reply {
+    let r = app.clone().oneshot(req).await.unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    let body = to_bytes(r.into_body(), 1 << 24).await.unwrap();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// `GET uri`.
+pub async fn get(app: &Router, uri: &str) -> Reply {
+    send(app, Request::get(uri).body(Body::empty()).unwrap()).await
+}
+
+/// The CSRF token a first visit set as a cookie.
+pub fn csrf_cookie(r: &Reply) -> String {
+    let set = r
+        .headers
+        .get(header::SET_COOKIE)
+        .expect("a CSRF cookie")
+        .to_str()
+        .unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    set.split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_string()
+}
+
+/// A form POST from host 127.0.0.1:8080, with the CSRF cookie and `Origin` if given.
+pub fn post(uri: &str, cookie: Option<&str>, origin: Option<&str>, body: &str) -> Request<Body> {
+    let mut b = Request::post(uri)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::HOST, "127.0.0.1:8080");
+    if let Some(c) = cookie {
+        b = b.header(header::COOKIE, format!("dxpg_csrf={c}"));
+    }
+    if let Some(o) = origin {
+        b = b.header(header::ORIGIN, o);
+    }
+    b.body(Body::from(body.to_string())).unwrap()
 }
