@@ -42,13 +42,17 @@ BEGIN ATOMIC
        AND (p_completed_from IS NULL OR e.completed_at >= p_completed_from)
        AND (p_completed_to IS NULL OR e.completed_at < p_completed_to)
        AND (NOT p_finished_roots_only
-            OR (i.parent_instance_id IS NULL AND e.status IN ('Completed', 'Failed')))
+            OR (i.parent_instance_id IS NULL AND e.status IN ('Completed', 'Failed')
+                -- Most roots have no child: one probe of instances_parent_idx
+                -- spares them the walk of their tree.
+                AND (NOT EXISTS (SELECT 1 FROM instances c WHERE c.parent_instance_id = i.instance_id)
+                     OR retention_tree_finished(i.instance_id))))
      ORDER BY i.created_at DESC, i.instance_id
      LIMIT p_limit;
 END;
 COMMENT ON FUNCTION dashboard_instances(text, text, text, bigint, bigint, bigint, bigint, boolean, bigint, text, integer) IS $c$Operator listing (PostgresProvider::dashboard_instances): at most p_limit instances matching every non-NULL filter, newest first (created_at DESC, instance_id), with their current execution's status ('Running' when it has no row yet) and completion time.
 Locks: none (reads only).
-Rows: walks instances_created_idx from p_after_created (the last row of the previous page, with p_after_id; both NULL for the first page) and reads each instance's current execution. Filters: p_status (current status), p_name (orchestration name, exact), p_id_prefix (instance id starts with it, taken literally: no wildcards), created in [p_created_from, p_created_to), current execution completed in [p_completed_from, p_completed_to), and p_finished_roots_only (roots whose current execution is Completed or Failed: what delete_instance_bulk deletes).
+Rows: walks instances_created_idx from p_after_created (the last row of the previous page, with p_after_id; both NULL for the first page) and reads each instance's current execution. Filters: p_status (current status), p_name (orchestration name, exact), p_id_prefix (instance id starts with it, taken literally: no wildcards), created in [p_created_from, p_created_to), current execution completed in [p_completed_from, p_completed_to), and p_finished_roots_only (roots whose whole tree has finished, retention_tree_finished: a finished root with a running sub-orchestration is left out, since delete_instance_bulk would delete that child too).
 Errors: none; p_limit NULL means no limit (callers always pass one).
 Called by: the Rust provider (PostgresProvider::dashboard_instances, used by duroxide-pg-ui's list and purge), and dashboard_count.
 Notes: times are ms since the Unix epoch. A filter that matches few of many rows walks the index until the page fills: callers bound the call with a statement timeout.$c$;
@@ -97,7 +101,7 @@ BEGIN ATOMIC
                               (4, 'ContinuedAsNew', t.between)) AS s(ord, status, n)
      ORDER BY s.ord;
 END;
-COMMENT ON FUNCTION dashboard_status_counts() IS $c$Operator overview (PostgresProvider::dashboard_status_counts): one row per status (Running, Completed, Failed, ContinuedAsNew) with how many instances have a current execution in it; Running includes instances not yet started. The same numbers as counting every instance's current execution (get_system_metrics), without joining the two tables.
+COMMENT ON FUNCTION dashboard_status_counts() IS $c$Operator overview (PostgresProvider::dashboard_status_counts): one row per status (Running, Completed, Failed, ContinuedAsNew) with how many instances have a current execution in it; Running includes instances not yet started. ContinuedAsNew counts chains between two executions from their second execution on (instances_chain_idx); an instance between its first and second execution counts as Running for that moment (finding those would read every execution). Otherwise the same numbers as counting every instance's current execution (get_system_metrics), without joining the two tables.
 Locks: none (reads only).
 Rows: counts instances (index-only on instances_pkey), the Completed and Failed executions (index-only on executions_finished_idx: only an instance's current execution can be Completed or Failed, an older one is ContinuedAsNew), and the current executions of chains (instances_chain_idx) that are between two executions.
 Errors: none.

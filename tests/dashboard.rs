@@ -13,7 +13,8 @@ const T0: u64 = 1_800_000_000_000;
 
 /// 40 instances created a second apart (`job-00` oldest): every 4th failed,
 /// every 4th + 1 running, the rest completed (`completed_at` a minute after
-/// creation); `job-07` is a child of `job-06`; `chain` sits between two
+/// creation); `job-07` is a child of `job-06`, running `job-09` a child of
+/// failed `job-08`; `chain` sits between two
 /// executions; `odd_%` has wildcard characters in its id. Each finished
 /// instance has three history events.
 async fn fill(p: &PostgresProvider) {
@@ -21,7 +22,7 @@ async fn fill(p: &PostgresProvider) {
     let sql = format!(
         "INSERT INTO {s}.instances (instance_id, orchestration_name, orchestration_version, parent_instance_id, created_at, updated_at)
          SELECT 'job-' || lpad(g::text, 2, '0'), CASE WHEN g % 2 = 0 THEN 'Even' ELSE 'Odd' END, '1.0.0',
-                CASE WHEN g = 7 THEN 'job-06' END, {T0} + g * 1000, {T0} + g * 1000
+                CASE WHEN g = 7 THEN 'job-06' WHEN g = 9 THEN 'job-08' END, {T0} + g * 1000, {T0} + g * 1000
            FROM generate_series(0, 39) g;
          INSERT INTO {s}.executions (instance_id, execution_id, status, output, started_at, completed_at)
          SELECT 'job-' || lpad(g::text, 2, '0'), 1,
@@ -139,10 +140,12 @@ async fn pages_add_up_to_the_filtered_list() {
         ..Default::default()
     })
     .await;
-    assert_eq!(purgeable.len(), 29);
-    assert!(
-        !purgeable.contains(&"job-07".to_string()) && !purgeable.contains(&"chain".to_string())
-    );
+    // job-08 failed, but its child job-09 still runs: a purge would take
+    // the child with it.
+    assert_eq!(purgeable.len(), 28);
+    for kept in ["job-07", "job-08", "job-09", "chain"] {
+        assert!(!purgeable.contains(&kept.to_string()), "{kept}");
+    }
     assert_eq!(
         p.dashboard_count(
             &InstanceQuery {
@@ -153,7 +156,7 @@ async fn pages_add_up_to_the_filtered_list() {
         )
         .await
         .unwrap(),
-        29
+        28
     );
     assert_eq!(
         p.dashboard_count(&everything, 10).await.unwrap(),

@@ -27,7 +27,7 @@ BEGIN ATOMIC
      LATERAL ( VALUES (1,'Running'::text,(((t.total - t.completed) - t.failed) - t."between")), (2,'Completed'::text,t.completed), (3,'Failed'::text,t.failed), (4,'ContinuedAsNew'::text,t."between")) s(ord, status, n)
    ORDER BY s.ord;
 END;
-COMMENT ON FUNCTION dashboard_status_counts() IS $c$Operator overview (PostgresProvider::dashboard_status_counts): one row per status (Running, Completed, Failed, ContinuedAsNew) with how many instances have a current execution in it; Running includes instances not yet started. The same numbers as counting every instance's current execution (get_system_metrics), without joining the two tables.
+COMMENT ON FUNCTION dashboard_status_counts() IS $c$Operator overview (PostgresProvider::dashboard_status_counts): one row per status (Running, Completed, Failed, ContinuedAsNew) with how many instances have a current execution in it; Running includes instances not yet started. ContinuedAsNew counts chains between two executions from their second execution on (instances_chain_idx); an instance between its first and second execution counts as Running for that moment (finding those would read every execution). Otherwise the same numbers as counting every instance's current execution (get_system_metrics), without joining the two tables.
 Locks: none (reads only).
 Rows: counts instances (index-only on instances_pkey), the Completed and Failed executions (index-only on executions_finished_idx: only an instance's current execution can be Completed or Failed, an older one is ContinuedAsNew), and the current executions of chains (instances_chain_idx) that are between two executions.
 Errors: none.

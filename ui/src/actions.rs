@@ -21,8 +21,11 @@ use crate::pages::instances::Filter;
 use crate::security::{CsrfToken, refuse_forgery};
 use crate::view::{Failure, instance_link, link, status};
 
-/// The most roots one confirmed purge deletes (and counts).
-pub(crate) const PURGE_CAP: u32 = 100_000;
+/// The most roots one confirmed purge deletes (and counts): counting walks
+/// the tree of every candidate root with children, about 90 µs each, and
+/// must stay well inside the 5 s statement timeout. For more, purge again
+/// or let retention do it.
+pub(crate) const PURGE_CAP: u32 = 20_000;
 /// Roots per delete statement of a purge (each commits on its own).
 const PURGE_BATCH: u32 = 500;
 
@@ -227,11 +230,20 @@ async fn delete_form(
         .get_instance_info(&q.id)
         .await
         .map_err(|e| Failure::provider(&state, &e))?;
+    // Bounded: a tree may have many members; the count says "or more".
+    let cap = duroxide_pg::dashboard::MAX_PAGE_SIZE;
     let tree = p
-        .get_instance_tree(&q.id)
+        .dashboard_tree(&q.id, cap)
         .await
         .map_err(|e| Failure::provider(&state, &e))?;
-    let running = info.status == "Running";
+    let children = tree.len().saturating_sub(1);
+    let more = if tree.len() as u32 >= cap {
+        " or more"
+    } else {
+        ""
+    };
+    // Force is needed while any member of the tree still runs.
+    let running = tree.iter().any(|m| m.status == "Running");
     Ok(confirm(
         &state,
         "Delete instance",
@@ -239,10 +251,10 @@ async fn delete_form(
         &csrf,
         html! {
             p { "Delete " a href=(instance_link(&state, &info.instance_id)) { (info.instance_id) } " (" (status(&info.status)) ") with "
-                (tree.size().saturating_sub(1)) " sub-orchestrations, their history, state and queued messages? This cannot be undone." }
+                (children) (more) " sub-orchestrations, their history, state and queued messages? This cannot be undone." }
             input type="hidden" name="id" value=(info.instance_id);
             @if running {
-                label { input type="checkbox" name="force" value="true" #force; " Delete it although it is still running (force)" }
+                label { input type="checkbox" name="force" value="true" #force; " Delete it although it (or a sub-orchestration) is still running (force)" }
             }
             div.actions { button.danger type="submit" #confirm-delete { "Delete" }
                           a.button.secondary href=(instance_link(&state, &info.instance_id)) { "Back" } }
@@ -294,6 +306,9 @@ async fn purge_form(
     Query(filter): Query<Filter>,
 ) -> Result<Response, Failure> {
     writable(&state)?;
+    let filter = filter
+        .pinned()
+        .map_err(|e| Failure::new(&state, StatusCode::BAD_REQUEST, e))?;
     let query = finished_roots(&state, &filter)?;
     let n = state
         .provider
@@ -314,7 +329,7 @@ async fn purge_form(
                 p #purge-count data-count=(n) {
                     "This deletes " strong { (n) @if n >= u64::from(PURGE_CAP) { " (the most one purge deletes)" } }
                     " finished root instances matching the filter, with their sub-orchestrations, history and state. "
-                    "Running instances and sub-orchestrations are not touched. This cannot be undone."
+                    "Running instances, trees with a running member and sub-orchestrations on their own are not touched. This cannot be undone."
                 }
                 @for (k, v) in filter.pairs() { input type="hidden" name=(k) value=(v); }
                 input type="hidden" name="expected" value=(n);
@@ -388,6 +403,9 @@ async fn purge(
             break; // deleted by someone else meanwhile
         }
         deleted += r.instances_deleted;
+        // Each batch commits on its own: the log says how far a purge got
+        // if its request is dropped.
+        tracing::info!(batch = n, deleted, "dashboard: purge batch committed");
         left = left.saturating_sub(n);
     }
     tracing::info!(deleted, "dashboard: purge");

@@ -59,7 +59,7 @@ pub mod time;
 mod view;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -129,21 +129,29 @@ impl DashboardOptions {
     /// The path the router is nested under (`"/ops"` for
     /// `Router::nest("/ops", ...)`), for the links it renders. Default: none.
     pub fn with_base_path(mut self, path: impl Into<String>) -> Self {
-        self.base_path = path.into().trim_end_matches('/').to_string();
+        let path = path.into();
+        let path = path.trim_matches('/');
+        self.base_path = if path.is_empty() {
+            String::new()
+        } else {
+            format!("/{path}")
+        };
         self
     }
 
-    /// How often an open overview refreshes, and how long its figures are
-    /// shared by every viewer before the database is asked again
-    /// (default 5 s; at least 1 s).
+    /// How often an open overview refreshes (default 5 s; at least 1 s).
+    /// Every viewer shares the figures read in the last half interval, so
+    /// the database is asked at most twice per interval whatever the
+    /// number of viewers (once for a single viewer).
     pub fn with_refresh(mut self, every: Duration) -> Self {
         self.refresh = every.max(Duration::from_secs(1));
         self
     }
 
-    /// Instances per list page (default 50; 1..=500).
+    /// Instances per list page (default 50; 1..=499: a page reads one row
+    /// more, to know whether there is a next one).
     pub fn with_page_size(mut self, n: u32) -> Self {
-        self.page_size = n.clamp(1, duroxide_pg::dashboard::MAX_PAGE_SIZE);
+        self.page_size = n.clamp(1, duroxide_pg::dashboard::MAX_PAGE_SIZE - 1);
         self
     }
 
@@ -157,8 +165,10 @@ impl DashboardOptions {
 pub(crate) struct AppState {
     pub(crate) provider: Arc<PostgresProvider>,
     pub(crate) options: DashboardOptions,
-    /// The overview's figures, shared by every viewer for `options.refresh`.
-    pub(crate) overview: Mutex<Option<(Instant, Arc<pages::overview::Figures>)>>,
+    /// The overview's figures and when their reading started, shared by
+    /// every viewer; an async lock so that one request refills it while the
+    /// others wait for its result.
+    pub(crate) overview: tokio::sync::Mutex<Option<(Instant, Arc<pages::overview::Figures>)>>,
 }
 
 /// The dashboard over one provider (one schema).
@@ -176,7 +186,7 @@ impl Dashboard {
             state: Arc::new(AppState {
                 provider,
                 options,
-                overview: Mutex::new(None),
+                overview: tokio::sync::Mutex::new(None),
             }),
         }
     }
@@ -248,4 +258,36 @@ pub async fn serve_on(
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(UiError::Io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DashboardOptions;
+
+    #[test]
+    fn base_paths_are_normalised() {
+        for (given, kept) in [
+            ("", ""),
+            ("/", ""),
+            ("ops", "/ops"),
+            ("/ops/", "/ops"),
+            ("/a/b", "/a/b"),
+        ] {
+            assert_eq!(
+                DashboardOptions::default().with_base_path(given).base_path,
+                kept,
+                "{given}"
+            );
+        }
+    }
+
+    #[test]
+    fn page_sizes_leave_room_for_the_next_page_probe() {
+        let max = duroxide_pg::dashboard::MAX_PAGE_SIZE;
+        assert_eq!(
+            DashboardOptions::default().with_page_size(max).page_size,
+            max - 1
+        );
+        assert_eq!(DashboardOptions::default().with_page_size(0).page_size, 1);
+    }
 }

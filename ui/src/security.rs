@@ -66,6 +66,11 @@ pub(crate) async fn guard(
         return with_headers(r);
     }
     let existing = cookie(request.headers(), CSRF_COOKIE);
+    let forwarded_proto = request
+        .headers()
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let token = existing.clone().unwrap_or_else(new_token);
     request.extensions_mut().insert(CsrfToken(token.clone()));
     let mut response = next.run(request).await;
@@ -75,12 +80,21 @@ pub(crate) async fn guard(
         } else {
             state.options.base_path.as_str()
         };
-        let value = format!("{CSRF_COOKIE}={token}; Path={path}; HttpOnly; SameSite=Strict");
+        // Secure when a TLS-terminating proxy says the browser uses https.
+        let secure = request_https(forwarded_proto.as_deref());
+        let value = format!(
+            "{CSRF_COOKIE}={token}; Path={path}; HttpOnly; SameSite=Strict{}",
+            if secure { "; Secure" } else { "" }
+        );
         if let Ok(v) = HeaderValue::from_str(&value) {
             response.headers_mut().append(SET_COOKIE, v);
         }
     }
     with_headers(response)
+}
+
+fn request_https(forwarded_proto: Option<&str>) -> bool {
+    forwarded_proto.is_some_and(|p| p.eq_ignore_ascii_case("https"))
 }
 
 fn with_headers(mut r: Response<Body>) -> Response<Body> {
@@ -102,13 +116,19 @@ pub(crate) fn refuse_forgery(headers: &HeaderMap, form_token: &str) -> Option<&'
     if !same(cookie.as_bytes(), form_token.as_bytes()) {
         return Some("the form's CSRF token does not match: reload the page and try again");
     }
-    // A browser names the page a request came from; it must be ours.
-    if let (Some(origin), Some(host)) = (
-        headers.get(ORIGIN).and_then(|v| v.to_str().ok()),
-        headers.get(HOST).and_then(|v| v.to_str().ok()),
-    ) {
+    // A browser says where a request came from. Sec-Fetch-Site is set by
+    // the browser itself and survives a proxy that rewrites Host; without
+    // it, the Origin must name the host the request was sent to (as the
+    // proxy forwarded it, if it says so). "null" (a sandboxed frame, a
+    // redirect from elsewhere) is never ours.
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = header("sec-fetch-site") {
+        return (site != "same-origin").then_some("the request came from another site");
+    }
+    if let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) {
         let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
-        if origin != "null" && origin_host != host {
+        let host = header("x-forwarded-host").or(headers.get(HOST).and_then(|v| v.to_str().ok()));
+        if origin == "null" || Some(origin_host) != host {
             return Some("the request came from another site");
         }
     }

@@ -24,6 +24,9 @@ pub(crate) fn page(state: &AppState, title: &str, body: Markup) -> Markup {
 }
 
 fn frame(base: &str, read_only: bool, title: &str, body: Markup) -> Markup {
+    // Nested under `base`, the overview is `base` itself: axum's nested "/"
+    // does not answer `base/`.
+    let home = if base.is_empty() { "/" } else { base };
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -38,9 +41,9 @@ fn frame(base: &str, read_only: bool, title: &str, body: Markup) -> Markup {
             }
             body {
                 header {
-                    a.brand href={ (base) "/" } { "duroxide-pg" }
+                    a.brand href=(home) { "duroxide-pg" }
                     nav {
-                        a href={ (base) "/" } { "Overview" }
+                        a href=(home) { "Overview" }
                         a href={ (base) "/instances" } { "Instances" }
                         a href={ (base) "/retention" } { "Retention" }
                     }
@@ -147,6 +150,10 @@ impl Failure {
         let m = e.message.as_str();
         let (status, message) = if m.contains("(SQLSTATE DXN01)") {
             (StatusCode::NOT_FOUND, "no such instance".to_string())
+        } else if m.contains("(SQLSTATE DXP01)") {
+            // A precondition (a running member without force, a child on
+            // its own): the provider's message says which.
+            (StatusCode::CONFLICT, e.message.clone())
         } else if m.contains("(SQLSTATE 57014)") {
             (
                 StatusCode::SERVICE_UNAVAILABLE,

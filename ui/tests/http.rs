@@ -245,3 +245,142 @@ async fn a_non_loopback_address_without_credentials_is_refused() {
         .unwrap();
     assert!(l.local_addr().unwrap().ip().is_unspecified());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_under_a_base_path_every_link_stays_inside_it() {
+    let s = Scenario::new().await;
+    let dashboard = Dashboard::new(
+        s.provider(),
+        DashboardOptions::default().with_base_path("/ops/"),
+    );
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(|| async { "the service's own page" }),
+        )
+        .nest("/ops", dashboard.router());
+    let first = get(&app, "/ops").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let cookie = first
+        .headers
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(cookie.contains("Path=/ops;"), "{cookie}");
+    // Every link and asset the pages name is under /ops and answers.
+    let mut seen = std::collections::BTreeSet::new();
+    for page in ["/ops", "/ops/instances", "/ops/instance?id=parent-1"] {
+        let body = get(&app, page).await.body;
+        for part in body.split(['"']).filter(|p| p.starts_with('/')) {
+            let target = part.replace("&amp;", "&");
+            assert!(
+                target.starts_with("/ops"),
+                "{page} links outside /ops: {target}"
+            );
+            seen.insert(target);
+        }
+    }
+    for target in &seen {
+        let r = get(&app, target).await;
+        assert_eq!(r.status, StatusCode::OK, "{target}: {}", r.body);
+    }
+    assert!(
+        seen.iter().any(|t| t.starts_with("/ops/instance?id=")),
+        "{seen:?}"
+    );
+    // A state change redirects back inside /ops.
+    let token = csrf_cookie(&first);
+    let r = send(
+        &app,
+        post(
+            "/ops/actions/delete",
+            Some(&token),
+            None,
+            &format!("id=greet-05&csrf={token}"),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let to = r.headers.get(header::LOCATION).unwrap().to_str().unwrap();
+    assert!(to.starts_with("/ops/instances"), "{to}");
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_origin_signals_decide_and_the_largest_page_size_works() {
+    let s = Scenario::new().await;
+    let p = s.provider();
+    let app = Dashboard::new(p.clone(), DashboardOptions::default().with_page_size(500)).router();
+    let list = get(&app, "/instances").await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    let token = csrf_cookie(&list);
+    let delete = |id: &str, headers: &[(&str, &str)]| {
+        let mut req = post(
+            "/actions/delete",
+            Some(&token),
+            None,
+            &format!("id={id}&csrf={token}"),
+        );
+        for (k, v) in headers {
+            req.headers_mut().insert(
+                header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        req
+    };
+    // Refused: the browser says cross-site, or a sandboxed frame's null origin.
+    for headers in [
+        &[("sec-fetch-site", "cross-site")][..],
+        &[("sec-fetch-site", "same-site")][..],
+        &[("origin", "null")][..],
+    ] {
+        let r = send(&app, delete("greet-06", headers)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{headers:?}: {}", r.body);
+    }
+    p.get_instance_info("greet-06")
+        .await
+        .expect("greet-06 stays");
+    // Behind a proxy that rewrites Host, the browser's own signal decides.
+    let r = send(
+        &app,
+        delete(
+            "greet-06",
+            &[
+                ("sec-fetch-site", "same-origin"),
+                ("origin", "https://ops.example.com"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(p.get_instance_info("greet-06").await.is_err());
+    // Or the Host it forwarded.
+    let r = send(
+        &app,
+        delete(
+            "greet-07",
+            &[
+                ("origin", "https://ops.example.com"),
+                ("x-forwarded-host", "ops.example.com"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+
+    // A purge confirmation pins relative times: the POST matches what was counted.
+    let form = get(&app, "/actions/purge?prefix=greet-&created_from=1h").await;
+    let pinned = form
+        .body
+        .split("name=\"created_from\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no created_from field: {}", form.body));
+    assert!(
+        pinned.starts_with("20") && pinned.ends_with('Z'),
+        "{pinned}"
+    );
+    s.finish().await;
+}

@@ -77,6 +77,21 @@ impl Filter {
         })
     }
 
+    /// The same filter with every relative time (`2h`) replaced by the UTC
+    /// time it means now, so a confirmation and the action after it match
+    /// the same instances however long the operator took to confirm.
+    pub(crate) fn pinned(&self) -> Result<Filter, String> {
+        let q = self.to_query()?;
+        let at = |ms: Option<u64>| ms.map(crate::time::format_ms).unwrap_or_default();
+        Ok(Filter {
+            created_from: at(q.created_from),
+            created_to: at(q.created_to),
+            completed_from: at(q.completed_from),
+            completed_to: at(q.completed_to),
+            ..self.clone()
+        })
+    }
+
     /// The filter form, filled in.
     pub(crate) fn form(&self, state: &AppState) -> Markup {
         let input = |label: &str, name: &str, value: &str, hint: &str| {

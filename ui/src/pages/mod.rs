@@ -14,7 +14,9 @@ use axum::response::{IntoResponse, Response};
 const HTMX: &str = include_str!("../../assets/htmx.min.js");
 const CSS: &str = include_str!("../../assets/app.css");
 
-/// `/assets/{file}`: the two files the pages load.
+/// `/assets/{file}`: the two files the pages load. `private`: the
+/// response may carry the browser's CSRF cookie, which no shared cache may
+/// hand to another browser.
 pub(crate) async fn asset(Path(file): Path<String>) -> Response {
     let (body, kind) = match file.as_str() {
         "htmx.min.js" => (HTMX, "text/javascript; charset=utf-8"),
@@ -24,7 +26,7 @@ pub(crate) async fn asset(Path(file): Path<String>) -> Response {
     (
         [
             (CONTENT_TYPE, kind),
-            (CACHE_CONTROL, "public, max-age=3600"),
+            (CACHE_CONTROL, "private, max-age=3600"),
         ],
         body,
     )

@@ -26,14 +26,18 @@ pub(crate) struct Figures {
     read_at_ms: u64,
 }
 
-/// The figures, from the cache while younger than the refresh interval:
-/// the database cost of an open overview does not grow with its viewers.
+/// The figures, from the cache while younger than half the refresh
+/// interval (so a lone viewer, polling once an interval, always gets fresh
+/// ones): the database cost of an open overview does not grow with its
+/// viewers. One request refills the cache; the others wait for it.
 async fn figures(state: &AppState) -> Result<Arc<Figures>, Failure> {
-    if let Some((at, f)) = state.overview.lock().expect("overview cache").as_ref()
-        && at.elapsed() < state.options.refresh
+    let mut cache = state.overview.lock().await;
+    if let Some((at, f)) = cache.as_ref()
+        && at.elapsed() < state.options.refresh / 2
     {
         return Ok(f.clone());
     }
+    let started = Instant::now();
     let p = &state.provider;
     let now = now_ms();
     let bucket_ms = BUCKET.as_millis() as u64;
@@ -47,12 +51,12 @@ async fn figures(state: &AppState) -> Result<Arc<Figures>, Failure> {
         since_ms,
         read_at_ms: now,
     });
-    *state.overview.lock().expect("overview cache") = Some((Instant::now(), f.clone()));
+    *cache = Some((started, f.clone()));
     Ok(f)
 }
 
 fn live_part(state: &AppState, f: &Figures) -> Markup {
-    let every = format!("every {}s", state.options.refresh.as_secs());
+    let every = format!("every {}ms", state.options.refresh.as_millis());
     html! {
         div #live hx-get=(link(state, "/overview/live", &[])) hx-trigger=(every) hx-swap="outerHTML" {
             div.cards #status-counts {
@@ -80,7 +84,7 @@ fn live_part(state: &AppState, f: &Figures) -> Markup {
             }
             h2 { "Last hour" }
             (chart::activity(&f.activity, f.since_ms, BUCKET.as_millis() as u64, BUCKETS))
-            p.note { "Read at " (crate::view::when(f.read_at_ms)) "; refreshes every " (state.options.refresh.as_secs()) " s." }
+            p.note { "Read at " (crate::view::when(f.read_at_ms)) "; refreshes every " (crate::view::took(state.options.refresh.as_millis() as u64)) "." }
         }
     }
 }
