@@ -25,13 +25,17 @@ use duroxide::providers::ProviderAdmin;
 use duroxide_pg_ui::DashboardOptions;
 use fantoccini::{Client, Locator};
 
-async fn text(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css))
+/// The element `css` names, waiting (bounded) for a page still loading.
+async fn find(c: &Client, css: &str) -> fantoccini::elements::Element {
+    c.wait()
+        .at_most(support::WAIT)
+        .for_element(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
-        .await
-        .unwrap()
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    find(c, css).await.text().await.unwrap()
 }
 
 async fn count(c: &Client, css: &str) -> usize {
@@ -47,12 +51,7 @@ async fn ids_on_page(c: &Client) -> Vec<String> {
 }
 
 async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap();
+    find(c, css).await.click().await.unwrap();
 }
 
 async fn screenshot(c: &Client, name: &str) {
