@@ -215,10 +215,21 @@ fn pooler_symptom(code: &str) -> Option<&'static str> {
     }
 }
 
-/// Whether `e` is a database error with SQLSTATE `code` (as
-/// [`provider_error`] writes it into the message).
+/// The SQLSTATE of the database error behind `e` (`"57014"` for a
+/// statement timeout, `"DXN01"` for a missing instance, ...), as the
+/// provider records it at the end of the server's message; `None` when `e`
+/// did not come from the server. The last mark counts: the server's
+/// message may quote stored text, which could hold one.
+pub fn sqlstate(e: &ProviderError) -> Option<&str> {
+    let at = e.message.rfind("(SQLSTATE ")? + "(SQLSTATE ".len();
+    let code = e.message.get(at..at + 5)?;
+    (e.message[at + 5..].starts_with(')') && code.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then_some(code)
+}
+
+/// Whether `e` is a database error with SQLSTATE `code` ([`sqlstate`]).
 pub(crate) fn has_sqlstate(e: &ProviderError, code: &str) -> bool {
-    e.message.contains(&format!("(SQLSTATE {code})"))
+    sqlstate(e) == Some(code)
 }
 
 /// Maps a `sqlx` error from provider operation `operation` to a classified
@@ -290,6 +301,24 @@ pub(crate) fn invalid_input(operation: &str, what: impl std::fmt::Display) -> Pr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_sqlstate_mark_counts() {
+        let e =
+            ProviderError::permanent("op", "no instance \"x (SQLSTATE 57014)\" (SQLSTATE DXN01)");
+        assert_eq!(sqlstate(&e), Some("DXN01"));
+        assert!(has_sqlstate(&e, "DXN01") && !has_sqlstate(&e, "57014"));
+        let pooled = ProviderError::retryable("op", "gone (SQLSTATE 26000): a pooler symptom");
+        assert_eq!(sqlstate(&pooled), Some("26000"));
+        assert_eq!(
+            sqlstate(&ProviderError::retryable("op", "pool timed out")),
+            None
+        );
+        assert_eq!(
+            sqlstate(&ProviderError::retryable("op", "(SQLSTATE 123")),
+            None
+        );
+    }
 
     #[test]
     fn retryable_sqlstates() {

@@ -19,7 +19,8 @@
 //!
 //! - At the root: [`PostgresProvider`] and [`PostgresConfig`] with its
 //!   enums and defaults, [`TargetSessionAttrs`], [`Error`], [`QueueStatus`] and [`PoolStatus`],
-//!   [`RetentionPolicy`] with its report and status types, the
+//!   [`RetentionPolicy`] with its report and status types, [`sqlstate`] (the
+//!   server's code behind a `ProviderError`), the
 //!   environment variables the configuration reads and the URL helpers.
 //! - [`credentials`]: passwords and tokens that rotate.
 //! - [`dashboard`]: the bounded, paginated reads operator tools page with.
@@ -97,7 +98,7 @@ pub use config::{
     RetentionPolicy, SslMode, redact_url, scrub, validate_schema_name,
 };
 pub use env::{POOL_MAX_ENV, POOLER_ENV};
-pub use error::Error;
+pub use error::{Error, sqlstate};
 pub use hosts::TargetSessionAttrs;
 pub use provider::{PoolStatus, PostgresProvider};
 pub use retention::{LastSweep, RetentionReport, RetentionStatus};

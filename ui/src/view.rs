@@ -147,20 +147,16 @@ impl Failure {
 
     /// A provider error as the operator should read it.
     pub(crate) fn provider(state: &AppState, e: &ProviderError) -> Self {
-        let m = e.message.as_str();
-        let (status, message) = if m.contains("(SQLSTATE DXN01)") {
-            (StatusCode::NOT_FOUND, "no such instance".to_string())
-        } else if m.contains("(SQLSTATE DXP01)") {
+        let (status, message) = match duroxide_pg::sqlstate(e) {
+            Some("DXN01") => (StatusCode::NOT_FOUND, "no such instance".to_string()),
             // A precondition (a running member without force, a child on
             // its own): the provider's message says which.
-            (StatusCode::CONFLICT, e.message.clone())
-        } else if m.contains("(SQLSTATE 57014)") {
-            (
+            Some("DXP01") => (StatusCode::CONFLICT, e.message.clone()),
+            Some("57014") => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the query ran longer than its statement timeout: narrow the filter".to_string(),
-            )
-        } else {
-            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            ),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         };
         Self::new(state, status, message)
     }

@@ -60,7 +60,7 @@ pub type CliResult = Result<(), CliError>;
 
 /// Whether the provider reported a missing instance (our SQLSTATE DXN01).
 fn is_not_found(e: &ProviderError) -> bool {
-    e.message.contains("SQLSTATE DXN01")
+    duroxide_pg::sqlstate(e) == Some("DXN01")
 }
 
 /// An error for an instance a provider call did not find, else the
