@@ -113,6 +113,23 @@ pub struct TreeMember {
     pub status: String,
 }
 
+/// An event's kind as stored (`ActivityScheduled`, ...) and its other
+/// fields, nulls left out: how operator tools show a history.
+pub fn event_kind_and_fields(e: &Event) -> (String, serde_json::Map<String, serde_json::Value>) {
+    use serde_json::Value;
+    match serde_json::to_value(&e.kind) {
+        Ok(Value::Object(mut fields)) => {
+            let kind = match fields.remove("type") {
+                Some(Value::String(s)) => s,
+                _ => "?".into(),
+            };
+            fields.retain(|_, v| !v.is_null());
+            (kind, fields)
+        }
+        _ => ("?".into(), serde_json::Map::new()),
+    }
+}
+
 type Row = (
     String,
     String,

@@ -95,28 +95,18 @@ pub async fn list(
     Ok(())
 }
 
-/// An event's payload fields (everything but its type) as `name=value` pairs.
-fn event_details(e: &Event) -> String {
-    let Ok(Value::Object(fields)) = serde_json::to_value(&e.kind) else {
-        return String::new();
-    };
-    fields
+/// An event's type name and its payload fields as `name=value` pairs.
+fn event_summary(e: &Event) -> (String, String) {
+    let (kind, fields) = duroxide_pg::dashboard::event_kind_and_fields(e);
+    let details = fields
         .iter()
-        .filter(|(k, v)| k.as_str() != "type" && !v.is_null())
         .map(|(k, v)| match v {
             Value::String(s) => format!("{k}={s}"),
             other => format!("{k}={other}"),
         })
         .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The event's type name as stored (`OrchestrationStarted`, ...).
-fn event_type(e: &Event) -> String {
-    serde_json::to_value(&e.kind)
-        .ok()
-        .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| "?".into())
+        .join(" ");
+    (kind, details)
 }
 
 /// `instance show`: info, executions, custom status, key/values, history.
@@ -212,12 +202,13 @@ pub async fn show(p: &PostgresProvider, json: bool, id: &str, execution: Option<
     println!("\nHISTORY (execution {shown})");
     let mut t = Table::new(&["event", "time", "type", "source", "details"]);
     for e in &history {
+        let (kind, details) = event_summary(e);
         t.row(vec![
             e.event_id.to_string(),
             format_ms(e.timestamp_ms),
-            event_type(e),
+            kind,
             or_dash(e.source_event_id),
-            clip(&event_details(e), 100),
+            clip(&details, 100),
         ]);
     }
     print!("{}", t.render());

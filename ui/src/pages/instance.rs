@@ -49,22 +49,6 @@ fn number(state: &AppState, what: &str, v: Option<&str>) -> Result<Option<u64>, 
         .transpose()
 }
 
-/// An event's type name as stored (`ActivityScheduled`, ...) and its other
-/// fields.
-fn kind_and_fields(e: &Event) -> (String, serde_json::Map<String, Value>) {
-    match serde_json::to_value(&e.kind) {
-        Ok(Value::Object(mut fields)) => {
-            let kind = match fields.remove("type") {
-                Some(Value::String(s)) => s,
-                _ => "?".into(),
-            };
-            fields.retain(|_, v| !v.is_null());
-            (kind, fields)
-        }
-        _ => ("?".into(), serde_json::Map::new()),
-    }
-}
-
 /// `GET /instance`.
 pub(crate) async fn page(
     State(state): State<Arc<AppState>>,
@@ -218,7 +202,7 @@ fn timeline(
             thead { tr { th.num { "#" } th { "at" } th.num { "+" } th { "kind" } th.num { "after scheduling" } th { "details" } } }
             tbody {
                 @for e in events {
-                    @let (kind, fields) = kind_and_fields(e);
+                    @let (kind, fields) = duroxide_pg::dashboard::event_kind_and_fields(e);
                     @let event_id = e.event_id.to_string();
                     tr.event data-kind=(kind) {
                         td.num { (e.event_id) }
