@@ -134,3 +134,27 @@ async fn continue_as_new_over_five_executions_carries_kv_and_custom_status() {
 
     env.finish([rt]).await;
 }
+
+/// An orchestration that continues as new in its very first turn, before
+/// awaiting anything, three times, then completes.
+#[tokio::test]
+async fn continue_as_new_before_awaiting_anything() {
+    let env = Env::new().await;
+    let orchestrations = OrchestrationRegistry::builder()
+        .register("Chain", |ctx: OrchestrationContext, n: String| async move {
+            let n: u32 = n.parse().map_err(|e| format!("{e}"))?;
+            if n < 4 {
+                return ctx.continue_as_new((n + 1).to_string()).await;
+            }
+            Ok(format!("done at {n}"))
+        })
+        .build();
+    let rt = env.start(ActivityRegistry::builder().build(), orchestrations).await;
+    env.client.start_orchestration("chain", "Chain", "1").await.unwrap();
+    assert_eq!(env.wait_completed("chain").await, "done at 4");
+    assert_eq!(
+        env.client.list_executions("chain").await.unwrap(),
+        vec![1, 2, 3, 4]
+    );
+    env.finish([rt]).await;
+}

@@ -79,7 +79,7 @@ async fn pages_show_what_the_runtime_stored_and_filters_page_through_it() {
 
     // Overview: counts by status, queues, the chart of the last hour.
     c.goto(&served.base).await.unwrap();
-    let completed = GREETED + 3; // + parent-1, its child, the hostile one
+    let completed = GREETED + 5; // + parent-1, its child, chain-1, retry-1, the hostile one
     assert_eq!(
         text(c, "#status-counts [data-status=Completed] .n").await,
         completed.to_string()
@@ -194,6 +194,27 @@ async fn pages_show_what_the_runtime_stored_and_filters_page_through_it() {
     screenshot(c, "instance").await;
     click(c, "#tree tbody a").await;
     assert_eq!(text(c, "#parent").await, "parent-1");
+
+    // A continue-as-new chain: four executions, each with its own history.
+    c.goto(&path(&served.base, "/instance?id=chain-1"))
+        .await
+        .unwrap();
+    assert_eq!(count(c, "#executions tbody tr").await, 4);
+    assert!(text(c, "#output").await.contains("done at 4"));
+    click(c, "#executions a[href*='execution=1']").await;
+    assert_eq!(
+        count(c, "#history tr[data-kind=OrchestrationContinuedAsNew]").await,
+        1
+    );
+    // A retried activity: the failed attempt and the one that succeeded.
+    c.goto(&path(&served.base, "/instance?id=retry-1"))
+        .await
+        .unwrap();
+    assert_eq!(count(c, "#history tr[data-kind=ActivityFailed]").await, 1);
+    assert_eq!(
+        count(c, "#history tr[data-kind=ActivityCompleted]").await,
+        1
+    );
 
     // Custom status and KV of a waiting instance.
     c.goto(&path(&served.base, "/instance?id=waiter-1"))

@@ -29,16 +29,25 @@ pub const HOSTILE: &str = "<img src=x onerror=\"document.title='pwned'\">";
 pub const GREETED: usize = 12;
 
 fn activities() -> ActivityRegistry {
+    // "Flaky" fails its first attempt (per process: one scenario per test process).
+    static FLAKY_CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     ActivityRegistry::builder()
         .register("Hello", |_ctx: ActivityContext, name: String| async move {
             Ok(format!("hello {name}"))
+        })
+        .register("Flaky", |_ctx: ActivityContext, input: String| async move {
+            if FLAKY_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                return Err("first attempt fails".to_string());
+            }
+            Ok(format!("flaky {input}"))
         })
         .build()
 }
 
 /// "Greet" calls activity Hello; "Fail" fails with its input; "Waiter"
 /// sets a custom status and a KV entry, then waits for event "go";
-/// "Parent" runs a Greet child.
+/// "Parent" runs a Greet child; "Chain" continues as new up to its fourth
+/// execution; "Retry" calls "Flaky" (whose first attempt fails) with retries.
 fn orchestrations() -> OrchestrationRegistry {
     OrchestrationRegistry::builder()
         .register(
@@ -66,6 +75,24 @@ fn orchestrations() -> OrchestrationRegistry {
                 ctx.schedule_sub_orchestration("Greet", "child").await
             },
         )
+        .register("Chain", |ctx: OrchestrationContext, n: String| async move {
+            let n: u32 = n.parse().map_err(|e| format!("{e}"))?;
+            if n < 4 {
+                return ctx.continue_as_new((n + 1).to_string()).await;
+            }
+            Ok(format!("done at {n}"))
+        })
+        .register(
+            "Retry",
+            |ctx: OrchestrationContext, input: String| async move {
+                let policy =
+                    duroxide::RetryPolicy::new(3).with_backoff(duroxide::BackoffStrategy::Fixed {
+                        delay: Duration::from_millis(50),
+                    });
+                ctx.schedule_activity_with_retry("Flaky", input, policy)
+                    .await
+            },
+        )
         .build()
 }
 
@@ -77,8 +104,10 @@ pub struct Scenario {
 
 impl Scenario {
     /// greet-01..greet-12 completed, fail-1 failed, waiter-1 and waiter-2
-    /// waiting for "go", parent-1 completed with a child, and an instance
-    /// whose id and output are [`HOSTILE`].
+    /// waiting for "go", parent-1 completed with a child, chain-1 completed
+    /// in its fourth execution (continue-as-new), retry-1 completed on its
+    /// activity's second attempt, and an instance whose id and output are
+    /// [`HOSTILE`].
     pub async fn new() -> Self {
         let env = Env::new().await;
         let runtime = env.start(activities(), orchestrations()).await;
@@ -97,6 +126,12 @@ impl Scenario {
         c.start_orchestration(HOSTILE, "Greet", HOSTILE)
             .await
             .unwrap();
+        c.start_orchestration("chain-1", "Chain", "1")
+            .await
+            .unwrap();
+        c.start_orchestration("retry-1", "Retry", "r")
+            .await
+            .unwrap();
         for w in ["waiter-1", "waiter-2"] {
             c.start_orchestration(w, "Waiter", w).await.unwrap();
         }
@@ -106,6 +141,8 @@ impl Scenario {
         env.wait_failed("fail-1").await;
         env.wait_completed("parent-1").await;
         env.wait_completed(HOSTILE).await;
+        assert_eq!(env.wait_completed("chain-1").await, "done at 4");
+        assert_eq!(env.wait_completed("retry-1").await, "flaky r");
         env.wait_subscribed("waiter-1", "go").await;
         env.wait_subscribed("waiter-2", "go").await;
         Self { env, runtime }
