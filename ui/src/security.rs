@@ -66,11 +66,12 @@ pub(crate) async fn guard(
         return with_headers(r);
     }
     let existing = cookie(request.headers(), CSRF_COOKIE);
-    let forwarded_proto = request
+    // Secure when a TLS-terminating proxy says the browser uses https.
+    let secure = request
         .headers()
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
     let token = existing.clone().unwrap_or_else(new_token);
     request.extensions_mut().insert(CsrfToken(token.clone()));
     let mut response = next.run(request).await;
@@ -80,8 +81,6 @@ pub(crate) async fn guard(
         } else {
             state.options.base_path.as_str()
         };
-        // Secure when a TLS-terminating proxy says the browser uses https.
-        let secure = request_https(forwarded_proto.as_deref());
         let value = format!(
             "{CSRF_COOKIE}={token}; Path={path}; HttpOnly; SameSite=Strict{}",
             if secure { "; Secure" } else { "" }
@@ -91,10 +90,6 @@ pub(crate) async fn guard(
         }
     }
     with_headers(response)
-}
-
-fn request_https(forwarded_proto: Option<&str>) -> bool {
-    forwarded_proto.is_some_and(|p| p.eq_ignore_ascii_case("https"))
 }
 
 fn with_headers(mut r: Response<Body>) -> Response<Body> {

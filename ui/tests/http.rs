@@ -315,6 +315,31 @@ async fn browser_origin_signals_decide_and_the_largest_page_size_works() {
     let list = get(&app, "/instances").await;
     assert_eq!(list.status, StatusCode::OK, "{}", list.body);
     let token = csrf_cookie(&list);
+    assert!(
+        !list
+            .headers
+            .get(header::SET_COOKIE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("Secure")
+    );
+    // Behind a TLS-terminating proxy the cookie is Secure.
+    let https = send(
+        &app,
+        Request::get("/instances")
+            .header("x-forwarded-proto", "https")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let set = https
+        .headers
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(set.contains("; Secure"), "{set}");
     let delete = |id: &str, headers: &[(&str, &str)]| {
         let mut req = post(
             "/actions/delete",
