@@ -231,9 +231,7 @@ async fn pages_show_what_the_runtime_stored_and_filters_page_through_it() {
     assert!(text(c, "#policy").await.contains("none stored"));
     assert!(text(c, "#retention").await.contains("fail-1"));
 
-    b.close().await;
-    served.stop().await;
-    s.finish().await;
+    common_ui::finish(b, [served], s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,9 +288,7 @@ async fn stored_markup_shows_as_text() {
     c.goto(&path(&served.base, &hostile_url)).await.unwrap();
     assert_eq!(text(c, "#instance-id").await, HOSTILE);
 
-    b.close().await;
-    served.stop().await;
-    s.finish().await;
+    common_ui::finish(b, [served], s).await;
 }
 
 fn form_query(pairs: &[(&str, &str)]) -> String {
@@ -406,9 +402,7 @@ async fn every_action_changes_the_store() {
         p.get_instance_info(id).await.unwrap();
     }
 
-    b.close().await;
-    served.stop().await;
-    s.finish().await;
+    common_ui::finish(b, [served], s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,10 +473,7 @@ async fn forged_posts_and_read_only_mode_are_refused() {
         "{queued:?}"
     );
 
-    b.close().await;
-    writable.stop().await;
-    read_only.stop().await;
-    s.finish().await;
+    common_ui::finish(b, [writable, read_only], s).await;
 }
 
 /// The overview updates itself in place (htmx, loaded under the CSP, swaps
@@ -531,7 +522,5 @@ async fn the_overview_refreshes_itself() {
         mark, "once",
         "the page was reloaded, not refreshed in place"
     );
-    b.close().await;
-    served.stop().await;
-    s.finish().await;
+    common_ui::finish(b, [served], s).await;
 }

@@ -258,6 +258,20 @@ impl Drop for Browser {
     }
 }
 
+/// The end of a browser test, in order: the browser, the dashboards it
+/// used, then the runtime and the schema.
+pub async fn finish(
+    browser: Browser,
+    served: impl IntoIterator<Item = Served>,
+    scenario: Scenario,
+) {
+    browser.close().await;
+    for s in served {
+        s.stop().await;
+    }
+    scenario.finish().await;
+}
+
 /// A response from the Router, its body read.
 pub struct Reply {
     pub status: StatusCode,
