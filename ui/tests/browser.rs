@@ -79,7 +79,7 @@ async fn pages_show_what_the_runtime_stored_and_filters_page_through_it() {
 
     // Overview: counts by status, queues, the chart of the last hour.
     c.goto(&served.base).await.unwrap();
-    let completed = GREETED + 5; // + parent-1, its child, chain-1, retry-1, the hostile one
+    let completed = GREETED + 6; // + parent-1, its child, chain-1, retry-1, gpu-1, the hostile one
     assert_eq!(
         text(c, "#status-counts [data-status=Completed] .n").await,
         completed.to_string()
@@ -214,6 +214,16 @@ async fn pages_show_what_the_runtime_stored_and_filters_page_through_it() {
     assert_eq!(
         count(c, "#history tr[data-kind=ActivityCompleted]").await,
         1
+    );
+
+    // An activity on a session with a tag, run by the runtime serving it.
+    c.goto(&path(&served.base, "/instance?id=gpu-1"))
+        .await
+        .unwrap();
+    let scheduled = text(c, "#history tr[data-kind=ActivityScheduled]").await;
+    assert!(
+        scheduled.contains("\"tag\": \"gpu\"") && scheduled.contains("\"session_id\": \"s-1\""),
+        "{scheduled}"
     );
 
     // Custom status and KV of a waiting instance.

@@ -47,7 +47,8 @@ fn activities() -> ActivityRegistry {
 /// "Greet" calls activity Hello; "Fail" fails with its input; "Waiter"
 /// sets a custom status and a KV entry, then waits for event "go";
 /// "Parent" runs a Greet child; "Chain" continues as new up to its fourth
-/// execution; "Retry" calls "Flaky" (whose first attempt fails) with retries.
+/// execution; "Retry" calls "Flaky" (whose first attempt fails) with retries;
+/// "Gpu" calls Hello on session "s-1" with tag "gpu".
 fn orchestrations() -> OrchestrationRegistry {
     OrchestrationRegistry::builder()
         .register(
@@ -93,24 +94,45 @@ fn orchestrations() -> OrchestrationRegistry {
                     .await
             },
         )
+        .register(
+            "Gpu",
+            |ctx: OrchestrationContext, input: String| async move {
+                ctx.schedule_activity_on_session("Hello", input, "s-1")
+                    .with_tag("gpu")
+                    .await
+            },
+        )
         .build()
 }
 
 /// A store a runtime filled, the runtime still running (for the waiters).
 pub struct Scenario {
     pub env: Env,
-    pub runtime: Arc<Runtime>,
+    /// The runtime for everything untagged, and one serving tag "gpu".
+    pub runtimes: [Arc<Runtime>; 2],
 }
 
 impl Scenario {
     /// greet-01..greet-12 completed, fail-1 failed, waiter-1 and waiter-2
     /// waiting for "go", parent-1 completed with a child, chain-1 completed
     /// in its fourth execution (continue-as-new), retry-1 completed on its
-    /// activity's second attempt, and an instance whose id and output are
-    /// [`HOSTILE`].
+    /// activity's second attempt, gpu-1 completed by an activity on a
+    /// session with tag "gpu" (run by a second runtime that serves only that
+    /// tag), and an instance whose id and output are [`HOSTILE`].
     pub async fn new() -> Self {
         let env = Env::new().await;
         let runtime = env.start(activities(), orchestrations()).await;
+        let gpu = env
+            .start_with(
+                activities(),
+                // The same application on both, as a deployment runs it.
+                orchestrations(),
+                duroxide::runtime::RuntimeOptions {
+                    worker_tag_filter: duroxide::providers::TagFilter::tags(["gpu"]),
+                    ..crate::support::fast_options()
+                },
+            )
+            .await;
         let c = &env.client;
         for i in 1..=GREETED {
             c.start_orchestration(format!("greet-{i:02}"), "Greet", format!("n{i}"))
@@ -132,6 +154,7 @@ impl Scenario {
         c.start_orchestration("retry-1", "Retry", "r")
             .await
             .unwrap();
+        c.start_orchestration("gpu-1", "Gpu", "g").await.unwrap();
         for w in ["waiter-1", "waiter-2"] {
             c.start_orchestration(w, "Waiter", w).await.unwrap();
         }
@@ -143,9 +166,13 @@ impl Scenario {
         env.wait_completed(HOSTILE).await;
         assert_eq!(env.wait_completed("chain-1").await, "done at 4");
         assert_eq!(env.wait_completed("retry-1").await, "flaky r");
+        assert_eq!(env.wait_completed("gpu-1").await, "hello g");
         env.wait_subscribed("waiter-1", "go").await;
         env.wait_subscribed("waiter-2", "go").await;
-        Self { env, runtime }
+        Self {
+            env,
+            runtimes: [runtime, gpu],
+        }
     }
 
     pub fn provider(&self) -> Arc<PostgresProvider> {
@@ -153,7 +180,7 @@ impl Scenario {
     }
 
     pub async fn finish(self) {
-        self.env.finish([self.runtime]).await;
+        self.env.finish(self.runtimes).await;
     }
 }
 
