@@ -21,7 +21,7 @@ use std::borrow::Cow;
 
 use duroxide::providers::ProviderError;
 use sqlx::postgres::{PgArguments, PgRow};
-use sqlx::{Arguments, Encode, Executor, FromRow, Postgres, Row, Type};
+use sqlx::{Arguments, Encode, FromRow, Postgres, Row, Type};
 
 use crate::connections::Connections;
 use crate::error::{invalid_input, provider_error};
@@ -54,6 +54,8 @@ pub(crate) struct Call<'s> {
     pool: &'s Connections,
     operation: &'s str,
     form: Form<'s>,
+    /// The statement timeout the call sets for itself ([`Call::bounded`]).
+    statement_timeout: Option<std::time::Duration>,
     /// The first argument that could not be encoded; reported when run.
     bad_argument: Option<String>,
 }
@@ -75,6 +77,7 @@ impl<'s> Call<'s> {
             pool,
             operation,
             form,
+            statement_timeout: None,
             bad_argument: None,
         }
     }
@@ -101,6 +104,7 @@ impl<'s> Call<'s> {
             pool,
             operation,
             form: Form::Literal { text, count: 0 },
+            statement_timeout: Some(timeout),
             bad_argument: None,
         }
     }
@@ -136,12 +140,16 @@ impl<'s> Call<'s> {
         if let Some(e) = self.bad_argument {
             return Err(invalid_input(operation, e));
         }
+        let (pool, timeout) = (self.pool, self.statement_timeout);
         let rows = match self.form {
-            Form::Prepared { sql, args } => self.pool.fetch_all(sqlx::query_with(sql, args)).await,
+            Form::Prepared { sql, args } => {
+                pool.fetch_all_within(sqlx::query_with(sql, args), timeout)
+                    .await
+            }
             Form::Literal { mut text, .. } => {
                 text.push(')');
                 // A plain `&str` runs as one simple-query message.
-                self.pool.fetch_all(text.as_str()).await
+                pool.fetch_all_within(text.as_str(), timeout).await
             }
         };
         rows.map_err(|e| provider_error(operation, e))

@@ -38,16 +38,23 @@ impl Queue {
 
 /// A wake-up hint, the payload of a `NOTIFY` on the schema's channel.
 ///
-/// Formats (written by `notify_work` and `notify_later`): `<letter><count>`,
-/// `count` items visible now on that queue (`o3`); `<letter>@<ms>`, an item
-/// becomes visible at that time (`w@1767225600000`).
+/// Formats (written by `notify_work`, `notify_later` and
+/// `listener_heartbeat`): `<letter><count>`, `count` items visible now on
+/// that queue (`o3`); `<letter>@<ms>`, an item becomes visible at that time
+/// (`w@1767225600000`); [`HINT_HEARTBEAT`], no work, only proof that the
+/// listener receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Hint {
     /// Items visible now; `count` is `None` when the number did not parse.
     Ready { queue: Queue, count: Option<u32> },
     /// An item becomes visible at `at` (ms since the epoch).
     Later { queue: Queue, at: i64 },
+    /// A provider's listener heartbeat.
+    Heartbeat,
 }
+
+/// The payload of `listener_heartbeat`.
+pub(crate) const HINT_HEARTBEAT: &str = "h";
 
 /// Separates the queue letter from the time in a [`Hint::Later`] payload.
 pub(crate) const HINT_LATER_MARK: char = '@';
@@ -56,6 +63,9 @@ impl Hint {
     /// Parses a payload; `None` for one that names no queue or a
     /// malformed time (hints are advisory: a bad one is ignored).
     pub(crate) fn parse(payload: &str) -> Option<Hint> {
+        if payload == HINT_HEARTBEAT {
+            return Some(Hint::Heartbeat);
+        }
         let queue = Queue::from_hint_letter(*payload.as_bytes().first()?)?;
         let rest = &payload[1..];
         if let Some(at) = rest.strip_prefix(HINT_LATER_MARK) {
@@ -328,6 +338,11 @@ mod tests {
             .collect();
         assert_eq!(letters, ours);
         assert!(function("notify_work").contains("p_queue || p_count::TEXT"));
+        assert!(
+            function("listener_heartbeat")
+                .contains(&format!("pg_notify(notify_channel(), '{HINT_HEARTBEAT}'"))
+        );
+        assert!(!letters.contains(&HINT_HEARTBEAT.chars().next().unwrap()));
         assert!(function("notify_later").contains(&format!(
             "p_queue || '{HINT_LATER_MARK}' || p_visible_at::TEXT"
         )));
@@ -352,6 +367,8 @@ mod tests {
             })
         );
         assert_eq!(Hint::parse("w@17"), Some(Hint::Later { queue: w, at: 17 }));
+        assert_eq!(Hint::parse("h"), Some(Hint::Heartbeat));
+        assert_eq!(Hint::parse("h1"), None);
         assert_eq!(Hint::parse("o@x"), None);
         assert_eq!(Hint::parse("x1"), None);
         assert_eq!(Hint::parse(""), None);

@@ -12,6 +12,21 @@
 //! dropped) or failed on I/O discards the connection, so the next call never
 //! inherits a half-read response.
 //!
+//! Silence is bounded too. A connection whose server stops answering without
+//! an error (a partition, a NAT or load balancer that forgot the mapping:
+//! packets vanish, no RST arrives) would keep a call waiting for as long as
+//! the kernel retransmits, about 15 minutes. sqlx 0.8 sets no TCP keepalive
+//! or `TCP_USER_TIMEOUT` and exposes no socket, so the bound is the pool's:
+//!
+//! - every exchange has a deadline ([`PoolSettings::response_timeout`]: the
+//!   statement timeout plus a grace the server can never legitimately need);
+//!   past it the call fails as I/O (retryable), its connection is dropped and
+//!   so are the idle ones, which most likely went silent with it;
+//! - a connection that sat idle longer than [`PoolSettings::check_idle_after`]
+//!   is checked with one protocol-level round trip (a `Sync`, no statement)
+//!   bounded by the grace before a call gets it. At load connections never
+//!   idle that long, so this costs nothing there.
+//!
 //! [`Connections`] implements sqlx's `Executor`, so call sites read as with a
 //! pool: `query.fetch_one(&p.pool)`.
 
@@ -207,6 +222,18 @@ pub(crate) struct PoolSettings {
     /// prefix (the settings a session cannot keep there; see `call.rs`).
     /// `None`: prepared statements.
     pub literal_prefix: Option<String>,
+    /// How long a call waits for the server's whole answer before its
+    /// connection is taken for lost (`None`: no bound, without a statement
+    /// timeout).
+    pub response_timeout: Option<Duration>,
+    /// What the server can never need beyond a statement timeout to answer:
+    /// added to the timeout of a call that sets its own
+    /// ([`Connections::fetch_all_within`]), and the bound of the check of a
+    /// long-idle connection.
+    pub silence_grace: Duration,
+    /// An idle connection unused for longer than this is checked before a
+    /// call gets it (`None`: never).
+    pub check_idle_after: Option<Duration>,
 }
 
 struct Idle {
@@ -351,6 +378,68 @@ impl Connections {
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
             .map_err(|_| sqlx::Error::PoolClosed)?;
+        while let Some(idle) = self.take_idle() {
+            if let Some(idle) = self.answering_after_idling(idle).await {
+                return Ok(Checkout {
+                    pool: self,
+                    conn: Some((idle.conn, idle.opened)),
+                    _permit: permit,
+                });
+            }
+        }
+        let conn = self.connect_until(deadline).await?;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Ok(Checkout {
+            pool: self,
+            conn: Some((conn, Instant::now())),
+            _permit: permit,
+        })
+    }
+
+    /// `idle`, if it may serve a call: at once unless it idled longer than
+    /// [`PoolSettings::check_idle_after`]; then only if it answers a `Sync`
+    /// (one round trip, no statement) within the grace. One that does not is
+    /// discarded; when it stayed silent, so is every other idle connection,
+    /// which idled through the same network.
+    async fn answering_after_idling(&self, mut idle: Idle) -> Option<Idle> {
+        if self
+            .settings
+            .check_idle_after
+            .is_none_or(|after| idle.idle_since.elapsed() < after)
+        {
+            return Some(idle);
+        }
+        let grace = self.settings.silence_grace;
+        match tokio::time::timeout(grace, idle.conn.ping()).await {
+            Ok(Ok(())) => return Some(idle),
+            Ok(Err(e)) => {
+                tracing::debug!(target: "duroxide_pg", error = %e, "an idle connection was closed; discarded");
+            }
+            Err(_) => {
+                tracing::warn!(
+                    target: "duroxide_pg",
+                    "an idle connection did not answer within {grace:?}; it and the other idle connections are discarded"
+                );
+                self.retire_idle();
+            }
+        }
+        self.retire(idle.conn, false);
+        self.report();
+        None
+    }
+
+    /// Discards every idle connection without a word to the server (the link
+    /// they share is broken or silent).
+    fn retire_idle(&self) {
+        let stale = std::mem::take(&mut *self.idle.lock().expect("idle list"));
+        for idle in stale {
+            self.retire(idle.conn, false);
+        }
+    }
+
+    /// The most recently used idle connection still fresh, after retiring
+    /// the stale ones; `None` when none is left.
+    fn take_idle(&self) -> Option<Idle> {
         let now = Instant::now();
         // Sweep the whole (small) list, not only its top: with LIFO reuse the
         // bottom entries would otherwise never be checked and never rotate.
@@ -387,20 +476,7 @@ impl Connections {
         for i in stale {
             self.retire(i.conn, true);
         }
-        if let Some(idle) = taken {
-            return Ok(Checkout {
-                pool: self,
-                conn: Some((idle.conn, idle.opened)),
-                _permit: permit,
-            });
-        }
-        let conn = self.connect_until(deadline).await?;
-        self.open.fetch_add(1, Ordering::Relaxed);
-        Ok(Checkout {
-            pool: self,
-            conn: Some((conn, Instant::now())),
-            _permit: permit,
-        })
+        taken
     }
 
     /// Opens one new connection on the first suitable host ([`Targets::open`]).
@@ -447,6 +523,47 @@ impl Connections {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Runs `query` and returns all it answered. `statement_timeout`: the
+    /// timeout the query sets for itself, if it sets one (see
+    /// `Call::bounded`); the answer is then awaited that long plus the grace
+    /// instead of the pool's [`PoolSettings::response_timeout`].
+    pub(crate) async fn fetch_all_within<'q, E>(
+        &self,
+        query: E,
+        statement_timeout: Option<Duration>,
+    ) -> Result<Vec<PgRow>, sqlx::Error>
+    where
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let limit = match statement_timeout {
+            Some(t) => Some(t + self.settings.silence_grace),
+            None => self.settings.response_timeout,
+        };
+        let steps = self.exchange(query, limit).await?;
+        Ok(steps
+            .into_iter()
+            .filter_map(|step| match step {
+                Either::Right(row) => Some(row),
+                Either::Left(_) => None,
+            })
+            .collect())
+    }
+
+    /// One call on a checked-out connection, its whole answer read within
+    /// `limit`.
+    async fn exchange<'q, E>(
+        &self,
+        query: E,
+        limit: Option<Duration>,
+    ) -> Result<Vec<Either<PgQueryResult, PgRow>>, sqlx::Error>
+    where
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let mut checkout = self.acquire().await?;
+        let all = answered_within(limit, checkout.conn().fetch_many(query).try_collect()).await;
+        checkout.finish(all)
     }
 
     /// The URL's hosts and which one new connections last went to.
@@ -543,10 +660,7 @@ impl Checkout<'_> {
                 // backends) or it lost its role: the idle connections most
                 // likely went with it, so close them now instead of failing
                 // one call on each.
-                let stale = std::mem::take(&mut *self.pool.idle.lock().expect("idle list"));
-                for idle in stale {
-                    self.pool.retire(idle.conn, false);
-                }
+                self.pool.retire_idle();
             }
             let conn = if reusable && !self.pool.is_stale(opened, None, now) {
                 let mut idle = self.pool.idle.lock().expect("idle list");
@@ -596,6 +710,29 @@ fn session_ended(db: &dyn sqlx::error::DatabaseError) -> bool {
         .is_some_and(|e| matches!(e.severity(), PgSeverity::Fatal | PgSeverity::Panic))
 }
 
+/// `exchange`'s outcome, or, when the server has not answered all of it
+/// within `limit`, an I/O error (`TimedOut`, retryable) saying so: the
+/// checkout that ran it then discards the connection and the idle ones.
+async fn answered_within<T>(
+    limit: Option<Duration>,
+    exchange: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    let Some(limit) = limit else {
+        return exchange.await;
+    };
+    tokio::time::timeout(limit, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the server sent no answer within {limit:?}: the connection is taken for lost \
+                 (silent network) and closed"
+                ),
+            )))
+        })
+}
+
 impl Drop for Checkout<'_> {
     fn drop(&mut self) {
         // Not finished: the call was abandoned mid-way; its state is unknown.
@@ -619,14 +756,10 @@ impl<'c> Executor<'c> for &'c Connections {
     {
         // Buffered: our statements return small row sets, and the checkout must
         // be finished once the whole response has been read.
-        futures_util::stream::once(async move {
-            let mut checkout = self.acquire().await?;
-            let all: Result<Vec<_>, _> = checkout.conn().fetch_many(query).try_collect().await;
-            checkout.finish(all)
-        })
-        .map_ok(|steps| futures_util::stream::iter(steps.into_iter().map(Ok)))
-        .try_flatten()
-        .boxed()
+        futures_util::stream::once(self.exchange(query, self.settings.response_timeout))
+            .map_ok(|steps| futures_util::stream::iter(steps.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
     }
 
     fn fetch_optional<'e, 'q: 'e, E>(
@@ -639,7 +772,8 @@ impl<'c> Executor<'c> for &'c Connections {
     {
         Box::pin(async move {
             let mut checkout = self.acquire().await?;
-            let row = checkout.conn().fetch_optional(query).await;
+            let limit = self.settings.response_timeout;
+            let row = answered_within(limit, checkout.conn().fetch_optional(query)).await;
             checkout.finish(row)
         })
     }
@@ -654,7 +788,9 @@ impl<'c> Executor<'c> for &'c Connections {
     {
         Box::pin(async move {
             let mut checkout = self.acquire().await?;
-            let statement = checkout.conn().prepare_with(sql, parameters).await;
+            let limit = self.settings.response_timeout;
+            let statement =
+                answered_within(limit, checkout.conn().prepare_with(sql, parameters)).await;
             checkout.finish(statement)
         })
     }
@@ -668,7 +804,8 @@ impl<'c> Executor<'c> for &'c Connections {
     {
         Box::pin(async move {
             let mut checkout = self.acquire().await?;
-            let described = checkout.conn().describe(sql).await;
+            let limit = self.settings.response_timeout;
+            let described = answered_within(limit, checkout.conn().describe(sql)).await;
             checkout.finish(described)
         })
     }
@@ -681,6 +818,10 @@ mod tests {
 
     fn pool(max: u32, settings: impl FnOnce(&mut PoolSettings)) -> Connections {
         let url = duroxide_pg_testkit::local_cluster::database_url().expect("database");
+        pool_on(&url, max, settings)
+    }
+
+    fn pool_on(url: &str, max: u32, settings: impl FnOnce(&mut PoolSettings)) -> Connections {
         let mut s = PoolSettings {
             max_connections: max,
             acquire_timeout: Duration::from_secs(5),
@@ -690,12 +831,15 @@ mod tests {
             min_connections: 0,
             schema: "pool_test".into(),
             literal_prefix: None,
+            response_timeout: None,
+            silence_grace: Duration::from_secs(5),
+            check_idle_after: None,
         };
         settings(&mut s);
         let targets = Targets {
             hosts: vec![Target {
                 label: "test".into(),
-                options: PgConnectOptions::from_str(&url).unwrap(),
+                options: PgConnectOptions::from_str(url).unwrap(),
             }],
             attrs: TargetSessionAttrs::Any,
         };
@@ -791,6 +935,41 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(120)).await;
         backend(&p).await.unwrap();
         assert_eq!(p.size(), 2, "at the minimum, idle connections stay");
+    }
+
+    /// A connection the network forgot while it sat idle is checked before
+    /// a call gets it, and replaced: the call succeeds, without waiting for
+    /// its own response timeout.
+    #[tokio::test]
+    async fn a_long_idle_connection_that_went_silent_is_not_handed_out() {
+        use duroxide_pg_testkit::delay_proxy::{self, DelayProxy};
+        let url = duroxide_pg_testkit::local_cluster::database_url().expect("database");
+        let upstream = delay_proxy::upstream_of(&url).await.unwrap();
+        let proxy = DelayProxy::start(upstream, Duration::ZERO).await.unwrap();
+        let through = delay_proxy::reroute_url(&url, proxy.local_addr()).unwrap();
+        let grace = Duration::from_millis(300);
+        let p = pool_on(&through, 2, |s| {
+            s.response_timeout = Some(Duration::from_secs(60));
+            s.silence_grace = grace;
+            s.check_idle_after = Some(Duration::from_millis(100));
+        });
+        let first = backend(&p).await.unwrap();
+        proxy.forget_connections();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let started = Instant::now();
+        let second = backend(&p).await.unwrap();
+        assert_ne!(second, first);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(started.elapsed() >= grace, "the check waited its bound");
+        assert_eq!((p.size(), p.num_idle()), (1, 1));
+        // Used again at once: not checked (no wait), the same connection.
+        let started = Instant::now();
+        assert_eq!(backend(&p).await.unwrap(), second);
+        assert!(started.elapsed() < grace, "{:?}", started.elapsed());
     }
 
     #[tokio::test]

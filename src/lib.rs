@@ -92,10 +92,11 @@ mod worker_queue;
 
 pub use admin::QueueStatus;
 pub use config::{
-    DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_APPLICATION_NAME, DEFAULT_CONNECT_TIMEOUT,
+    CHECK_IDLE_AFTER, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_APPLICATION_NAME, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_FALLBACK_POLL, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LIFETIME, DEFAULT_MIN_CONNECTIONS,
-    DEFAULT_POOL_MAX, DEFAULT_SCHEMA, MigrationMode, PollMode, Pooler, PostgresConfig,
-    RetentionPolicy, SslMode, redact_url, scrub, validate_schema_name,
+    DEFAULT_POOL_MAX, DEFAULT_SCHEMA, DEFAULT_SILENCE_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT,
+    MigrationMode, PollMode, Pooler, PostgresConfig, RetentionPolicy, SslMode, redact_url, scrub,
+    validate_schema_name,
 };
 pub use env::{POOL_MAX_ENV, POOLER_ENV};
 pub use error::{Error, sqlstate};

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use duroxide::providers::ProviderError;
+use futures_core::future::BoxFuture;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -122,15 +123,42 @@ impl Wakeups {
                 }
             }
             Some(Hint::Later { queue, at }) => self.of(queue).later(at),
-            None => {}
+            Some(Hint::Heartbeat) | None => {}
         }
     }
 }
 
-/// The listener task and the waiters it wakes; stops the task when dropped.
+/// Opens a fresh `LISTEN` connection (not subscribed yet), where the call
+/// pool's new connections go now and with the current password.
+pub(crate) type OpenListener =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<PgListener, sqlx::Error>> + Send + Sync>;
+
+/// Sends one [`Hint::Heartbeat`] through the call pool (bounded like any
+/// call; its outcome shows only in whether the listener hears it).
+pub(crate) type SendHeartbeat = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// When the listener last heard anything (a hint or a heartbeat).
+struct Heard(std::sync::Mutex<Instant>);
+
+impl Heard {
+    fn now() -> Self {
+        Self(std::sync::Mutex::new(Instant::now()))
+    }
+
+    fn last(&self) -> Instant {
+        *self.0.lock().expect("heard")
+    }
+
+    fn touch(&self) {
+        *self.0.lock().expect("heard") = Instant::now();
+    }
+}
+
+/// The listener task, its heartbeat and the waiters it wakes; stops both
+/// tasks when dropped.
 pub(crate) struct LongPoll {
     wakeups: Arc<Wakeups>,
-    task: JoinHandle<()>,
+    tasks: [JoinHandle<()>; 2],
     /// The provider's schema: the `schema` label of the wake-up metrics.
     schema: String,
     /// Longest a waiting fetch goes without re-checking the tables.
@@ -148,70 +176,157 @@ impl LongPoll {
         self.wakeups.sessions_resumed.notify_waiters();
     }
 
-    /// Stops listening: the task and its connection end now.
+    /// Stops listening: the tasks and the listener's connection end now.
     pub(crate) fn stop(&self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
 impl Drop for LongPoll {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
 }
 
+/// How long the listener may hear nothing before a heartbeat is sent: a
+/// quarter of the fallback poll. A listener that then hears nothing for
+/// another quarter is replaced, so a silently dead one is gone within half
+/// the fallback poll (5 s by default). At idle this costs one statement per
+/// quarter of the fallback; under load hints flow and it costs nothing.
+fn heartbeat_after(fallback: Duration) -> Duration {
+    (fallback / 4).max(Duration::from_millis(50))
+}
+
 impl LongPoll {
-    /// Subscribes `listener` (connected) to `channel` and starts waking
-    /// waiters from what it receives.
+    /// Subscribes `listener` (connected) to `channel`, starts waking waiters
+    /// from what it receives, and keeps it alive: reconnected through `open`
+    /// when its connection drops or goes silent (a heartbeat sent by `beat`
+    /// was not heard).
     pub(crate) async fn start(
         mut listener: PgListener,
+        open: OpenListener,
+        beat: SendHeartbeat,
         channel: &str,
         schema: &str,
         fallback: Duration,
-        follow: Box<dyn Fn() + Send + Sync>,
     ) -> Result<Self, sqlx::Error> {
-        listener.listen(channel).await?;
+        let quiet = heartbeat_after(fallback);
+        subscribe(&mut listener, channel, quiet * 2).await?;
         let wakeups = Arc::new(Wakeups::default());
-        let task = tokio::spawn(listen(listener, Arc::clone(&wakeups), follow));
+        let heard = Arc::new(Heard::now());
+        let listening = Listening {
+            open,
+            channel: channel.to_owned(),
+            wakeups: Arc::clone(&wakeups),
+            heard: Arc::clone(&heard),
+            silent_after: quiet * 2,
+        };
+        let tasks = [
+            tokio::spawn(listening.run(listener)),
+            tokio::spawn(heartbeat(heard, quiet, beat)),
+        ];
         Ok(Self {
             wakeups,
-            task,
+            tasks,
             schema: schema.to_owned(),
             fallback,
         })
     }
 }
 
-/// Receives hints until the pool closes. Before each reconnection `follow`
-/// points the listener's pool at the host the call pool now uses (after a
-/// failover the old primary is gone or a standby, where `LISTEN` fails).
-async fn listen(
-    mut listener: PgListener,
-    wakeups: Arc<Wakeups>,
-    follow: Box<dyn Fn() + Send + Sync>,
-) {
-    let mut backoff = Duration::from_millis(100);
+/// `LISTEN` on `channel`, within `limit` (the connection may be silent).
+async fn subscribe(
+    listener: &mut PgListener,
+    channel: &str,
+    limit: Duration,
+) -> Result<(), sqlx::Error> {
+    tokio::time::timeout(limit, listener.listen(channel))
+        .await
+        .unwrap_or_else(|_| {
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("LISTEN got no answer within {limit:?}"),
+            )))
+        })
+}
+
+/// Sends a heartbeat whenever the listener has heard nothing for `quiet`,
+/// at most one per `quiet`.
+async fn heartbeat(heard: Arc<Heard>, quiet: Duration, beat: SendHeartbeat) {
     loop {
-        match listener.try_recv().await {
-            Ok(Some(notification)) => {
-                backoff = Duration::from_millis(100);
-                wakeups.apply(notification.payload());
-            }
-            // The connection dropped; the next call reconnects. Hints may have
-            // been lost meanwhile, so every waiter re-checks.
-            Ok(None) => {
-                tracing::warn!("duroxide-pg wake-up listener lost its connection; reconnecting");
-                wakeups.wake_all();
-                follow();
-            }
-            // The provider's pool was closed: nobody is left to wake.
-            Err(sqlx::Error::PoolClosed) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "duroxide-pg wake-up listener failed; retrying");
-                wakeups.wake_all();
-                tokio::time::sleep(backoff).await;
-                follow();
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+        let due = heard.last() + quiet;
+        if Instant::now() < due {
+            tokio::time::sleep_until(due).await;
+            continue;
+        }
+        beat().await;
+        tokio::time::sleep(quiet).await;
+    }
+}
+
+/// The receiving side of the listener.
+struct Listening {
+    open: OpenListener,
+    channel: String,
+    wakeups: Arc<Wakeups>,
+    heard: Arc<Heard>,
+    /// Hearing nothing this long (not even a heartbeat) means the listener's
+    /// connection went silent.
+    silent_after: Duration,
+}
+
+impl Listening {
+    /// Receives hints until stopped, replacing the listener whenever its
+    /// connection drops, fails or goes silent. Hints may have been lost
+    /// meanwhile, so every waiter then looks again.
+    async fn run(self, mut listener: PgListener) {
+        loop {
+            let silent_at = self.heard.last() + self.silent_after;
+            let lost = match tokio::time::timeout_at(silent_at, listener.try_recv()).await {
+                Ok(Ok(Some(notification))) => {
+                    self.heard.touch();
+                    self.wakeups.apply(notification.payload());
+                    continue;
+                }
+                Ok(Ok(None)) => "lost its connection".to_string(),
+                Ok(Err(e)) => format!("failed: {e}"),
+                Err(_) => format!("heard nothing for {:?}", self.silent_after),
+            };
+            tracing::warn!(
+                target: "duroxide_pg",
+                "duroxide-pg wake-up listener {lost}; replacing it"
+            );
+            // Dropped, not closed: a silent connection would not answer.
+            drop(listener);
+            listener = self.replacement().await;
+        }
+    }
+
+    /// A new listener subscribed to the channel, retried with backoff.
+    async fn replacement(&self) -> PgListener {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            self.wakeups.wake_all();
+            let opened = match (self.open)().await {
+                Ok(mut listener) => subscribe(&mut listener, &self.channel, self.silent_after)
+                    .await
+                    .map(|()| listener),
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(listener) => {
+                    self.heard.touch();
+                    // Work that became visible while nobody listened.
+                    self.wakeups.wake_all();
+                    return listener;
+                }
+                Err(e) => {
+                    tracing::warn!(target: "duroxide_pg", error = %e, "duroxide-pg wake-up listener could not reconnect; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
             }
         }
     }

@@ -49,6 +49,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(13, "0013", "retention"),
     migration!(14, "0014", "queue_vacuum"),
     migration!(15, "0015", "dashboard"),
+    migration!(16, "0016", "listener_heartbeat"),
 ];
 
 /// Name of the per-schema ledger table.

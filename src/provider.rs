@@ -22,7 +22,7 @@ use crate::config::{PollMode, PostgresConfig, RetentionPolicy};
 use crate::connections::{Connections, Hosts};
 use crate::credentials::{BaseOptions, Credentials};
 use crate::error::Error;
-use crate::long_poll::LongPoll;
+use crate::long_poll::{LongPoll, OpenListener, SendHeartbeat};
 use crate::migrations::{self, MigrationReport, quote_ident};
 use crate::retention::{RetentionReport, RetentionStatus, Sweep};
 use crate::statements::Statements;
@@ -125,33 +125,28 @@ impl PostgresProvider {
             config.pool_settings()?,
             credentials.clone(),
         );
-        // The listener's and the tools' sqlx pools connect where the call
-        // pool's new connections last went (they follow it after a failover).
-        // (A handle on the hosts, not the pool: the credentials keep it.)
+        // The tools' sqlx pool connects where the call pool's new connections
+        // last went (it follows it after a failover), and so does each new
+        // listener. (A handle on the hosts, not the pool: the credentials keep it.)
         let current: BaseOptions = {
             let hosts = pool.hosts().clone();
             Arc::new(move || hosts.current_options())
         };
-        let listen_pool = match config.resolved_poll_mode()? {
+        let open_listener = match config.resolved_poll_mode()? {
             PollMode::PollOnly => None,
-            // A pool of its own, so the listener never takes a work connection.
-            PollMode::LongPoll => Some(
-                PgPoolOptions::new()
-                    .max_connections(1)
-                    .acquire_timeout(config.connect_timeout)
-                    .connect_lazy_with(pool.hosts().current_options()),
-            ),
+            PollMode::LongPoll => Some(listener_opener(
+                pool.hosts().clone(),
+                credentials.clone(),
+                config.connect_timeout,
+            )),
         };
-        if let (Some(c), Some(lp)) = (&credentials, &listen_pool) {
-            c.keep_current(lp, Arc::clone(&current));
-        }
         let ahead = config.resolved_min_connections()?.saturating_sub(1);
         let (migrated, opened_ahead, listener) = tokio::join!(
             migrations::run_on(&mut first, &config.schema, config.migrations),
             pool.open_idle(ahead),
             async {
-                match &listen_pool {
-                    Some(lp) => Some(PgListener::connect_with(lp).await),
+                match &open_listener {
+                    Some(open) => Some(open().await),
                     None => None,
                 }
             },
@@ -183,17 +178,28 @@ impl PostgresProvider {
                     .scalar()
                     .await
                     .map_err(|e| listen_error(e.message))?;
-                let follow = match &listen_pool {
-                    Some(lp) => follow_host(pool.hosts(), lp, credentials.clone()),
-                    None => Box::new(|| {}),
+                let beat: SendHeartbeat = {
+                    let (pool, statement) = (pool.clone(), sql.listener_heartbeat.clone());
+                    Arc::new(move || {
+                        let (pool, statement) = (pool.clone(), statement.clone());
+                        Box::pin(async move {
+                            let sent = Call::new(&pool, "listener_heartbeat", &statement)
+                                .execute()
+                                .await;
+                            if let Err(e) = sent {
+                                tracing::debug!(target: "duroxide_pg", error = %e.message, "listener heartbeat not sent");
+                            }
+                        })
+                    })
                 };
                 Some(
                     LongPoll::start(
                         listener.map_err(|e| listen_error(e.to_string()))?,
+                        open_listener.expect("a listener was opened"),
+                        beat,
                         &channel,
                         &config.schema,
                         config.fallback_poll,
-                        follow,
                     )
                     .await
                     .map_err(|e| listen_error(e.to_string()))?,
@@ -395,11 +401,11 @@ impl PostgresProvider {
         // After a failover the call pool found another host: follow it.
         let current = self.store.pool.hosts().current();
         if self.tools_host.swap(current, Ordering::Relaxed) != current {
-            follow_host(
-                self.store.pool.hosts(),
-                &self.tools,
-                self.credentials.clone(),
-            )();
+            let options = self.store.pool.hosts().current_options();
+            self.tools.set_connect_options(match &self.credentials {
+                Some(c) => c.with_cached_password(options),
+                None => options,
+            });
         }
         &self.tools
     }
@@ -512,21 +518,40 @@ impl PostgresProvider {
 /// SQLSTATE `deadlock_detected`.
 const DEADLOCK_DETECTED: &str = "40P01";
 
-/// A function that points `sqlx_pool` at the host the call pool's new
-/// connections last went to, with the cached password of the credential
-/// source (if any): the listener calls it before each reconnection.
-fn follow_host(
-    hosts: &Hosts,
-    sqlx_pool: &PgPool,
+/// Opens each listener of the provider: a `PgListener` on a one-connection
+/// sqlx pool of its own (so the listener never takes a work connection),
+/// to the host the call pool's new connections go to now, with the
+/// credential source's current password.
+///
+/// Why a new pool each time: dropping a listener whose connection went
+/// silent leaves sqlx's `UNLISTEN` waiting on it, holding its pool's only
+/// connection; a new pool never waits behind it.
+fn listener_opener(
+    hosts: Hosts,
     credentials: Option<Arc<Credentials>>,
-) -> Box<dyn Fn() + Send + Sync> {
-    let (hosts, sqlx_pool) = (hosts.clone(), sqlx_pool.clone());
-    Box::new(move || {
-        let options = hosts.current_options();
-        sqlx_pool.set_connect_options(match &credentials {
-            Some(c) => c.with_cached_password(options),
-            None => options,
-        });
+    connect_timeout: Duration,
+) -> OpenListener {
+    Arc::new(move || {
+        let (hosts, credentials) = (hosts.clone(), credentials.clone());
+        Box::pin(async move {
+            let mut options = hosts.current_options();
+            if let Some(c) = &credentials {
+                options = c.apply(options).await.map_err(|e| {
+                    sqlx::Error::Io(std::io::Error::other(format!(
+                        "the credential source failed: {e}"
+                    )))
+                })?;
+            }
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(connect_timeout)
+                .connect_lazy_with(options);
+            let mut listener = PgListener::connect_with(&pool).await?;
+            // A lost connection is replaced by the listening task, which
+            // also looks for the current host first.
+            listener.eager_reconnect(false);
+            Ok(listener)
+        })
     })
 }
 

@@ -42,6 +42,7 @@ fn call(schema: &str, function: &str, arity: usize) -> Statement {
 
 statements! {
     notify_channel => "notify_channel"(0),
+    listener_heartbeat => "listener_heartbeat"(0),
     enqueue_orchestrator_item => "enqueue_orchestrator_item"(5),
     fetch_orchestration_item => "fetch_orchestration_item"(4),
     ack_orchestration_item => "ack_orchestration_item"(30),

@@ -34,6 +34,17 @@ pub(crate) struct Probe {
 /// The operation [`PostgresConfig::check_session_kept`]'s errors name.
 const CHECK_SESSION: &str = "check the connection's session settings";
 
+/// TCP settings of the server's end of every provider connection (start-up
+/// options; see `driver_options_for`): a keepalive probe after 60 idle
+/// seconds, then every 10 s, the client declared gone after 6 unanswered;
+/// data the client has not acknowledged for 60 s ends the connection.
+pub(crate) const SERVER_KEEPALIVES: [(&str, &str); 4] = [
+    ("tcp_keepalives_idle", "60"),
+    ("tcp_keepalives_interval", "10"),
+    ("tcp_keepalives_count", "6"),
+    ("tcp_user_timeout", "60000"),
+];
+
 /// `current_setting('search_path')` by the simple-query protocol. A named,
 /// concrete function keeps the caller's future `Send` (as `exec_script` in
 /// the migration runner).
@@ -200,7 +211,21 @@ impl PostgresConfig {
                 Pooler::None => None,
                 Pooler::Transaction => Some(self.transaction_settings()?),
             },
+            response_timeout: self.statement_timeout()?.map(|t| t + self.silence_timeout),
+            silence_grace: self.silence_timeout()?,
+            check_idle_after: Some(super::CHECK_IDLE_AFTER),
         })
+    }
+
+    /// The configured silence timeout, checked.
+    pub(crate) fn silence_timeout(&self) -> Result<Duration, Error> {
+        let t = self.silence_timeout;
+        if t < Duration::from_millis(1) || t > Duration::from_secs(600) {
+            return Err(Error::InvalidConfig(format!(
+                "silence_timeout must be between 1 ms and 10 minutes, got {t:?}"
+            )));
+        }
+        Ok(t)
     }
 
     /// Behind a transaction pooler, what the startup options carry otherwise,
@@ -304,6 +329,13 @@ impl PostgresConfig {
                 format!("{}ms", t.as_millis()),
             ));
         }
+        // The server's side of silent networks (sqlx sets no keepalive on
+        // ours): probes on an idle connection keep a NAT's or load balancer's
+        // mapping alive (Azure forgets one after 4 idle minutes), and a
+        // backend whose client vanished is ended within minutes instead of
+        // the kernel's two hours, so it stops holding a connection slot.
+        // Ignored on Unix-domain sockets; free (start-up options).
+        settings.extend(SERVER_KEEPALIVES.map(|(name, value)| (name.into(), value.into())));
         Ok(options.options(settings))
     }
 

@@ -41,6 +41,18 @@ pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// Connections idle longer than this are closed instead of reused by default.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
+/// The server-side `statement_timeout` of every provider call unless
+/// configured ([`PostgresConfig::with_statement_timeout`]).
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long beyond its statement timeout a call waits for the server's
+/// answer before its connection is taken for lost, unless configured
+/// ([`PostgresConfig::with_silence_timeout`]).
+pub const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A pooled connection that sat idle longer than this is checked (one
+/// round trip, no statement, bounded by the silence timeout) before a call
+/// gets it: the network may have forgotten it meanwhile.
+pub const CHECK_IDLE_AFTER: Duration = Duration::from_secs(30);
+
 /// How long a waiting fetch goes without looking at the tables by default,
 /// should a wake-up hint be lost (a listener reconnecting, a pooler).
 pub const DEFAULT_FALLBACK_POLL: Duration = Duration::from_secs(10);
@@ -115,6 +127,7 @@ pub struct PostgresConfig {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) application_name: String,
     pub(crate) statement_timeout: Option<Duration>,
+    pub(crate) silence_timeout: Duration,
     pub(crate) worker_prefetch: bool,
     pub(crate) fallback_poll: Duration,
     pub(crate) credential_source: Option<Arc<dyn CredentialSource>>,
@@ -141,6 +154,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("application_name", &self.application_name)
             .field("statement_timeout", &self.statement_timeout)
+            .field("silence_timeout", &self.silence_timeout)
             .field("worker_prefetch", &self.worker_prefetch)
             .field("fallback_poll", &self.fallback_poll)
             .field("credential_source", &self.credential_source.is_some())
@@ -172,7 +186,8 @@ impl PostgresConfig {
             max_lifetime: Some(DEFAULT_MAX_LIFETIME),
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             application_name: DEFAULT_APPLICATION_NAME.to_string(),
-            statement_timeout: None,
+            statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
+            silence_timeout: DEFAULT_SILENCE_TIMEOUT,
             worker_prefetch: true,
             fallback_poll: DEFAULT_FALLBACK_POLL,
             credential_source: None,
@@ -305,12 +320,33 @@ impl PostgresConfig {
         self
     }
 
-    /// A server-side `statement_timeout` for every provider call (`None`, the
-    /// default: the server's setting). Provider calls are short statements;
-    /// waiting for work happens in the client, never in a statement, so a
-    /// timeout of a few seconds is safe. A timed-out call fails as retryable.
+    /// The server-side `statement_timeout` of every provider call (default
+    /// [`DEFAULT_STATEMENT_TIMEOUT`], 30 s; `None`: the server's setting).
+    /// Provider calls are short statements; waiting for work happens in the
+    /// client, never in a statement, so a timeout of a few seconds is safe. A
+    /// timed-out call fails as retryable.
+    ///
+    /// It also bounds how long the client waits for any call's answer: the
+    /// statement timeout plus the [silence timeout](Self::with_silence_timeout).
+    /// With `None` a call whose connection went silent waits as long as the
+    /// kernel retransmits (about 15 minutes on Linux).
     pub fn with_statement_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.statement_timeout = timeout;
+        self
+    }
+
+    /// How long beyond its statement timeout a call waits for the server's
+    /// answer before its connection is taken for lost (default
+    /// [`DEFAULT_SILENCE_TIMEOUT`], 5 s; 1 ms to 10 minutes). Networks fail
+    /// silently: a partition, or a NAT or load balancer that forgot an idle
+    /// connection, drops packets without an error. Past this bound the call
+    /// fails as retryable, and its connection and the idle ones are closed;
+    /// the next call opens a new one. The server cancels a statement at its
+    /// timeout, so a live server always answers before this. The same bound
+    /// applies to checking a connection that idled longer than
+    /// [`CHECK_IDLE_AFTER`].
+    pub fn with_silence_timeout(mut self, timeout: Duration) -> Self {
+        self.silence_timeout = timeout;
         self
     }
 

@@ -7,6 +7,13 @@
 //! writer per direction), so a connection sees the same bytes in the same
 //! order, just later. Throughput is not limited: only latency is added.
 //!
+//! Faults of real networks that end nothing: [`DelayProxy::partition`] stops
+//! delivering bytes on every connection, old and new, without closing any
+//! (packets dropped, no RST) until [`DelayProxy::heal`] delivers what was held;
+//! [`DelayProxy::forget_connections`] makes the connections open now silent
+//! for good while new ones work (a NAT or load balancer that dropped its
+//! mappings).
+//!
 //! A *round trip* is counted each time a client starts talking after the
 //! server has answered (or for the first time on a connection): one
 //! request/response exchange, however many TCP segments it took. Bytes the
@@ -20,7 +27,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -31,11 +38,27 @@ struct Counters {
     connections: AtomicU64,
 }
 
+/// Which connections deliver nothing now.
+#[derive(Debug, Clone, Copy, Default)]
+struct Silence {
+    /// Every connection holds its bytes (until healed).
+    partitioned: bool,
+    /// Connections numbered below this hold their bytes for good.
+    forgotten_below: u64,
+}
+
+impl Silence {
+    fn holds(&self, connection: u64) -> bool {
+        self.partitioned || connection < self.forgotten_below
+    }
+}
+
 /// A running delay proxy; stops (and drops every connection) when dropped.
 #[derive(Debug)]
 pub struct DelayProxy {
     addr: SocketAddr,
     counters: Arc<Counters>,
+    silence: watch::Sender<Silence>,
     accept: JoinHandle<()>,
 }
 
@@ -51,14 +74,20 @@ impl DelayProxy {
         let addr = listener.local_addr()?;
         let counters = Arc::new(Counters::default());
         let shared = Arc::clone(&counters);
+        let (silence, _) = watch::channel(Silence::default());
+        let gates = silence.clone();
         let accept = tokio::spawn(async move {
             let mut connections = Vec::new();
             while let Ok((client, _)) = listener.accept().await {
-                shared.connections.fetch_add(1, Ordering::Relaxed);
+                let number = shared.connections.fetch_add(1, Ordering::Relaxed);
                 let counters = Arc::clone(&shared);
+                let gate = Gate {
+                    connection: number,
+                    silence: gates.subscribe(),
+                };
                 connections.push(AbortOnDrop(tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(upstream).await {
-                        relay(client, server, one_way, counters).await;
+                        relay(client, server, one_way, counters, gate).await;
                     }
                 })));
                 connections.retain(|c| !c.0.is_finished());
@@ -67,8 +96,31 @@ impl DelayProxy {
         Ok(Self {
             addr,
             counters,
+            silence,
             accept,
         })
+    }
+
+    /// A silent partition: from now on no connection, open or new, delivers
+    /// a byte either way, and none is closed; what is sent meanwhile is held.
+    /// New connections are accepted but their start-up gets no answer.
+    pub fn partition(&self) {
+        self.silence.send_modify(|s| s.partitioned = true);
+    }
+
+    /// Ends a [`DelayProxy::partition`]: held bytes are delivered, in order,
+    /// as a network that recovered retransmits them (connections forgotten
+    /// by [`DelayProxy::forget_connections`] stay silent).
+    pub fn heal(&self) {
+        self.silence.send_modify(|s| s.partitioned = false);
+    }
+
+    /// Every connection open now goes silent for good, without being closed
+    /// (a NAT or load balancer that forgot its mappings); connections opened
+    /// afterwards work.
+    pub fn forget_connections(&self) {
+        let opened = self.counters.connections.load(Ordering::SeqCst);
+        self.silence.send_modify(|s| s.forgotten_below = opened);
     }
 
     /// The address clients connect to.
@@ -107,8 +159,38 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// What lets one connection's bytes through (see [`Silence`]).
+#[derive(Clone)]
+struct Gate {
+    connection: u64,
+    silence: watch::Receiver<Silence>,
+}
+
+impl Gate {
+    /// Returns once this connection may deliver bytes; never, if it was
+    /// forgotten.
+    async fn open(&mut self) {
+        let connection = self.connection;
+        if self
+            .silence
+            .wait_for(|s| !s.holds(connection))
+            .await
+            .is_err()
+        {
+            // The proxy is gone: nothing is delivered any more.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// Relays one connection both ways until either side closes.
-async fn relay(client: TcpStream, server: TcpStream, one_way: Duration, counters: Arc<Counters>) {
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    one_way: Duration,
+    counters: Arc<Counters>,
+    gate: Gate,
+) {
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let (client_read, client_write) = client.into_split();
@@ -117,13 +199,19 @@ async fn relay(client: TcpStream, server: TcpStream, one_way: Duration, counters
     let client_turn = Arc::new(AtomicBool::new(false));
     let upstream = {
         let turn = Arc::clone(&client_turn);
-        pump(client_read, server_write, one_way, move || {
-            if !turn.swap(true, Ordering::SeqCst) {
-                counters.round_trips.fetch_add(1, Ordering::SeqCst);
-            }
-        })
+        pump(
+            client_read,
+            server_write,
+            one_way,
+            gate.clone(),
+            move || {
+                if !turn.swap(true, Ordering::SeqCst) {
+                    counters.round_trips.fetch_add(1, Ordering::SeqCst);
+                }
+            },
+        )
     };
-    let downstream = pump(server_read, client_write, one_way, move || {
+    let downstream = pump(server_read, client_write, one_way, gate, move || {
         client_turn.store(false, Ordering::SeqCst);
     });
     // Either direction ending ends the connection.
@@ -133,22 +221,27 @@ async fn relay(client: TcpStream, server: TcpStream, one_way: Duration, counters
     }
 }
 
-/// Copies `from` to `to`, each chunk delivered `delay` after it was read.
-/// `on_read` runs as each chunk is read (before the delay).
+/// Copies `from` to `to`, each chunk delivered `delay` after it was read
+/// and once `gate` lets it through. `on_read` runs as each chunk is read
+/// (before the delay).
 async fn pump(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     delay: Duration,
+    mut gate: Gate,
     on_read: impl Fn() + Send + 'static,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let writer = async move {
         while let Some((due, bytes)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
+            gate.open().await;
             if to.write_all(&bytes).await.is_err() {
                 return;
             }
         }
+        // A closing side's FIN is a packet too: held like the bytes.
+        gate.open().await;
         let _ = to.shutdown().await;
     };
     let reader = async move {
