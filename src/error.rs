@@ -114,6 +114,25 @@ pub enum Error {
         /// [`crate::env::POOLER_ENV`].
         env: &'static str,
     },
+    /// This host's clock differs from the server's by more than
+    /// [`crate::PostgresConfig::with_max_clock_skew`] allows. Leases and
+    /// timers are judged by the calling runtime's clock: a runtime whose
+    /// clock is that far off would take over live leases of the others (or
+    /// hold its own too long) and fire timers early or late. Nothing was
+    /// changed.
+    #[error(
+        "this host's clock is {} ms {} the database server's (more than the {max_ms} ms \
+         allowed); synchronise the clocks (NTP) or raise PostgresConfig::with_max_clock_skew",
+        skew_ms.unsigned_abs(),
+        if *skew_ms > 0 { "behind" } else { "ahead of" }
+    )]
+    ClockSkew {
+        /// The server's clock minus this host's, in ms (positive: this host
+        /// is behind), less the uncertainty of the measurement.
+        skew_ms: i64,
+        /// The bound, in ms.
+        max_ms: u64,
+    },
     /// Any other database failure during construction or maintenance.
     #[error(
         "database error during {operation}: {reason}{}",

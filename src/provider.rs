@@ -118,7 +118,7 @@ impl PostgresProvider {
         let credentials = config.credentials();
         let probe = config.probe(credentials.as_deref()).await?;
         let mut first = probe.conn;
-        config.check_session_kept(&mut first).await?;
+        config.check_session(&mut first).await?;
         let pool = Connections::new(
             probe.targets,
             probe.host,

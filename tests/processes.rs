@@ -1,7 +1,9 @@
 //! Reliability across processes: runtimes in child processes that are
 //! killed (SIGKILL), paused past their leases (SIGSTOP/SIGCONT), started 16 at
-//! once on an empty database, and four of them contending for 1,000 fan-out
-//! orchestrations on a private cluster (about 20 s).
+//! once on an empty database, four of them contending for 1,000 fan-out
+//! orchestrations on a private cluster (about 20 s), and two of them whose
+//! clocks differ by 0.5 s, 5 s or 60 s either way (the clock of a debug
+//! build's provider is moved by `DUROXIDE_PG_TEST_CLOCK_OFFSET_MS`).
 //!
 //! A custom harness (libtest-mimic, so nextest runs it like any test file):
 //! the same executable is the child process when `DXPG_CHILD` is set.
@@ -135,9 +137,16 @@ fn child_main(mode: &str) {
             _ => {
                 let slots: usize = std::env::var("DXPG_SLOTS").unwrap().parse().unwrap();
                 let lock_ms: u64 = std::env::var("DXPG_LOCK_MS").unwrap().parse().unwrap();
+                // A runtime whose clock the test moved must start anyway:
+                // what the skew does is what the test measures.
+                let allow_skew = std::env::var("DUROXIDE_PG_TEST_CLOCK_OFFSET_MS").is_ok();
                 let provider = Arc::new(
                     PostgresProvider::connect(
-                        PostgresConfig::new(&url).with_schema(schema.clone()),
+                        PostgresConfig::new(&url)
+                            .with_schema(schema.clone())
+                            .with_max_clock_skew(
+                                (!allow_skew).then_some(duroxide_pg::DEFAULT_MAX_CLOCK_SKEW),
+                            ),
                     )
                     .await
                     .expect("child provider"),
@@ -177,7 +186,17 @@ struct RuntimeChild(Child);
 
 impl RuntimeChild {
     fn spawn(url: &str, schema: &str, slots: usize, lock_ms: u64) -> Self {
-        let child = Command::new(std::env::current_exe().unwrap())
+        Self::spawn_skewed(url, schema, slots, lock_ms, 0)
+    }
+
+    /// A runtime whose provider's clock is `offset_ms` ahead (negative:
+    /// behind) of this host's.
+    fn spawn_skewed(url: &str, schema: &str, slots: usize, lock_ms: u64, offset_ms: i64) -> Self {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        if offset_ms != 0 {
+            command.env("DUROXIDE_PG_TEST_CLOCK_OFFSET_MS", offset_ms.to_string());
+        }
+        let child = command
             .env("DXPG_CHILD", "runtime")
             .env("DXPG_URL", url)
             .env("DXPG_SCHEMA", schema)
@@ -240,7 +259,8 @@ async fn create_runs_table(p: &PostgresProvider, schema: &str) {
     sqlx::query(&format!(
         "CREATE TABLE \"{schema}\".activity_runs (
              id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-             instance_id TEXT NOT NULL, input TEXT NOT NULL, pid BIGINT NOT NULL)"
+             instance_id TEXT NOT NULL, input TEXT NOT NULL, pid BIGINT NOT NULL,
+             at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())"
     ))
     .execute(p.pool())
     .await
@@ -559,6 +579,94 @@ async fn contention() -> Result<(), Failed> {
     Ok(())
 }
 
+/// Two runtime processes share a schema, the second one's clock `offset_ms`
+/// ahead (negative: behind): every job completes exactly once whatever the
+/// skew (asserted); how many activities ran twice and how long the jobs'
+/// 300 ms timers really took are reported (RELIABILITY.md).
+async fn clock_skew(offset_ms: i64) -> Result<(), Failed> {
+    const N: usize = 8;
+    const SLOTS: usize = 2;
+    // The runtimes' default-like leases: 5 s, renewed at half.
+    const LEASE_MS: u64 = 5000;
+    let (url, schema, p) = setup("skew").await;
+    let client = Client::new(p.clone());
+    let _true_clock = RuntimeChild::spawn(&url, &schema, SLOTS, LEASE_MS);
+    let skewed = RuntimeChild::spawn_skewed(&url, &schema, SLOTS, LEASE_MS, offset_ms);
+    let started = Instant::now();
+    start_jobs(&client, N).await;
+    assert_jobs_completed(&client, &p, N).await?;
+    let took = started.elapsed();
+    let runs = runs(&p, &schema).await;
+    let expected = 3 * N;
+    let repeated = runs.len() - expected;
+    for i in 0..N {
+        for (step, ms) in [("a", 300), ("b", 300), ("c", 200)] {
+            let input = format!("{i}/{step}:{ms}");
+            if !runs.iter().any(|(x, _)| *x == input) {
+                return Err(format!("activity {input} never ran").into());
+            }
+        }
+    }
+    let by_skewed = runs
+        .iter()
+        .filter(|(_, pid)| *pid == i64::from(skewed.pid()))
+        .count();
+    // The real time between the start of step b (300 ms) and of the child's
+    // step c: b's 300 ms, the 300 ms timer, the turns in between.
+    let timer_spans: Vec<f64> = sqlx::query_scalar(&format!(
+        "SELECT extract(epoch FROM min(c.at) - max(b.at))::float8 * 1000
+           FROM \"{schema}\".activity_runs b
+           JOIN \"{schema}\".activity_runs c
+             ON c.input = split_part(b.input, '/', 1) || '/c:200'
+          WHERE b.input LIKE '%/b:300'
+          GROUP BY split_part(b.input, '/', 1)"
+    ))
+    .fetch_all(p.pool())
+    .await?;
+    let shortest = timer_spans.iter().copied().fold(f64::INFINITY, f64::min);
+    let longest = timer_spans.iter().copied().fold(0.0, f64::max);
+    eprintln!(
+        "clock skew {offset_ms:+} ms: all {N} jobs completed once in {:.1} s; {} activity runs for \
+         {expected} activities ({repeated} repeated), {by_skewed} by the skewed runtime; \
+         b-start to c-start {shortest:.0}-{longest:.0} ms (b 300 ms + timer 300 ms + turns)",
+        took.as_secs_f64(),
+        runs.len()
+    );
+    p.cleanup_schema().await?;
+    Ok(())
+}
+
+/// A process whose clock is 60 s off refuses to build a provider (default
+/// bound 2 s), naming the skew; one 0.5 s off starts.
+async fn clock_skew_refused() -> Result<(), Failed> {
+    let url = common::database_url();
+    let schema = common::fresh_schema_name("skewstart");
+    let start = |offset_ms: i64| {
+        Command::new(std::env::current_exe().unwrap())
+            .env("DXPG_CHILD", "start")
+            .env("DXPG_URL", &url)
+            .env("DXPG_SCHEMA", &schema)
+            .env("DXPG_START_AT_MS", "0")
+            .env("DUROXIDE_PG_TEST_CLOCK_OFFSET_MS", offset_ms.to_string())
+            .output()
+            .expect("spawn")
+    };
+    for (offset, ahead) in [(60_000, "ahead of"), (-60_000, "behind")] {
+        let out = start(offset);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !stderr.contains(&format!("ms {ahead} the database server's")) {
+            return Err(format!("offset {offset}: {} / {stderr}", out.status).into());
+        }
+    }
+    let out = start(500);
+    if !out.status.success() {
+        return Err(format!("0.5 s off: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    let p = PostgresProvider::connect(PostgresConfig::new(&url).with_schema(&schema)).await?;
+    p.cleanup_schema().await?;
+    Ok(())
+}
+
 fn trial<F, Fut>(name: &'static str, scenario: F) -> Trial
 where
     F: FnOnce() -> Fut + Send + 'static,
@@ -582,6 +690,16 @@ fn main() {
         trial("paused_owner", paused_owner),
         trial("concurrent_start", concurrent_start),
         trial("contention_four_processes_1000_fan_outs", contention),
+        trial("clock_skew_ahead_500ms", || clock_skew(500)),
+        trial("clock_skew_behind_500ms", || clock_skew(-500)),
+        trial("clock_skew_ahead_5s", || clock_skew(5_000)),
+        trial("clock_skew_behind_5s", || clock_skew(-5_000)),
+        trial("clock_skew_ahead_60s", || clock_skew(60_000)),
+        trial("clock_skew_behind_60s", || clock_skew(-60_000)),
+        trial(
+            "clock_skew_beyond_the_bound_is_refused_at_start",
+            clock_skew_refused,
+        ),
     ];
     libtest_mimic::run(&args, trials).exit();
 }

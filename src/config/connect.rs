@@ -31,7 +31,7 @@ pub(crate) struct Probe {
     pub targets: Targets,
 }
 
-/// The operation [`PostgresConfig::check_session_kept`]'s errors name.
+/// The operation [`PostgresConfig::check_session`]'s errors name.
 const CHECK_SESSION: &str = "check the connection's session settings";
 
 /// TCP settings of the server's end of every provider connection (start-up
@@ -45,17 +45,23 @@ pub(crate) const SERVER_KEEPALIVES: [(&str, &str); 4] = [
     ("tcp_user_timeout", "60000"),
 ];
 
-/// `current_setting('search_path')` by the simple-query protocol. A named,
-/// concrete function keeps the caller's future `Send` (as `exec_script` in
-/// the migration runner).
-fn current_search_path<'c>(
+/// `current_setting('search_path')` and the server's clock (ms since the
+/// epoch), both as text, by the simple-query protocol. A named, concrete
+/// function keeps the caller's future `Send` (as `exec_script` in the
+/// migration runner).
+fn session_facts<'c>(
     conn: &'c mut PgConnection,
 ) -> std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<sqlx::postgres::PgRow, sqlx::Error>> + Send + 'c>,
 > {
     Box::pin(async move {
         // A plain `&str` runs as a simple query: nothing is prepared.
-        sqlx::Executor::fetch_one(conn, "SELECT current_setting('search_path')").await
+        sqlx::Executor::fetch_one(
+            conn,
+            "SELECT current_setting('search_path'), \
+             (extract(epoch FROM clock_timestamp()) * 1000)::bigint::text",
+        )
+        .await
     })
 }
 
@@ -157,22 +163,31 @@ impl PostgresConfig {
         }
     }
 
-    /// With [`Pooler::None`], proves the server applied this connection's
-    /// startup options. A pooler that drops them (PgBouncer with
-    /// `ignore_startup_parameters = options`) most likely also moves a
-    /// client between server sessions, where a prepared statement's name
-    /// could reach another client's statement: refused before any call.
-    /// One simple-query round trip (nothing named is prepared for it).
-    pub(crate) async fn check_session_kept(&self, conn: &mut PgConnection) -> Result<(), Error> {
-        if self.resolved_pooler()? == Pooler::Transaction {
-            return Ok(());
-        }
-        let row = current_search_path(conn)
+    /// Checks the probe connection's session, in one simple-query round trip
+    /// (nothing named is prepared for it):
+    ///
+    /// - with [`Pooler::None`], that the server applied the startup options.
+    ///   A pooler that drops them (PgBouncer with `ignore_startup_parameters
+    ///   = options`) most likely also moves a client between server
+    ///   sessions, where a prepared statement's name could reach another
+    ///   client's statement: refused before any call;
+    /// - that this host's clock is within
+    ///   [`PostgresConfig::with_max_clock_skew`] of the server's.
+    pub(crate) async fn check_session(&self, conn: &mut PgConnection) -> Result<(), Error> {
+        let before = crate::clock::now_ms();
+        let row = session_facts(conn)
             .await
             .map_err(|e| Error::database(CHECK_SESSION, &e))?;
-        let search_path: String =
-            sqlx::Row::try_get(&row, 0).map_err(|e| Error::database(CHECK_SESSION, &e))?;
-        if search_path == self.schema {
+        let after = crate::clock::now_ms();
+        let get = |i| -> Result<_, Error> {
+            sqlx::Row::try_get::<Option<String>, _>(&row, i)
+                .map_err(|e| Error::database(CHECK_SESSION, &e))
+        };
+        let (search_path, server_ms) = (get(0)?.unwrap_or_default(), get(1)?);
+        if let Some(server_ms) = server_ms.and_then(|ms| ms.parse::<i64>().ok()) {
+            self.check_clock(server_ms, before, after)?;
+        }
+        if self.resolved_pooler()? == Pooler::Transaction || search_path == self.schema {
             return Ok(());
         }
         Err(Error::PoolerDetected {
@@ -183,6 +198,34 @@ impl PostgresConfig {
             ),
             env: POOLER_ENV,
         })
+    }
+
+    /// Compares the server's clock, read between `before` and `after` on
+    /// this host's, with this host's: the difference beyond what the round
+    /// trip leaves uncertain.
+    pub(crate) fn check_clock(&self, server_ms: i64, before: i64, after: i64) -> Result<(), Error> {
+        let midpoint = before + (after - before) / 2;
+        let uncertainty = (after - before) / 2;
+        let raw = server_ms - midpoint;
+        let skew_ms = raw.signum() * (raw.abs() - uncertainty).max(0);
+        let skew = Duration::from_millis(skew_ms.unsigned_abs());
+        if let Some(max) = self.max_clock_skew
+            && skew > max
+        {
+            return Err(Error::ClockSkew {
+                skew_ms,
+                max_ms: u64::try_from(max.as_millis()).unwrap_or(u64::MAX),
+            });
+        }
+        if skew > super::CLOCK_SKEW_WARNING {
+            tracing::warn!(
+                target: "duroxide_pg",
+                skew_ms,
+                "this host's clock differs from the database server's by {skew:?}: leases and timers \
+                 are judged by each runtime's own clock (see PostgresConfig::with_max_clock_skew)"
+            );
+        }
+        Ok(())
     }
 
     /// The lazily connected sqlx pool for migrations and tools, on the host
@@ -304,6 +347,8 @@ impl PostgresConfig {
                 self.application_name.len()
             )));
         }
+        // Checked before anything connects, though only the pool uses it.
+        self.silence_timeout()?;
         let options = self
             .connect_options(url)?
             .application_name(&self.application_name);

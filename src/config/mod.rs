@@ -53,6 +53,14 @@ pub const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
 /// gets it: the network may have forgotten it meanwhile.
 pub const CHECK_IDLE_AFTER: Duration = Duration::from_secs(30);
 
+/// How far this host's clock may differ from the database server's when a
+/// provider is built, unless configured
+/// ([`PostgresConfig::with_max_clock_skew`]).
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(2);
+/// A difference between this host's clock and the server's above this is
+/// logged (WARN) when a provider is built.
+pub const CLOCK_SKEW_WARNING: Duration = Duration::from_millis(500);
+
 /// How long a waiting fetch goes without looking at the tables by default,
 /// should a wake-up hint be lost (a listener reconnecting, a pooler).
 pub const DEFAULT_FALLBACK_POLL: Duration = Duration::from_secs(10);
@@ -128,6 +136,7 @@ pub struct PostgresConfig {
     pub(crate) application_name: String,
     pub(crate) statement_timeout: Option<Duration>,
     pub(crate) silence_timeout: Duration,
+    pub(crate) max_clock_skew: Option<Duration>,
     pub(crate) worker_prefetch: bool,
     pub(crate) fallback_poll: Duration,
     pub(crate) credential_source: Option<Arc<dyn CredentialSource>>,
@@ -155,6 +164,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("application_name", &self.application_name)
             .field("statement_timeout", &self.statement_timeout)
             .field("silence_timeout", &self.silence_timeout)
+            .field("max_clock_skew", &self.max_clock_skew)
             .field("worker_prefetch", &self.worker_prefetch)
             .field("fallback_poll", &self.fallback_poll)
             .field("credential_source", &self.credential_source.is_some())
@@ -188,6 +198,7 @@ impl PostgresConfig {
             application_name: DEFAULT_APPLICATION_NAME.to_string(),
             statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
             silence_timeout: DEFAULT_SILENCE_TIMEOUT,
+            max_clock_skew: Some(DEFAULT_MAX_CLOCK_SKEW),
             worker_prefetch: true,
             fallback_poll: DEFAULT_FALLBACK_POLL,
             credential_source: None,
@@ -347,6 +358,23 @@ impl PostgresConfig {
     /// [`CHECK_IDLE_AFTER`].
     pub fn with_silence_timeout(mut self, timeout: Duration) -> Self {
         self.silence_timeout = timeout;
+        self
+    }
+
+    /// How far this host's clock may differ from the database server's
+    /// (default [`DEFAULT_MAX_CLOCK_SKEW`], 2 s; `None`: not checked).
+    /// Building the provider reads the server's clock in the same round trip
+    /// that checks the session, and refuses with [`Error::ClockSkew`] beyond
+    /// this bound (a difference above [`CLOCK_SKEW_WARNING`] is logged).
+    ///
+    /// Why: leases, timers and delays are judged by the calling runtime's
+    /// clock (one clock per call, never mixed with the server's). Runtimes
+    /// whose clocks differ by δ still complete every orchestration exactly
+    /// once, but the one ahead takes over the others' leases δ early
+    /// (activities then run twice: at-least-once), and timers fire up to δ
+    /// early or late. The measured effects are in RELIABILITY.md.
+    pub fn with_max_clock_skew(mut self, max: Option<Duration>) -> Self {
+        self.max_clock_skew = max;
         self
     }
 

@@ -121,3 +121,65 @@ fn debug_hides_password() {
     let c = PostgresConfig::new("postgres://u:topsecret@h/db");
     assert!(!format!("{c:?}").contains("topsecret"));
 }
+
+/// The skew is the server's clock minus this host's, less what the round
+/// trip leaves uncertain; beyond the bound the error says which way.
+#[test]
+fn clock_skew_beyond_the_uncertainty_and_the_bound_is_refused() {
+    let c = PostgresConfig::new("postgres://h/db");
+    // Read 200 ms apart: ±100 ms cannot be told from no skew.
+    c.check_clock(1_100, 900, 1_100).unwrap();
+    c.check_clock(900, 900, 1_100).unwrap();
+    let e = c.check_clock(10_000, 1_000, 1_200).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::ClockSkew {
+                skew_ms: 8_800,
+                max_ms: 2_000
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("8800 ms behind"), "{e}");
+    let e = c.check_clock(-60_000, 0, 0).unwrap_err();
+    assert!(e.to_string().contains("60000 ms ahead of"), "{e}");
+    // Within the bound, or not checked at all.
+    c.check_clock(2_000, 0, 0).unwrap();
+    let unchecked = c.with_max_clock_skew(None);
+    unchecked.check_clock(i64::MAX / 2, 0, 0).unwrap();
+}
+
+/// The silence timeout is checked, and with the statement timeout it sets
+/// how long a call waits for an answer (none without a statement timeout).
+#[test]
+fn the_response_bound_is_the_statement_timeout_plus_the_silence_timeout() {
+    let c = PostgresConfig::new("postgres://h/db");
+    let s = c.pool_settings().unwrap();
+    assert_eq!(
+        s.response_timeout,
+        Some(DEFAULT_STATEMENT_TIMEOUT + DEFAULT_SILENCE_TIMEOUT)
+    );
+    assert_eq!(s.silence_grace, DEFAULT_SILENCE_TIMEOUT);
+    let s = c
+        .clone()
+        .with_statement_timeout(Some(Duration::from_secs(3)))
+        .with_silence_timeout(Duration::from_millis(250))
+        .pool_settings()
+        .unwrap();
+    assert_eq!(s.response_timeout, Some(Duration::from_millis(3_250)));
+    let s = c
+        .clone()
+        .with_statement_timeout(None)
+        .pool_settings()
+        .unwrap();
+    assert_eq!(s.response_timeout, None);
+    for bad in [Duration::ZERO, Duration::from_secs(601)] {
+        let e = c
+            .clone()
+            .with_silence_timeout(bad)
+            .pool_settings()
+            .unwrap_err();
+        assert!(e.to_string().contains("silence_timeout"), "{e}");
+    }
+}
