@@ -690,12 +690,15 @@ impl Checkout<'_> {
 
 /// Whether opening a connection failed because no suitable server answers
 /// right now (as opposed to a refused login or a bad configuration): I/O,
-/// the connect timeout, no host of the right role, `57P03` (starting up,
+/// the connect timeout, no host of the right role, a garbled handshake
+/// (the fault schedule soak saw `unexpected response from SSLRequest: 0x00`
+/// while the server restarted after a crash), `57P03` (starting up,
 /// shutting down, in crash recovery), `53300` (too many connections) and
-/// the `08` class.
+/// the `08` class. A bad configuration fails the provider's construction
+/// first, which does not wait.
 fn server_unavailable(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => db
             .code()
             .is_some_and(|c| c == "57P03" || c == "53300" || c.starts_with("08")),
@@ -970,6 +973,47 @@ mod tests {
         let started = Instant::now();
         assert_eq!(backend(&p).await.unwrap(), second);
         assert!(started.elapsed() < grace, "{:?}", started.elapsed());
+    }
+
+    /// Regression (fault schedule soak): a server that garbles the start of
+    /// a connection (here: answers the SSLRequest with a 0x00 byte) failed
+    /// the call at once, and duroxide recorded the orchestration whose ack
+    /// it was as failed. Nothing was sent yet: the call now waits for a
+    /// good connection within its acquire timeout.
+    #[tokio::test]
+    async fn a_garbled_handshake_is_retried_within_the_acquire_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let url = duroxide_pg_testkit::local_cluster::database_url().expect("database");
+        let upstream = duroxide_pg_testkit::delay_proxy::upstream_of(&url)
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for n in 0.. {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if n < 2 {
+                    let mut start = [0u8; 8];
+                    let _ = client.read_exact(&mut start).await;
+                    let _ = client.write_all(&[0]).await;
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let mut server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        });
+        let through = duroxide_pg_testkit::delay_proxy::reroute_url(&url, addr).unwrap();
+        let through = if through.contains('?') {
+            format!("{through}&sslmode=prefer")
+        } else {
+            format!("{through}?sslmode=prefer")
+        };
+        let p = pool_on(&through, 1, |_| {});
+        backend(&p).await.expect("the third connection works");
     }
 
     #[tokio::test]

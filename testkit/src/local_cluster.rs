@@ -116,14 +116,25 @@ fn ensure_pgbouncer(base: &Path, cluster_port: &str) -> Result<String, ClusterEr
     {
         return Ok(url(port.trim()));
     }
+    let _ = fs::remove_dir_all(&dir);
+    let port = free_port()?;
+    launch_pgbouncer(&dir, cluster_port, port)?;
+    fs::write(&port_file, port.to_string())
+        .map_err(|e| err(format!("write PgBouncer port file: {e}")))?;
+    Ok(url(&port.to_string()))
+}
+
+/// Writes a PgBouncer configuration in `dir` (transaction pooling in front
+/// of the cluster on `cluster_port`, listening on `port`) and starts it
+/// as a daemon, as `postgres` when run as root (it refuses root, like
+/// PostgreSQL). Returns once the port accepts connections.
+fn launch_pgbouncer(dir: &Path, cluster_port: &str, port: u16) -> Result<(), ClusterError> {
     if !Path::new(PGBOUNCER).exists() {
         return Err(err(format!(
             "{PGBOUNCER} not found: install the Debian package `pgbouncer` (apt-get install pgbouncer)"
         )));
     }
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).map_err(|e| err(format!("create {}: {e}", dir.display())))?;
-    let port = free_port()?;
+    fs::create_dir_all(dir).map_err(|e| err(format!("create {}: {e}", dir.display())))?;
     let ini = format!(
         "[databases]\n* = host=127.0.0.1 port={cluster_port}\n\n[pgbouncer]\n\
          listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
@@ -140,12 +151,11 @@ fn ensure_pgbouncer(base: &Path, cluster_port: &str) -> Result<String, ClusterEr
     fs::write(dir.join("userlist.txt"), "\"postgres\" \"\"\n")
         .map_err(|e| err(format!("write userlist.txt: {e}")))?;
     let root = is_root();
-    // PgBouncer, like PostgreSQL, refuses to run as root.
     let mut start = if root {
         run(
             {
                 let mut c = Command::new("chown");
-                c.args(["-R", "postgres:postgres"]).arg(&dir);
+                c.args(["-R", "postgres:postgres"]).arg(dir);
                 c
             },
             "chown the PgBouncer directory to postgres",
@@ -158,10 +168,52 @@ fn ensure_pgbouncer(base: &Path, cluster_port: &str) -> Result<String, ClusterEr
     };
     start.arg("-d").arg(dir.join("pgbouncer.ini"));
     run(start, "start pgbouncer")?;
-    wait_ready(port)?;
-    fs::write(&port_file, port.to_string())
-        .map_err(|e| err(format!("write PgBouncer port file: {e}")))?;
-    Ok(url(&port.to_string()))
+    wait_ready(port)
+}
+
+/// A PgBouncer of its own in front of a [`PrivateCluster`], for tests that
+/// restart it. Stopped when dropped.
+pub struct PrivateBouncer {
+    dir: PathBuf,
+    cluster_port: u16,
+    port: u16,
+}
+
+impl PrivateBouncer {
+    /// Its URL (user `postgres`, database `postgres`).
+    pub fn url(&self) -> String {
+        url(&self.port.to_string())
+    }
+
+    /// Stops it at once (SIGINT would wait for clients; SIGTERM drops every
+    /// client and server connection now), then starts it again on the same
+    /// port, as an operator restarting the pooler does.
+    ///
+    /// # Errors
+    /// When it cannot be stopped or started.
+    pub fn restart(&self) -> Result<(), ClusterError> {
+        self.stop();
+        launch_pgbouncer(&self.dir, &self.cluster_port.to_string(), self.port)
+    }
+
+    fn stop(&self) {
+        let pid_file = self.dir.join("pgbouncer.pid");
+        if let Ok(pid) = fs::read_to_string(&pid_file) {
+            let pid = pid.trim().to_string();
+            let _ = Command::new("kill").arg(&pid).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for PrivateBouncer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn err(msg: impl Into<String>) -> ClusterError {
@@ -738,6 +790,21 @@ impl PrivateCluster {
     /// Its connection URL.
     pub fn url(&self) -> String {
         url(&self.port.to_string())
+    }
+
+    /// A PgBouncer of its own in front of this cluster (transaction
+    /// pooling, as [`pgbouncer_url`]'s).
+    ///
+    /// # Errors
+    /// When `pgbouncer` is not installed or does not start.
+    pub fn pgbouncer(&self) -> Result<PrivateBouncer, ClusterError> {
+        let bouncer = PrivateBouncer {
+            dir: self.dir.join("bouncer"),
+            cluster_port: self.port,
+            port: free_port()?,
+        };
+        launch_pgbouncer(&bouncer.dir, &self.port.to_string(), bouncer.port)?;
+        Ok(bouncer)
     }
 
     /// Its server log.
