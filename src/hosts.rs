@@ -156,9 +156,17 @@ pub(crate) fn split(url: &str) -> Result<HostUrls, String> {
         .map_or(url.len(), |i| auth_start + i);
     let host_start = match url[auth_start..auth_end].rfind('@') {
         Some(i) => auth_start + i + 1,
-        // An '@' later on: a password with an unencoded '/', '?' or '#'.
-        // The driver reports that URL as malformed; leave it to it.
-        None if url[auth_end..].contains('@') => return Ok(unchanged()),
+        // An '@' later on, with a ':' before it: maybe a password with an
+        // unencoded '/', '?' or '#' (whose pieces the host list would
+        // quote). The driver reports that URL as malformed; leave it to it.
+        // Without a ':' there is no password, only an '@' in the path or
+        // query (`?user=alice@example`), and the host list is the authority.
+        None if url[auth_end..]
+            .find('@')
+            .is_some_and(|at| url[auth_start..auth_end + at].contains(':')) =>
+        {
+            return Ok(unchanged());
+        }
         None => auth_start,
     };
     let hostspec = &url[host_start..auth_end];
@@ -243,15 +251,21 @@ fn check_host(entry: &str, count: usize) -> Result<(), String> {
         entry.split_once(':').map(|(_, p)| p)
     };
     match port {
-        Some(p) if !matches!(p.parse::<u16>(), Ok(1..)) => Err(format!(
-            "host {entry:?}: the port must be a number from 1 to 65535"
-        )),
+        // Digits only: `parse` would also take a sign (`+1`), which the
+        // driver's URL parser refuses.
+        Some(p)
+            if !p.bytes().all(|b| b.is_ascii_digit()) || !matches!(p.parse::<u16>(), Ok(1..)) =>
+        {
+            Err(format!(
+                "host {entry:?}: the port must be a number from 1 to 65535"
+            ))
+        }
         _ => Ok(()),
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn role(in_recovery: bool, read_only_default: bool) -> ServerRole {
@@ -327,6 +341,9 @@ mod tests {
             ("postgres://u@a:0,b/db", "port must be a number"),
             ("postgres://u@a:x,b/db", "port must be a number"),
             ("postgres://u@a:70000,b/db", "port must be a number"),
+            // Regression (found by `split_matches_its_model`): a signed port
+            // passed the check, for the driver to refuse with a vaguer error.
+            ("postgres://u@a:+1,b/db", "port must be a number"),
             ("postgres://u@[::1,b/db", "closing ']'"),
             ("postgres://u@[::1]x,b/db", "':port'"),
             ("postgres://u@a/db?host=a,b", "host parameter"),
@@ -366,5 +383,525 @@ mod tests {
             assert_eq!(attrs.passes(), &[attrs]);
         }
         assert_eq!(PreferStandby.passes(), &[Standby, Any]);
+    }
+
+    /// Regression (found by `split_matches_its_model` with
+    /// PROPTEST_CASES=3000): an '@' after the host list (here in the query)
+    /// made the split give up and hand `db1,db2` to the driver as one host
+    /// name, `target_session_attrs` unchecked. Only an '@' with a ':'
+    /// before it can end a password.
+    #[test]
+    fn an_at_sign_in_the_query_does_not_stop_the_split() {
+        let s = split("postgres://db1,db2/app?user=alice@example&target_session_attrs=primary")
+            .unwrap();
+        assert_eq!(
+            s.urls,
+            vec![
+                "postgres://db1/app?user=alice@example",
+                "postgres://db2/app?user=alice@example",
+            ]
+        );
+        assert_eq!(s.attrs, Some(TargetSessionAttrs::Primary));
+        // With a ':' before the '@' a password may hide there: left alone.
+        let url = "postgres://u:pa/ss@db1,db2/app";
+        assert_eq!(split(url).unwrap().urls, vec![url]);
+    }
+
+    // ---- Property tests ----
+    //
+    // `PROPTEST_CASES=5000 cargo nextest run -p duroxide-pg --lib hosts::`
+    // runs them longer. `check` and the URL strategies are shared with the
+    // properties in `call::tests` and `config::tests`.
+
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+
+    /// `PROPTEST_CASES` cases when set (long runs on demand), else 64 (the
+    /// default suite); no failure files written into the repository.
+    pub(crate) fn proptest_config() -> ProptestConfig {
+        ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(64),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Runs `test` on `cases` cases; a failure panics with the smallest
+    /// input found.
+    pub(crate) fn check<S: Strategy>(
+        strategy: S,
+        test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+    ) where
+        S::Value: std::fmt::Debug,
+    {
+        if let Err(e) = TestRunner::new(proptest_config()).run(&strategy, test) {
+            panic!("{e}");
+        }
+    }
+
+    /// Every byte percent-encoded but RFC 3986's unreserved characters.
+    pub(crate) fn pct(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    /// How a password is written in the URL.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Spelling {
+        /// Percent-encoded: any characters.
+        Encoded,
+        /// As typed, with characters that do not end the authority (`@`,
+        /// `:`, `%`, `,`, ...): a well-formed URL all the same.
+        Raw,
+        /// As typed, with `/`, `?` or `#` (and no `@`): a malformed URL, whose
+        /// errors must not show the password either.
+        RawDelimiters,
+    }
+
+    /// A password around a recognisable marker (`pw` and 8 random
+    /// alphanumerics), which no message may contain.
+    #[derive(Debug, Clone)]
+    pub(crate) struct Password {
+        pub marker: String,
+        pub plain: String,
+        pub spelling: Spelling,
+    }
+
+    impl Password {
+        /// As it appears in the userinfo.
+        pub(crate) fn written(&self) -> String {
+            match self.spelling {
+                Spelling::Encoded => pct(&self.plain),
+                Spelling::Raw | Spelling::RawDelimiters => self.plain.clone(),
+            }
+        }
+
+        /// As it appears in the `password` parameter: typed as is but for
+        /// the characters that would end the parameter or change its
+        /// value (`&`, `#`, `+`), or percent-encoded.
+        pub(crate) fn written_in_query(&self) -> String {
+            match self.spelling {
+                Spelling::Raw => self
+                    .plain
+                    .replace('&', "%26")
+                    .replace('#', "%23")
+                    .replace('+', "%2B"),
+                Spelling::Encoded | Spelling::RawDelimiters => pct(&self.plain),
+            }
+        }
+    }
+
+    const RAW: &[char] = &[
+        '@', ':', '%', '!', '$', '&', '\'', '(', ')', '*', '+', ',', ';', '=', '~', '-', '.', '_',
+        '[', ']', '1', 'F',
+    ];
+    const RAW_DELIMITERS: &[char] = &[
+        '/', '?', '#', ':', '%', '!', '$', '&', '+', ',', ';', '=', '~', '.', '_', '1',
+    ];
+
+    pub(crate) fn password() -> impl Strategy<Value = Password> {
+        let marker = || "[A-Za-z0-9]{8}".prop_map(|s| format!("pw{s}"));
+        let raw = |set: &'static [char]| {
+            prop::collection::vec(prop::sample::select(set), 0..4).prop_map(String::from_iter)
+        };
+        let make = |spelling| {
+            move |(marker, before, after): (String, String, String)| Password {
+                plain: format!("{before}{marker}{after}"),
+                marker,
+                spelling,
+            }
+        };
+        prop_oneof![
+            (marker(), "[^\\x00]{0,4}", "[^\\x00]{0,4}").prop_map(make(Spelling::Encoded)),
+            (marker(), raw(RAW), raw(RAW)).prop_map(make(Spelling::Raw)),
+            (marker(), raw(RAW_DELIMITERS), raw(RAW_DELIMITERS))
+                .prop_map(make(Spelling::RawDelimiters)),
+        ]
+    }
+
+    /// One entry of a host list, and whether [`check_host`] accepts it.
+    fn host_entry() -> impl Strategy<Value = (String, bool)> {
+        let host = || {
+            prop_oneof![
+                "[a-z][a-z0-9-]{0,8}(\\.[a-z0-9]{1,6}){0,2}",
+                (any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>())
+                    .prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}")),
+                prop::sample::select(&["[::1]", "[fe80::2]", "[2001:db8::5]"][..])
+                    .prop_map(str::to_owned),
+            ]
+        };
+        prop_oneof![
+            4 => (host(), prop::option::of(1..=u16::MAX)).prop_map(|(h, port)| {
+                (port.map_or(h.clone(), |p| format!("{h}:{p}")), true)
+            }),
+            1 => (host(), prop::sample::select(&[":0", ":70000", ":x", ":", ":-1", ":65536", ":+1"][..]))
+                .prop_map(|(h, p)| (format!("{h}{p}"), false)),
+            1 => prop::sample::select(&["", "[::1", "[::1]x", "[::1]:0"][..])
+                .prop_map(|e| (e.to_string(), false)),
+        ]
+    }
+
+    /// One query parameter, as `split` sees it.
+    #[derive(Debug, Clone)]
+    pub(crate) enum Param {
+        /// Kept in every host's URL.
+        Plain(String),
+        /// `target_session_attrs`: a libpq spelling, or another value.
+        Attrs(Result<TargetSessionAttrs, String>),
+        /// A list in `host`, `hostaddr` or `port`: refused.
+        List(String),
+    }
+
+    impl Param {
+        fn text(&self) -> String {
+            match self {
+                Param::Plain(p) | Param::List(p) => p.clone(),
+                Param::Attrs(Ok(a)) => format!("target_session_attrs={a}"),
+                Param::Attrs(Err(v)) => format!("target_session_attrs={v}"),
+            }
+        }
+    }
+
+    fn param() -> impl Strategy<Value = Param> {
+        prop_oneof![
+            4 => prop_oneof![
+                prop::sample::select(&[
+                    "sslmode=disable",
+                    "connect_timeout=5",
+                    "options=-c%20geqo%3Doff",
+                    // An '@' after the authority, unencoded.
+                    "user=alice@example",
+                    "application_name=ops@corp",
+                ][..])
+                .prop_map(str::to_owned),
+                "[^\\x00]{0,8}".prop_map(|v| format!("application_name={}", pct(&v))),
+            ]
+            .prop_map(Param::Plain),
+            1 => prop::sample::select(&TargetSessionAttrs::ALL[..]).prop_map(|a| Param::Attrs(Ok(a))),
+            1 => prop::sample::select(&["master", "READ-WRITE", "", "read%2Dwrite", "any,primary"][..])
+                .prop_map(|v| Param::Attrs(Err(v.to_string()))),
+            1 => prop::sample::select(&[
+                "host=a,b",
+                "hostaddr=10.0.0.1,10.0.0.2",
+                "port=1,2",
+                "port=1%2C2",
+                "host=a%2Cb",
+            ][..])
+            .prop_map(|v| Param::List(v.to_string())),
+        ]
+    }
+
+    /// A URL built from parts: user, password (in the userinfo, the
+    /// `password` parameter or both), host list, path, parameters and
+    /// fragment, and what `split` must make of it.
+    #[derive(Debug, Clone)]
+    pub(crate) struct UrlCase {
+        pub url: String,
+        pub password: Option<Password>,
+        /// The password is written in the userinfo.
+        pub in_userinfo: bool,
+        scheme: &'static str,
+        /// `user@`, `user:password@` or nothing.
+        userinfo: String,
+        entries: Vec<(String, bool)>,
+        /// Path, query and fragment as written.
+        rest: String,
+        params: Vec<Param>,
+    }
+
+    impl UrlCase {
+        /// What [`split`] must return (`Err(())` for an error), by the rules
+        /// its documentation gives; `None` for a malformed URL
+        /// ([`Spelling::RawDelimiters`] in the userinfo), left to the driver.
+        pub(crate) fn expected(&self) -> Option<Result<HostUrls, ()>> {
+            if self.in_userinfo
+                && self
+                    .password
+                    .as_ref()
+                    .is_some_and(|p| p.spelling == Spelling::RawDelimiters)
+            {
+                return None;
+            }
+            let unchanged = HostUrls {
+                urls: vec![self.url.clone()],
+                labels: vec![String::new()],
+                attrs: None,
+            };
+            let hostspec = self
+                .entries
+                .iter()
+                .map(|(e, _)| e.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            // No '@' in the authority but one later, a ':' before it: maybe
+            // a password with an unencoded '/', '?' or '#'.
+            if self.userinfo.is_empty()
+                && let Some(at) = self.rest.find('@')
+                && format!("{hostspec}{}", &self.rest[..at]).contains(':')
+            {
+                return Some(Ok(unchanged));
+            }
+            let mut attrs = None;
+            for p in &self.params {
+                match p {
+                    Param::Attrs(Ok(a)) => attrs = Some(*a),
+                    Param::Attrs(Err(_)) | Param::List(_) => return Some(Err(())),
+                    Param::Plain(_) => {}
+                }
+            }
+            if self.entries.len() == 1 && attrs.is_none() {
+                return Some(Ok(unchanged));
+            }
+            if self.entries.iter().any(|(_, ok)| !ok) {
+                return Some(Err(()));
+            }
+            let kept: Vec<String> = self
+                .params
+                .iter()
+                .filter(|p| !matches!(p, Param::Attrs(_)))
+                .map(Param::text)
+                .collect();
+            let query = if kept.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", kept.join("&"))
+            };
+            let (path, fragment) = self.path_and_fragment();
+            Some(Ok(HostUrls {
+                urls: self
+                    .entries
+                    .iter()
+                    .map(|(e, _)| {
+                        format!(
+                            "{}://{}{e}{path}{query}{fragment}",
+                            self.scheme, self.userinfo
+                        )
+                    })
+                    .collect(),
+                labels: self.entries.iter().map(|(e, _)| e.clone()).collect(),
+                attrs,
+            }))
+        }
+
+        fn path_and_fragment(&self) -> (&str, &str) {
+            let end = self.rest.find(['?', '#']).unwrap_or(self.rest.len());
+            let fragment = self.rest.find('#').map_or("", |i| &self.rest[i..]);
+            (&self.rest[..end], fragment)
+        }
+    }
+
+    /// URLs from parts (see [`UrlCase`]); `with_password`: always, never or
+    /// either.
+    pub(crate) fn url_case(with_password: Option<bool>) -> impl Strategy<Value = UrlCase> {
+        let password = match with_password {
+            Some(true) => password().prop_map(Some).boxed(),
+            Some(false) => Just(None).boxed(),
+            None => prop::option::of(password()).boxed(),
+        };
+        (
+            prop::sample::select(&["postgres", "postgresql"][..]),
+            prop::option::of("[a-z][a-z0-9_]{0,6}"),
+            password,
+            // Where the password goes: userinfo, parameter, both.
+            0..3u8,
+            prop::sample::select(&["password", "Password", "PASSWORD"][..]),
+            prop::collection::vec(host_entry(), 1..5),
+            prop::sample::select(&["", "/", "/db", "/my%20db"][..]),
+            prop::collection::vec(param(), 0..4),
+            any::<bool>(),
+            prop::option::of("[a-z]{1,4}"),
+        )
+            .prop_map(
+                |(
+                    scheme,
+                    user,
+                    password,
+                    place,
+                    key,
+                    entries,
+                    path,
+                    mut params,
+                    first,
+                    fragment,
+                )| {
+                    let spelled_raw = password
+                        .as_ref()
+                        .is_some_and(|p| p.spelling == Spelling::RawDelimiters);
+                    // A malformed password only in the userinfo (it is
+                    // encoded in a parameter).
+                    let in_userinfo = password.is_some() && (place != 1 || spelled_raw);
+                    let in_query = password.is_some() && place != 0;
+                    let user = user.unwrap_or_default();
+                    let userinfo = match &password {
+                        Some(p) if in_userinfo => format!("{user}:{}@", p.written()),
+                        _ if user.is_empty() => String::new(),
+                        _ => format!("{user}@"),
+                    };
+                    if let Some(p) = password.as_ref().filter(|_| in_query) {
+                        let pair = Param::Plain(format!("{key}={}", p.written_in_query()));
+                        if first {
+                            params.insert(0, pair);
+                        } else {
+                            params.push(pair);
+                        }
+                    }
+                    let query = params.iter().map(Param::text).collect::<Vec<_>>().join("&");
+                    let mut rest = path.to_string();
+                    if !query.is_empty() {
+                        rest.push('?');
+                        rest.push_str(&query);
+                    }
+                    if let Some(f) = fragment {
+                        rest.push('#');
+                        rest.push_str(&f);
+                    }
+                    let hosts = entries
+                        .iter()
+                        .map(|(e, _)| e.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    UrlCase {
+                        url: format!("{scheme}://{userinfo}{hosts}{rest}"),
+                        password,
+                        in_userinfo,
+                        scheme,
+                        userinfo,
+                        entries,
+                        rest,
+                        params,
+                    }
+                },
+            )
+    }
+
+    /// Text that looks like URLs: their delimiters, parameter names and
+    /// multi-byte characters next to one another, or anything at all.
+    pub(crate) fn url_soup() -> impl Strategy<Value = String> {
+        const PIECES: &[&str] = &[
+            "postgres://",
+            "://",
+            "@",
+            ":",
+            ",",
+            "/",
+            "?",
+            "#",
+            "&",
+            "=",
+            "[",
+            "]",
+            "%",
+            "%2C",
+            "%4",
+            "target_session_attrs",
+            "host",
+            "port",
+            "password",
+            "read-write",
+            "5432",
+            "h",
+            "é",
+            "€",
+            "😀",
+            " ",
+            "",
+        ];
+        prop_oneof![
+            any::<String>(),
+            prop::collection::vec(prop::sample::select(PIECES), 0..16).prop_map(|p| p.concat()),
+        ]
+    }
+
+    /// `split` never panics, whatever it is given, and what it returns is
+    /// consistent (one label per URL, at least one URL): a URL comes from
+    /// an operator's configuration, and a panic there (or one quoting the
+    /// URL) would take the service down.
+    #[test]
+    fn split_never_panics() {
+        check(url_soup(), |s| {
+            if let Ok(h) = split(&s) {
+                prop_assert!(!h.urls.is_empty());
+                prop_assert_eq!(h.urls.len(), h.labels.len());
+            }
+            Ok(())
+        });
+    }
+
+    /// For URLs built from parts, `split` returns what its rules say:
+    /// one URL per host in order with everything else kept as written but
+    /// `target_session_attrs`, the attrs parsed, the errors where a host
+    /// entry or parameter is bad; and each URL it returns is left alone
+    /// when split again (one host, no attrs).
+    #[test]
+    fn split_matches_its_model() {
+        check(url_case(None), |case| {
+            let got = split(&case.url);
+            if let Some(expected) = case.expected() {
+                prop_assert_eq!(got.clone().map_err(|_| ()), expected);
+            }
+            if let Ok(h) = got {
+                for url in &h.urls {
+                    let again = split(url).map_err(TestCaseError::fail)?;
+                    prop_assert_eq!(&again.urls, &vec![url.clone()]);
+                    prop_assert_eq!(again.attrs, None);
+                }
+            }
+            Ok(())
+        });
+    }
+
+    /// No error of `split`, and no host label (labels name hosts in
+    /// connection errors), contains the password, however it is written.
+    #[test]
+    fn split_never_quotes_the_password() {
+        check(url_case(Some(true)), |case| {
+            let marker = &case.password.as_ref().expect("a password").marker;
+            match split(&case.url) {
+                Err(e) => prop_assert!(!e.contains(marker.as_str()), "{}", e),
+                Ok(h) => {
+                    for label in &h.labels {
+                        prop_assert!(!label.contains(marker.as_str()), "{}", label);
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
+
+    /// `target_session_attrs` accepts exactly libpq's spellings (each
+    /// printed form parses back to itself) and nothing else.
+    #[test]
+    fn target_session_attrs_parse_only_libpq_spellings() {
+        let value = prop_oneof![
+            prop::sample::select(&TargetSessionAttrs::ALL[..]).prop_map(|a| a.to_string()),
+            any::<String>(),
+            "[a-z-]{0,15}",
+        ];
+        check(value, |s| {
+            let known = TargetSessionAttrs::ALL
+                .into_iter()
+                .find(|a| a.as_str() == s);
+            match s.parse::<TargetSessionAttrs>() {
+                Ok(a) => {
+                    prop_assert_eq!(Some(a), known);
+                    prop_assert_eq!(a.to_string(), s);
+                }
+                Err(e) => {
+                    prop_assert_eq!(known, None);
+                    prop_assert!(e.contains("is not one of"), "{}", e);
+                }
+            }
+            Ok(())
+        });
     }
 }

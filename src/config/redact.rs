@@ -24,15 +24,16 @@ fn password_ranges(url: &str) -> Vec<std::ops::Range<usize>> {
             ranges.push(auth_start + colon + 1..at);
         }
     }
-    if let Some(q) = url.find('?') {
-        let mut pos = q + 1;
-        for pair in url[q + 1..].split('&') {
-            if let Some((k, _)) = pair.split_once('=')
-                && k.eq_ignore_ascii_case("password")
-            {
-                ranges.push(pos + k.len() + 1..pos + pair.len());
-            }
-            pos += pair.len() + 1;
+    // A `password` parameter after any '?' or '&', not only in the query
+    // that starts at the first '?': an unencoded '?' in the userinfo's
+    // password would move that start past the parameter.
+    for (i, _) in url.match_indices(['?', '&']) {
+        let start = i + 1;
+        let end = url[start..].find('&').map_or(url.len(), |j| start + j);
+        if let Some((k, _)) = url[start..end].split_once('=')
+            && k.eq_ignore_ascii_case("password")
+        {
+            ranges.push(start + k.len() + 1..end);
         }
     }
     ranges
@@ -40,24 +41,56 @@ fn password_ranges(url: &str) -> Vec<std::ops::Range<usize>> {
 
 /// Returns `url` with any password replaced by `***`, for logs and errors.
 pub fn redact_url(url: &str) -> String {
-    let mut out = url.to_string();
-    // Replace from the back so earlier ranges stay valid.
-    for range in password_ranges(url).into_iter().rev() {
-        out.replace_range(range, "***");
-    }
-    out
+    hide(url, password_ranges(url))
 }
 
 /// Removes the URL's password (as written and percent-decoded) from a message.
+/// A `password` parameter's range runs to the end of the URL, fragment
+/// included (an unencoded '#' may belong to the password); the driver reads
+/// the value only up to the '#', so that part is removed too.
 pub fn scrub(message: &str, url: &str) -> String {
-    let mut out = message.to_string();
+    let mut secrets = Vec::new();
     for range in password_ranges(url) {
         let raw = &url[range];
-        for secret in [raw.to_string(), percent_decode(raw)] {
-            if !secret.is_empty() {
-                out = out.replace(&secret, "***");
-            }
+        let before_fragment = raw.split('#').next().unwrap_or(raw);
+        secrets.extend([
+            raw.to_string(),
+            percent_decode(raw),
+            before_fragment.to_string(),
+            percent_decode(before_fragment),
+        ]);
+    }
+    // Every occurrence found in the message as given, then hidden at once:
+    // replacing one secret after another let a short one (an odd URL's
+    // spurious range, such as a lone ':') cut up a longer one first.
+    let mut found = Vec::new();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        found.extend(
+            message
+                .match_indices(secret.as_str())
+                .map(|(i, _)| i..i + secret.len()),
+        );
+    }
+    hide(message, found)
+}
+
+/// `text` with each of `ranges` (char boundaries; overlapping allowed)
+/// replaced by `***`, overlapping and touching ones as one.
+fn hide(text: &str, mut ranges: Vec<std::ops::Range<usize>>) -> String {
+    // Overlapping ranges merged (a userinfo password typed with a '/' can
+    // run into the query and its `password` parameter), then replaced from
+    // the back so earlier ranges stay valid.
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<std::ops::Range<usize>> = Vec::new();
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
         }
+    }
+    let mut out = text.to_string();
+    for range in merged.into_iter().rev() {
+        out.replace_range(range, "***");
     }
     out
 }

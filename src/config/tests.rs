@@ -183,3 +183,163 @@ fn the_response_bound_is_the_statement_timeout_plus_the_silence_timeout() {
         assert!(e.to_string().contains("silence_timeout"), "{e}");
     }
 }
+
+/// Regression (found by `redacted_urls_never_show_the_password`): with an
+/// unencoded '?' in the userinfo's password, the query was looked for from
+/// that '?', so a `password` parameter after it was not hidden.
+#[test]
+fn a_password_parameter_after_a_question_mark_in_the_userinfo_is_hidden() {
+    let url = "postgres://u:a?b@h/db?password=topsecret";
+    let redacted = redact_url(url);
+    assert!(!redacted.contains("topsecret"), "{redacted}");
+    assert!(!redacted.contains("a?b"), "{redacted}");
+}
+
+/// Regression (found by `config_url_errors_never_show_the_password` with
+/// PROPTEST_CASES=5000): a `password` parameter holding an unencoded '@',
+/// in a URL without userinfo whose host has a port, made two overlapping
+/// ranges (the '@' looked like the end of a userinfo password starting at
+/// the port): `redact_url` panicked (range end out of bounds), in the
+/// configuration's Debug and in every URL error.
+#[test]
+fn an_at_sign_in_a_password_parameter_does_not_panic() {
+    let url = "postgres://db.example.com:5432/app?user=app&password=s3cr@t";
+    let redacted = redact_url(url);
+    assert!(!redacted.contains("s3cr"), "{redacted}");
+    assert!(!format!("{:?}", PostgresConfig::new(url)).contains("s3cr"));
+}
+
+/// Regression (found by `scrubbed_messages_never_show_the_password`): a
+/// `password` parameter followed by a fragment was scrubbed only with the
+/// fragment attached, so a message quoting the value the driver reads (up
+/// to the '#') kept it.
+#[test]
+fn a_password_parameter_before_a_fragment_is_scrubbed() {
+    let url = "postgres://h/db?password=topsecret#x";
+    assert_eq!(scrub("bad topsecret", url), "bad ***");
+    assert_eq!(redact_url(url), "postgres://h/db?password=***");
+}
+
+/// Regression (found by `scrubbed_messages_never_show_the_password` with
+/// PROPTEST_CASES=100000): in `postgres://a?password=s3cret::@`, the '@'
+/// also looks like the end of a userinfo password `:` (from the first ':'
+/// on); scrubbing that lone ':' first cut the real password apart in the
+/// message, and it was no longer found.
+#[test]
+fn a_short_spurious_secret_does_not_shield_the_password() {
+    let url = "postgres://a?password=s3cret::@";
+    let scrubbed = scrub("auth failed for s3cret::@ (port 5432: refused)", url);
+    assert!(!scrubbed.contains("s3cret"), "{scrubbed}");
+}
+
+// ---- Property tests: the password stays out of everything printed ----
+//
+// `PROPTEST_CASES=5000 cargo nextest run -p duroxide-pg --lib config::tests::`
+// runs them longer. URLs come from `hosts::tests::url_case`: users,
+// passwords (percent-encoded, typed as is, or typed with '/', '?' or '#',
+// which makes the URL malformed), host lists, parameters, fragments.
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::super::redact::percent_decode;
+    use super::super::{PostgresConfig, redact_url, scrub};
+    use crate::hosts::tests::{check, url_case, url_soup};
+
+    /// `redact_url` hides the password wherever the URL carries it (the
+    /// userinfo, a `password` parameter in any case, both) and however it
+    /// is written, including '@', ':', '/', '?', '#' and '%' typed as is.
+    #[test]
+    fn redacted_urls_never_show_the_password() {
+        check(url_case(Some(true)), |case| {
+            let marker = &case.password.as_ref().expect("a password").marker;
+            let redacted = redact_url(&case.url);
+            prop_assert!(!redacted.contains(marker.as_str()), "{}", redacted);
+            Ok(())
+        });
+    }
+
+    /// A URL without a password comes out of `redact_url` as it went in:
+    /// errors and logs keep the host, database and parameters an operator
+    /// needs. (An '@' after the host list with a ':' before it, and no
+    /// userinfo, may be a password typed with a '/': hidden on purpose.)
+    #[test]
+    fn urls_without_a_password_are_not_redacted() {
+        check(url_case(Some(false)), |case| {
+            let url = &case.url;
+            let auth_start = url.find("://").expect("a scheme") + 3;
+            let auth_end = url[auth_start..]
+                .find(['/', '?', '#'])
+                .map_or(url.len(), |i| auth_start + i);
+            let maybe_password = !url[auth_start..auth_end].contains('@')
+                && url[auth_end..]
+                    .find('@')
+                    .is_some_and(|at| url[auth_start..auth_end + at].contains(':'));
+            if !maybe_password {
+                prop_assert_eq!(&redact_url(url), url);
+            }
+            Ok(())
+        });
+    }
+
+    /// `scrub` removes the password from a message that quotes it as
+    /// written in the URL or percent-decoded (as the driver would), among
+    /// any other text.
+    #[test]
+    fn scrubbed_messages_never_show_the_password() {
+        let cases = (
+            url_case(Some(true)),
+            any::<String>(),
+            any::<String>(),
+            any::<String>(),
+        );
+        check(cases, |(case, before, middle, after)| {
+            let p = case.password.as_ref().expect("a password");
+            let written = if case.in_userinfo {
+                p.written()
+            } else {
+                p.written_in_query()
+            };
+            let decoded = percent_decode(&written);
+            let message = format!("{before}{written}{middle}{decoded}{after}");
+            let scrubbed = scrub(&message, &case.url);
+            prop_assert!(!scrubbed.contains(p.marker.as_str()), "{}", scrubbed);
+            Ok(())
+        });
+    }
+
+    /// Neither `redact_url` nor `scrub` panics on any text (a panic
+    /// message could quote the URL), and text without "://", '?' or '&'
+    /// has nothing to hide.
+    #[test]
+    fn redaction_never_panics() {
+        check((url_soup(), url_soup()), |(a, b)| {
+            let redacted = redact_url(&a);
+            let _ = scrub(&b, &a);
+            let _ = percent_decode(&a);
+            if !a.contains("://") && !a.contains(['?', '&']) {
+                prop_assert_eq!(redacted, a);
+            }
+            Ok(())
+        });
+    }
+
+    /// The configuration's URL errors (`Error::InvalidUrl`, from the host
+    /// list or the driver's parser), printed with Display or Debug, never
+    /// contain the password, nor does the configuration's Debug.
+    #[test]
+    fn config_url_errors_never_show_the_password() {
+        check(url_case(Some(true)), |case| {
+            let marker = case.password.as_ref().expect("a password").marker.clone();
+            let config = PostgresConfig::new(case.url.clone());
+            let debug = format!("{config:?}");
+            prop_assert!(!debug.contains(&marker), "{}", debug);
+            if let Err(e) = config.targets() {
+                let (display, debug) = (e.to_string(), format!("{e:?}"));
+                prop_assert!(!display.contains(&marker), "{}", display);
+                prop_assert!(!debug.contains(&marker), "{}", debug);
+            }
+            Ok(())
+        });
+    }
+}

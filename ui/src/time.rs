@@ -147,7 +147,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -213,5 +213,292 @@ mod tests {
             let (y, m, d) = civil_from_days(day);
             assert_eq!(days_from_civil(y, m, d), day);
         }
+    }
+
+    // ---- Property tests ----
+    //
+    // `PROPTEST_CASES=5000 cargo nextest run -p duroxide-pg-ui --lib time::`
+    // runs them longer.
+
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+
+    /// `PROPTEST_CASES` cases when set (long runs on demand), else 64 (the
+    /// default suite); no failure files written into the repository.
+    pub(crate) fn proptest_config() -> ProptestConfig {
+        ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(64),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Runs `test` on `cases` cases; a failure panics with the smallest
+    /// input found.
+    pub(crate) fn check<S: Strategy>(
+        strategy: S,
+        test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+    ) where
+        S::Value: std::fmt::Debug,
+    {
+        if let Err(e) = TestRunner::new(proptest_config()).run(&strategy, test) {
+            panic!("{e}");
+        }
+    }
+
+    /// The last second `parse_any_moment` reads: 9999-12-31T23:59:59Z.
+    const LAST_MS: u64 = 253_402_300_799_000;
+
+    /// Seconds per unit of an age.
+    fn unit_secs(unit: char) -> u64 {
+        match unit {
+            'd' => 86_400,
+            'h' => 3_600,
+            'm' => 60,
+            _ => 1,
+        }
+    }
+
+    /// Days of a month, by the Gregorian rule (written apart from the
+    /// parser's own, as a model).
+    fn model_days_in_month(y: u32, m: u32) -> u32 {
+        let leap = y.is_multiple_of(4) && (!y.is_multiple_of(100) || y.is_multiple_of(400));
+        [
+            31,
+            if leap { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ][m as usize - 1]
+    }
+
+    /// Days from 1970-01-01 to a date, counted by whole years and months
+    /// (a model independent of Hinnant's algorithm the parser uses).
+    fn model_days(y: u32, m: u32, d: u32) -> u64 {
+        let leaps_before = |y: u32| {
+            let n = y - 1;
+            n / 4 - n / 100 + n / 400
+        };
+        let years = u64::from(y - 1970) * 365 + u64::from(leaps_before(y) - leaps_before(1970));
+        let months: u32 = (1..m).map(|month| model_days_in_month(y, month)).sum();
+        years + u64::from(months) + u64::from(d) - 1
+    }
+
+    /// Blanks that `trim` removes, or none.
+    fn blank() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(&["", "", " ", "\t", "  ", "\u{3000}"][..])
+    }
+
+    /// A count: small, or anywhere in u64 (overflow included).
+    fn count() -> impl Strategy<Value = u64> {
+        prop_oneof![0..10_000u64, any::<u64>()]
+    }
+
+    /// Text that looks like times and ages: digits, separators, units,
+    /// signs and multi-byte characters in any order, or anything at all.
+    pub(crate) fn time_soup() -> impl Strategy<Value = String> {
+        const PIECES: &[&str] = &[
+            "2026",
+            "1970",
+            "9999",
+            "-",
+            ":",
+            "T",
+            " ",
+            "Z",
+            "d",
+            "h",
+            "m",
+            "s",
+            "0",
+            "1",
+            "12",
+            "31",
+            "59",
+            "60",
+            "+",
+            ".",
+            "é",
+            "٣",
+            "€",
+            "\u{3000}",
+            "18446744073709551615",
+        ];
+        prop_oneof![
+            any::<String>(),
+            prop::collection::vec(prop::sample::select(PIECES), 0..10).prop_map(|p| p.concat()),
+        ]
+    }
+
+    /// An age, `<n><unit>` with blanks around it, reads as n whole units,
+    /// or is refused as too long when that overflows (never wraps).
+    #[test]
+    fn ages_read_as_whole_units() {
+        let age = (
+            blank(),
+            count(),
+            prop::sample::select(&['d', 'h', 'm', 's'][..]),
+            blank(),
+        );
+        check(age, |(before, n, unit, after)| {
+            let text = format!("{before}{n}{unit}{after}");
+            match n.checked_mul(unit_secs(unit)) {
+                Some(secs) => {
+                    prop_assert_eq!(parse_age(&text), Ok(std::time::Duration::from_secs(secs)))
+                }
+                None => {
+                    let e = parse_age(&text).expect_err("overflow");
+                    prop_assert!(e.contains("too long"), "{}", e);
+                }
+            }
+            Ok(())
+        });
+    }
+
+    /// An age as a moment is that long before now, or an error when it
+    /// reaches back before 1970 or overflows: never a wrapped-around time.
+    #[test]
+    fn ages_count_back_from_now() {
+        let case = (
+            any::<u64>(),
+            count(),
+            prop::sample::select(&['d', 'h', 'm', 's'][..]),
+        );
+        check(case, |(now, n, unit)| {
+            let text = format!("{n}{unit}");
+            let expected = n
+                .checked_mul(unit_secs(unit))
+                .and_then(|s| s.checked_mul(1000))
+                .and_then(|ms| now.checked_sub(ms));
+            prop_assert_eq!(parse_any_moment(&text, now).ok(), expected);
+            prop_assert_eq!(parse_moment(&text, now).ok(), expected);
+            Ok(())
+        });
+    }
+
+    /// Dates and times in every documented form (`2026-01-31`,
+    /// `2026-01-31T12:00`, seconds and `Z` optional, a space for `T`) read
+    /// as the instant a day count independent of the parser's gives, and a
+    /// day past the month's end is refused.
+    #[test]
+    fn dates_and_times_read_as_their_instant() {
+        let time = (
+            0..24u32,
+            0..60u32,
+            prop::option::of(0..60u32),
+            prop::sample::select(&["T", " "][..]),
+            prop::sample::select(&["", "Z"][..]),
+        );
+        let case = (
+            1970..=9999u32,
+            1..=12u32,
+            1..=31u32,
+            prop::option::of(time),
+            blank(),
+        );
+        check(case, |(y, m, d, time, pad)| {
+            let mut text = format!("{pad}{y:04}-{m:02}-{d:02}");
+            let mut secs = 0;
+            if let Some((h, mi, s, sep, z)) = time {
+                text += &format!("{sep}{h:02}:{mi:02}");
+                if let Some(s) = s {
+                    text += &format!(":{s:02}");
+                }
+                text += z;
+                secs = u64::from(h * 3600 + mi * 60 + s.unwrap_or(0));
+            }
+            text += pad;
+            let got = parse_any_moment(&text, 0);
+            if d <= model_days_in_month(y, m) {
+                prop_assert_eq!(
+                    got,
+                    Ok((model_days(y, m, d) * 86_400 + secs) * 1000),
+                    "{:?}",
+                    text
+                );
+            } else {
+                prop_assert!(got.is_err(), "{:?} accepted", text);
+            }
+            Ok(())
+        });
+    }
+
+    /// A date or time with a field out of range (year before 1970 or past
+    /// 9999, month 0 or 13+, day 0, hour 24+, minute or second 60+) is
+    /// refused, not carried into the next field.
+    #[test]
+    fn out_of_range_fields_are_refused() {
+        let case = (
+            1970..=9999u32,
+            1..=12u32,
+            1..=28u32,
+            0..24u32,
+            0..60u32,
+            0..60u32,
+            0..6usize,
+            0..100_000u32,
+        );
+        check(
+            case,
+            |(mut y, mut m, mut d, mut h, mut mi, mut s, field, bad)| {
+                match field {
+                    0 => y = if bad < 1970 { bad } else { 10_000 + bad },
+                    1 => m = if bad % 2 == 0 { 0 } else { 13 + bad % 87 },
+                    2 => d = 0,
+                    3 => h = 24 + bad % 76,
+                    4 => mi = 60 + bad % 40,
+                    _ => s = 60 + bad % 40,
+                }
+                let text = format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z");
+                prop_assert!(
+                    parse_any_moment(&text, LAST_MS).is_err(),
+                    "{:?} accepted",
+                    text
+                );
+                Ok(())
+            },
+        );
+    }
+
+    /// What `format_ms` prints, `parse_any_moment` reads back as the same
+    /// second (the dashboard pins filters this way), and a past moment
+    /// passes `parse_moment`.
+    #[test]
+    fn formatted_times_parse_back() {
+        check((0..=LAST_MS + 999, any::<u64>()), |(ms, now)| {
+            let text = format_ms(ms);
+            let second = ms / 1000 * 1000;
+            prop_assert_eq!(parse_any_moment(&text, now), Ok(second));
+            prop_assert_eq!(format_ms(second), text.clone());
+            prop_assert_eq!(parse_moment(&text, ms), Ok(second));
+            Ok(())
+        });
+    }
+
+    /// No text panics a parser (a panic would end the request, or the
+    /// CLI), `parse_moment` never returns a moment after now, and
+    /// `parse_any_moment` nothing past 9999 but an age's `now - age`.
+    #[test]
+    fn time_parsers_never_panic() {
+        check((time_soup(), any::<u64>()), |(text, now)| {
+            let _ = parse_age(&text);
+            if let Ok(ms) = parse_any_moment(&text, now) {
+                prop_assert!(ms <= now.max(LAST_MS), "{:?} -> {}", text, ms);
+            }
+            if let Ok(ms) = parse_moment(&text, now) {
+                prop_assert!(ms <= now, "{:?} -> {} after {}", text, ms, now);
+            }
+            Ok(())
+        });
     }
 }

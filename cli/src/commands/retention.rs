@@ -185,3 +185,104 @@ pub async fn status(p: &PostgresProvider, json: bool) -> CliResult {
     print!("{}", t.render());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Property tests of `retention run --completed/--failed`, from the
+    //! command line to the checked policy. `PROPTEST_CASES=5000 cargo
+    //! nextest run -p duroxide-pg-cli --bin duroxide-pg retention::` runs
+    //! them longer.
+
+    use std::time::Duration;
+
+    use clap::Parser;
+    use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
+
+    use super::{RetentionPolicy, policy};
+    use crate::args::{Cli, Command, RetentionAction};
+    use crate::time::tests::{check, count, time_soup, unit, unit_secs};
+
+    /// The policy `retention run <args>` checks before connecting.
+    fn policy_of(args: &[&str]) -> Result<Result<RetentionPolicy, String>, TestCaseError> {
+        let cli = Cli::try_parse_from(
+            ["duroxide-pg", "retention", "run"]
+                .into_iter()
+                .chain(args.iter().copied()),
+        )
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        match cli.command {
+            Command::Retention {
+                action:
+                    RetentionAction::Run {
+                        completed,
+                        failed,
+                        keep_executions,
+                        batch_size,
+                        ..
+                    },
+            } => Ok(policy(
+                completed.as_deref(),
+                failed.as_deref(),
+                keep_executions,
+                batch_size,
+            )),
+            other => Err(TestCaseError::fail(format!("{other:?}"))),
+        }
+    }
+
+    /// `--completed=<n><unit>` and `--failed=<n><unit>` keep trees exactly
+    /// n units; a zero window, one too long for the store's millisecond
+    /// arithmetic, and one whose seconds overflow are refused with the
+    /// flag's name (never wrapped into a short window that would delete
+    /// recent work).
+    #[test]
+    fn retention_windows_read_as_whole_units() {
+        check((count(), unit(), any::<bool>()), |(n, unit, failed)| {
+            let flag = if failed { "failed" } else { "completed" };
+            let arg = format!("--{flag}={n}{unit}");
+            let got = policy_of(&[arg.as_str()])?;
+            let secs = n.checked_mul(unit_secs(unit));
+            let fits = secs.is_some_and(|s| s > 0 && u128::from(s) * 1000 <= i64::MAX as u128 / 2);
+            match got {
+                Ok(p) => {
+                    prop_assert!(fits, "{} accepted", arg);
+                    let window = if failed {
+                        p.failed_window()
+                    } else {
+                        p.completed_window()
+                    };
+                    prop_assert_eq!(window, secs.map(Duration::from_secs));
+                }
+                Err(e) => {
+                    prop_assert!(!fits, "{}: {}", arg, e);
+                    if secs.is_none() {
+                        prop_assert!(e.contains(&format!("--{flag}")), "{}", e);
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
+
+    /// Any text after `--completed=` or `--failed=` never panics the CLI;
+    /// a window it accepts is at least a second.
+    #[test]
+    fn retention_flags_never_panic() {
+        check((time_soup(), time_soup()), |(completed, failed)| {
+            let (c, f) = (
+                format!("--completed={completed}"),
+                format!("--failed={failed}"),
+            );
+            if let Ok(p) = policy_of(&[c.as_str(), f.as_str()])? {
+                for w in [p.completed_window(), p.failed_window()]
+                    .into_iter()
+                    .flatten()
+                {
+                    prop_assert!(w >= Duration::from_secs(1), "{:?}", w);
+                }
+            }
+            Ok(())
+        });
+    }
+}

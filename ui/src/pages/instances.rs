@@ -213,3 +213,196 @@ pub(crate) async fn page(
     };
     Ok(crate::view::page(&state, "Instances", body))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Property tests of the filter as the dashboard reads it from a query
+    //! string. `PROPTEST_CASES=5000 cargo nextest run -p duroxide-pg-ui
+    //! --lib pages::instances::` runs them longer.
+
+    use axum::extract::Query;
+    use proptest::prelude::*;
+
+    use super::{Filter, ListParams, STATUSES};
+    use crate::time::tests::{check, time_soup};
+
+    /// What an operator types in a time field: nothing, blanks, a date, a
+    /// date and time, an age.
+    fn time_field() -> impl Strategy<Value = String> + 'static {
+        let date = || (1970..=9999u32, 1..=12u32, 1..=28u32);
+        prop_oneof![
+            Just(String::new()),
+            Just("  ".to_string()),
+            date().prop_map(|(y, m, d)| format!("{y:04}-{m:02}-{d:02}")),
+            (date(), 0..24u32, 0..60u32, 0..60u32).prop_map(|((y, m, d), h, mi, s)| {
+                format!(" {y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z ")
+            }),
+            (
+                0..20_000u64,
+                prop::sample::select(&['d', 'h', 'm', 's'][..])
+            )
+                .prop_map(|(n, u)| format!("{n}{u}")),
+        ]
+    }
+
+    /// Filters with `text` in the status, name and prefix fields and
+    /// `time` in the four time fields.
+    fn filter(
+        text: impl Strategy<Value = String> + 'static,
+        time: impl Strategy<Value = String> + 'static,
+    ) -> impl Strategy<Value = Filter> {
+        let (text, time) = (text.boxed(), time.boxed());
+        (
+            text.clone(),
+            text.clone(),
+            text,
+            time.clone(),
+            time.clone(),
+            time.clone(),
+            time,
+        )
+            .prop_map(
+                |(status, name, prefix, created_from, created_to, completed_from, completed_to)| {
+                    Filter {
+                        status,
+                        name,
+                        prefix,
+                        created_from,
+                        created_to,
+                        completed_from,
+                        completed_to,
+                    }
+                },
+            )
+    }
+
+    /// Any text in any field never panics `to_query` (the request would
+    /// fail without an answer); when it is accepted, the text fields are
+    /// the trimmed input (blank = any) and the status is a stored one.
+    #[test]
+    fn any_filter_is_read_or_refused_without_panicking() {
+        check(filter(time_soup(), time_soup()), |f| {
+            if let Ok(q) = f.to_query() {
+                let text = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+                prop_assert_eq!(q.name, text(&f.name));
+                prop_assert_eq!(q.id_prefix, text(&f.prefix));
+                prop_assert!(q.status.as_deref().is_none_or(|s| STATUSES.contains(&s)));
+                prop_assert!(!q.finished_roots_only);
+            }
+            Ok(())
+        });
+    }
+
+    /// The status filter takes exactly the statuses the store records
+    /// (blanks around them allowed) or nothing, and refuses anything else.
+    #[test]
+    fn the_status_filter_takes_exactly_the_stored_statuses() {
+        let status = prop_oneof![
+            (
+                prop::sample::select(&STATUSES[..]),
+                prop::sample::select(&["", " ", "\t"][..]),
+            )
+                .prop_map(|(s, pad)| format!("{pad}{s}{pad}")),
+            time_soup(),
+            "[A-Za-z]{0,16}",
+        ];
+        check(status, |status| {
+            let trimmed = status.trim();
+            let f = Filter {
+                status: status.clone(),
+                ..Filter::default()
+            };
+            match f.to_query() {
+                Ok(q) => {
+                    prop_assert!(trimmed.is_empty() || STATUSES.contains(&trimmed));
+                    prop_assert_eq!(q.status.as_deref(), Some(trimmed).filter(|s| !s.is_empty()));
+                }
+                Err(e) => {
+                    prop_assert!(!trimmed.is_empty() && !STATUSES.contains(&trimmed));
+                    prop_assert!(e.contains("is not one of"), "{}", e);
+                }
+            }
+            Ok(())
+        });
+    }
+
+    /// Pinning (ages replaced by the UTC time they mean now, before a purge
+    /// is confirmed) is idempotent, leaves every absolute time and the text
+    /// fields as they were, and moves an age's moment by less than a second
+    /// (plus the time the test took between the two readings of now).
+    #[test]
+    fn pinning_a_filter_is_idempotent() {
+        check(filter("[a-z]{0,4}", time_field()), |f| {
+            let (Ok(before), Ok(pinned)) = (f.to_query(), f.pinned()) else {
+                prop_assert!(f.to_query().is_err());
+                return Ok(());
+            };
+            let again = pinned.pinned().expect("a pinned filter reads");
+            prop_assert_eq!(again.pairs(), pinned.pairs());
+            prop_assert_eq!(
+                (&pinned.status, &pinned.name, &pinned.prefix),
+                (&f.status, &f.name, &f.prefix)
+            );
+            let after = pinned.to_query().expect("a pinned filter reads");
+            let fields = [
+                (&f.created_from, before.created_from, after.created_from),
+                (&f.created_to, before.created_to, after.created_to),
+                (
+                    &f.completed_from,
+                    before.completed_from,
+                    after.completed_from,
+                ),
+                (&f.completed_to, before.completed_to, after.completed_to),
+            ];
+            for (text, was, is) in fields {
+                let is_age = text.trim().ends_with(['d', 'h', 'm', 's']);
+                match (was, is) {
+                    (None, None) => {}
+                    (Some(was), Some(is)) if is_age => {
+                        prop_assert!(
+                            is + 1000 > was && is <= was + 60_000,
+                            "{}: {} -> {}",
+                            text,
+                            was,
+                            is
+                        );
+                    }
+                    (was, is) => prop_assert_eq!(was, is, "{}", text),
+                }
+            }
+            Ok(())
+        });
+    }
+
+    /// A filter carried in a link (every value percent-encoded as
+    /// `view::link` writes it, empty ones left out) reads back from the
+    /// query string into the same filter and page cursor, whatever the
+    /// values hold (`&`, `=`, `+`, `%`, `#`, any Unicode).
+    #[test]
+    fn filters_survive_a_link() {
+        let case = (
+            filter(any::<String>(), any::<String>()),
+            any::<String>(),
+            any::<String>(),
+        );
+        check(case, |(f, after_created, after_id)| {
+            let mut pairs = f.pairs();
+            pairs.push(("after_created", &after_created));
+            pairs.push(("after_id", &after_id));
+            // As `view::link` writes the query.
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
+                q.append_pair(k, v);
+            }
+            let uri: axum::http::Uri = format!("/instances?{}", q.finish())
+                .parse()
+                .map_err(|e| TestCaseError::fail(format!("{e}")))?;
+            let Query(back) = Query::<ListParams>::try_from_uri(&uri)
+                .map_err(|e| TestCaseError::fail(format!("{uri}: {e}")))?;
+            prop_assert_eq!(back.filter.pairs(), f.pairs());
+            prop_assert_eq!(back.after_created.unwrap_or_default(), after_created);
+            prop_assert_eq!(back.after_id.unwrap_or_default(), after_id);
+            Ok(())
+        });
+    }
+}
