@@ -1,6 +1,7 @@
 //! Marshalling between duroxide's types and the stored functions' arguments:
-//! JSON text in and out, routing keys, and the columns copied out of work
-//! items. No storage decisions are made here.
+//! JSON text in and out, routing keys, the columns copied out of work items,
+//! and the text arrays read back from a call's row. No storage decisions are
+//! made here.
 
 use std::time::Duration;
 
@@ -8,6 +9,8 @@ use duroxide::providers::{ProviderError, WorkItem};
 use duroxide::{Event, EventKind};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sqlx::postgres::{PgRow, PgValueFormat};
+use sqlx::{Postgres, Row, Type, ValueRef};
 
 use crate::codes::{CONTINUE_AS_NEW, CustomStatusAction, KvOp, START_ORCHESTRATION};
 use crate::error::{corrupted, invalid_input};
@@ -303,6 +306,120 @@ impl KvOps {
     }
 }
 
+/// A `text[]` column of a stored function's result row, read the same way
+/// in both result formats.
+///
+/// It exists because sqlx 0.8.6 decodes text-format arrays wrongly: it
+/// strips the quotes from an element before comparing it with `NULL`, so the
+/// string `"NULL"` comes back as SQL NULL (`Vec<String>` then fails with
+/// "unexpected null"). Text format is what a literal call gets back (behind
+/// a transaction pooler, and every bounded call); prepared calls get binary
+/// format, which goes to sqlx's own decoder. Text-format values are parsed
+/// by [`parse_text_array`].
+pub(crate) fn text_array(row: &PgRow, column: &str) -> Result<Vec<Option<String>>, sqlx::Error> {
+    let raw = row.try_get_raw(column)?;
+    if raw.is_null() || raw.format() == PgValueFormat::Binary {
+        return row.try_get(column);
+    }
+    let decode_error = |source: sqlx::error::BoxDynError| sqlx::Error::ColumnDecode {
+        index: format!("{column:?}"),
+        source,
+    };
+    let ty = raw.type_info();
+    if !<Vec<String> as Type<Postgres>>::compatible(&ty) {
+        return Err(decode_error(sqlx::error::mismatched_types::<
+            Postgres,
+            Vec<String>,
+        >(&ty)));
+    }
+    let text = raw.as_str().map_err(decode_error)?;
+    parse_text_array(text).map_err(|e| decode_error(e.into()))
+}
+
+/// [`text_array`] for a column whose elements are never NULL: a NULL element
+/// is the same "unexpected null" error sqlx's `Vec<String>` gives.
+pub(crate) fn text_array_non_null(row: &PgRow, column: &str) -> Result<Vec<String>, sqlx::Error> {
+    text_array(row, column)?
+        .into_iter()
+        .map(|element| {
+            element.ok_or_else(|| sqlx::Error::ColumnDecode {
+                index: format!("{column:?}"),
+                source: Box::new(sqlx::error::UnexpectedNullError),
+            })
+        })
+        .collect()
+}
+
+/// A one-dimensional array in PostgreSQL's array output syntax:
+/// `{a,"b c",NULL,"NULL","x\"y","\\"}`. An unquoted `NULL` (any case) is
+/// SQL NULL; a quoted element is always a string, with `\` escaping the next
+/// character; an unquoted element is taken literally. Nested arrays and a
+/// dimension decoration (`[0:1]={…}`) are refused: the provider's functions
+/// return neither.
+fn parse_text_array(text: &str) -> Result<Vec<Option<String>>, String> {
+    let Some(body) = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')) else {
+        return Err(if text.starts_with('[') {
+            format!(
+                "array with explicit dimensions is not supported: {}",
+                preview(text)
+            )
+        } else {
+            format!("not an array: {}", preview(text))
+        });
+    };
+    let mut elements = Vec::new();
+    if body.is_empty() {
+        return Ok(elements);
+    }
+    let unexpected = |what: &str| format!("{what} in array {}", preview(text));
+    let mut chars = body.chars().peekable();
+    loop {
+        let element = if chars.next_if_eq(&'"').is_some() {
+            let mut element = String::new();
+            loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some(c) => element.push(c),
+                        None => return Err(unexpected("unterminated escape")),
+                    },
+                    Some(c) => element.push(c),
+                    None => return Err(unexpected("unterminated quoted element")),
+                }
+            }
+            Some(element)
+        } else {
+            let mut element = String::new();
+            while let Some(c) = chars.next_if(|&c| c != ',') {
+                match c {
+                    '{' | '}' => return Err(unexpected("nested array (not supported)")),
+                    '"' => return Err(unexpected("quote inside an unquoted element")),
+                    c => element.push(c),
+                }
+            }
+            if element.is_empty() {
+                return Err(unexpected("empty unquoted element"));
+            }
+            (!element.eq_ignore_ascii_case("NULL")).then_some(element)
+        };
+        elements.push(element);
+        match chars.next() {
+            None => return Ok(elements),
+            Some(',') => {}
+            Some(c) => return Err(unexpected(&format!("{c:?} after a quoted element"))),
+        }
+    }
+}
+
+/// The start of a text for an error message (an array may be megabytes).
+fn preview(text: &str) -> String {
+    const CHARS: usize = 80;
+    match text.char_indices().nth(CHARS) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &text[..end], text.len()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,5 +453,151 @@ mod tests {
         let e = check_instance_id("op", &"é".repeat(MAX_INSTANCE_ID_BYTES / 2 + 1)).unwrap_err();
         assert!(!e.is_retryable());
         assert!(e.message.contains("2050 bytes"), "{e}");
+    }
+
+    fn strings(elements: &[Option<&str>]) -> Vec<Option<String>> {
+        elements.iter().map(|e| e.map(str::to_owned)).collect()
+    }
+
+    #[test]
+    fn text_arrays_parse_nulls_quotes_and_escapes() {
+        for (text, expected) in [
+            ("{}", vec![]),
+            ("{NULL}", vec![None]),
+            ("{null,Null,nUlL}", vec![None, None, None]),
+            (r#"{"NULL","null"}"#, vec![Some("NULL"), Some("null")]),
+            (r#"{NULL,"NULL",NULL}"#, vec![None, Some("NULL"), None]),
+            (r#"{""}"#, vec![Some("")]),
+            (r#"{"",""}"#, vec![Some(""), Some("")]),
+            ("{a}", vec![Some("a")]),
+            ("{a,b,c}", vec![Some("a"), Some("b"), Some("c")]),
+            ("{NULLx,xNULL}", vec![Some("NULLx"), Some("xNULL")]),
+            (r#"{"x\"y"}"#, vec![Some("x\"y")]),
+            (r#"{"\\"}"#, vec![Some("\\")]),
+            (r#"{"\\\"","\"\\"}"#, vec![Some("\\\""), Some("\"\\")]),
+            (r#"{"\a\b"}"#, vec![Some("ab")]),
+            (
+                r#"{"a,b","{c}","}{",","}"#,
+                vec![Some("a,b"), Some("{c}"), Some("}{"), Some(",")],
+            ),
+            (
+                "{\" \",\"  a b  \",\"\t\n\"}",
+                vec![Some(" "), Some("  a b  "), Some("\t\n")],
+            ),
+            (r#"{"\"NULL\""}"#, vec![Some("\"NULL\"")]),
+            (r#"{"NULL,NULL"}"#, vec![Some("NULL,NULL")]),
+            ("{é,漢字,😀}", vec![Some("é"), Some("漢字"), Some("😀")]),
+            (r#"{"é ü","👨‍👩‍👧 \"x\""}"#, vec![Some("é ü"), Some("👨‍👩‍👧 \"x\"")]),
+            (r#"{a\b}"#, vec![Some(r"a\b")]),
+            (r#"{"{\"k\":[1,null]}"}"#, vec![Some(r#"{"k":[1,null]}"#)]),
+        ] {
+            assert_eq!(parse_text_array(text), Ok(strings(&expected)), "{text}");
+        }
+    }
+
+    #[test]
+    fn text_arrays_refuse_what_they_do_not_support() {
+        for (text, expected) in [
+            ("{{a,b},{c,d}}", "nested array"),
+            ("{a,{b}}", "nested array"),
+            ("[0:1]={a,b}", "explicit dimensions"),
+            ("[1:1][1:1]={{a}}", "explicit dimensions"),
+            ("", "not an array"),
+            ("a,b", "not an array"),
+            ("{a", "not an array"),
+            (r#"{"a}"#, "unterminated quoted element"),
+            (r#"{"a\}"#, "unterminated"),
+            ("{a,}", "empty unquoted element"),
+            ("{,a}", "empty unquoted element"),
+            (r#"{"a"b}"#, "after a quoted element"),
+            (r#"{a"b"}"#, "quote inside an unquoted element"),
+        ] {
+            let e = parse_text_array(text).expect_err(text);
+            assert!(e.contains(expected), "{text}: {e}");
+        }
+        // A long array is not copied whole into the message.
+        let long = format!("{{{}", "x,".repeat(100_000));
+        let e = parse_text_array(&long).unwrap_err();
+        assert!(e.contains("not an array") && e.len() < 200, "{e}");
+    }
+
+    /// Every value the server writes, in text format (a simple query) and
+    /// in binary format (a prepared one), reads back the same: the strings
+    /// `NULL` and `null` included, which sqlx 0.8.6 reads as NULL in text.
+    #[tokio::test]
+    async fn text_arrays_read_what_the_server_writes_in_both_formats() {
+        use crate::call::Literal;
+        use sqlx::{Connection, Executor};
+
+        let url = duroxide_pg_testkit::local_cluster::database_url().expect("database");
+        let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+        let arrays: Vec<Vec<Option<String>>> = vec![
+            vec![],
+            vec![None],
+            strings(&[Some("NULL")]),
+            strings(&[Some("NULL"), None, Some("null"), Some("Null"), Some("")]),
+            strings(&[
+                Some("plain"),
+                Some(" "),
+                Some("  a b  "),
+                Some("x\"y"),
+                Some("\\"),
+                Some("\\\"\\"),
+                Some(","),
+                Some("{"),
+                Some("}"),
+                Some("{}"),
+                Some("{a,b}"),
+                Some("NULL,NULL"),
+                Some("\"NULL\""),
+                Some("[0:1]={a}"),
+                Some("'; DROP TABLE x; --"),
+                Some("é 漢字 😀 👨‍👩‍👧 \u{202E}"),
+                Some("tab\tnewline\ncr\r"),
+                Some(r#"{"type":"x","v":[1,null,"NULL"]}"#),
+            ]),
+        ];
+        for array in arrays {
+            let input = array.as_slice().text_input().expect("an array literal");
+            let sql = format!("SELECT '{}'::text[] AS a", input.replace('\'', "''"));
+            let text_row = conn.fetch_one(sql.as_str()).await.expect("simple query");
+            assert_eq!(
+                text_row.try_get_raw("a").unwrap().format(),
+                PgValueFormat::Text
+            );
+            let binary_row = conn
+                .fetch_one(sqlx::query("SELECT $1::text[] AS a").bind(&array))
+                .await
+                .expect("prepared query");
+            assert_eq!(
+                binary_row.try_get_raw("a").unwrap().format(),
+                PgValueFormat::Binary
+            );
+            for row in [&text_row, &binary_row] {
+                assert_eq!(text_array(row, "a").unwrap(), array);
+                let non_null = text_array_non_null(row, "a");
+                if array.contains(&None) {
+                    let e = non_null.unwrap_err().to_string();
+                    assert!(e.contains("unexpected null"), "{e}");
+                } else {
+                    assert_eq!(
+                        non_null.unwrap(),
+                        array.iter().flatten().cloned().collect::<Vec<_>>()
+                    );
+                }
+            }
+        }
+        // What the provider's functions never return is refused clearly.
+        for (sql, expected) in [
+            ("SELECT '[0:1]={a,b}'::text[] AS a", "explicit dimensions"),
+            ("SELECT '{{a,b},{c,d}}'::text[] AS a", "nested array"),
+            ("SELECT '{1,2}'::bigint[] AS a", "mismatched types"),
+            ("SELECT NULL::text[] AS a", "unexpected null"),
+        ] {
+            let row = conn.fetch_one(sql).await.expect(sql);
+            let e = text_array(&row, "a").unwrap_err().to_string();
+            assert!(e.contains(expected), "{sql}: {e}");
+        }
+        conn.close().await.ok();
     }
 }

@@ -14,7 +14,7 @@ use sqlx::postgres::PgRow;
 use crate::clock::now_ms;
 use crate::codec::{
     KvOps, OrchestratorRow, WorkerRow, custom_status_change, decode, event_columns, from_stored,
-    millis, to_i64, to_stored, to_u64,
+    millis, text_array_non_null, to_i64, to_stored, to_u64,
 };
 use crate::codes::Queue;
 use crate::error::provider_error;
@@ -124,10 +124,10 @@ fn leased_item(row: &PgRow) -> Result<(OrchestrationItem, String, u32), Provider
         row.try_get("o_execution_id").map_err(get_err)?,
     )?;
     let attempt_count: i32 = row.try_get("o_attempt_count").map_err(get_err)?;
-    let message_texts: Vec<String> = row.try_get("o_messages").map_err(get_err)?;
-    let history_texts: Vec<String> = row.try_get("o_history").map_err(get_err)?;
-    let kv_keys: Vec<String> = row.try_get("o_kv_keys").map_err(get_err)?;
-    let kv_values: Vec<String> = row.try_get("o_kv_values").map_err(get_err)?;
+    let message_texts = text_array_non_null(row, "o_messages").map_err(get_err)?;
+    let history_texts = text_array_non_null(row, "o_history").map_err(get_err)?;
+    let kv_keys = text_array_non_null(row, "o_kv_keys").map_err(get_err)?;
+    let kv_values = text_array_non_null(row, "o_kv_values").map_err(get_err)?;
     let kv_updated: Vec<i64> = row.try_get("o_kv_updated_at").map_err(get_err)?;
 
     let mut history_error = None;

@@ -212,6 +212,38 @@ async fn a_sweep_deletes_exactly_the_eligible_trees_and_its_dry_run_lists_them()
     p.cleanup_schema().await.unwrap();
 }
 
+/// Regression: a retention batch is a literal call, so its rows come back in
+/// text format, where sqlx 0.8.6 read a tree member spelled `NULL` as SQL
+/// NULL and the dry run failed ("unexpected null"). Ids spelled like SQL
+/// NULL or like array syntax are listed, then swept, like any other.
+#[tokio::test]
+async fn a_dry_run_lists_instance_ids_spelled_like_sql_null() {
+    let p = common::fresh_provider("retention_null_ids").await;
+    instance(&p, "NULL", None, Some("Completed")).await;
+    instance(&p, "null", Some("NULL"), Some("Completed")).await;
+    instance(&p, "\"NULL\"", Some("NULL"), Some("Failed")).await;
+    instance(&p, "{NULL,\\}", Some("null"), Some("Completed")).await;
+    instance(&p, "Null", None, Some("Failed")).await;
+    let ids = ["NULL", "null", "\"NULL\"", "{NULL,\\}", "Null"];
+    age(&p, &ids, 31 * DAY).await;
+    let expected: BTreeSet<String> = ids.iter().map(|s| s.to_string()).collect();
+
+    let dry = p
+        .run_retention(&policy(), None, true)
+        .await
+        .expect("a dry run over ids spelled like NULL");
+    let listed: BTreeSet<String> = dry.instance_ids.iter().cloned().collect();
+    assert_eq!(listed.len(), dry.instance_ids.len(), "listed once each");
+    assert_eq!(listed, expected);
+    assert_eq!(dry.instances, 5);
+
+    let real = p.run_retention(&policy(), None, false).await.unwrap();
+    assert_eq!(real.instances, 5);
+    assert!(all_instances(&p).await.is_empty());
+
+    p.cleanup_schema().await.unwrap();
+}
+
 /// A connection of its own holding `FOR UPDATE` on the instance row of
 /// `id` until it rolls back (a sweep deleting that instance waits for it).
 async fn hold_instance_row(p: &PostgresProvider, id: &str) -> sqlx::PgConnection {

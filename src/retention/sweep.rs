@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use super::{LastSweep, RetentionReport, RetentionStatus};
 use crate::clock::now_ms;
-use crate::codec::to_u64;
+use crate::codec::{text_array_non_null, to_u64};
 use crate::codes::ProviderSqlState;
 use crate::config::RetentionPolicy;
 use crate::error::{has_sqlstate, provider_error};
@@ -347,7 +347,7 @@ impl Sweep<'_> {
                     r.try_get("o_root_id").map_err(get)?,
                 ));
                 if r.try_get("o_eligible").map_err(get)? {
-                    let ids: Vec<String> = r.try_get("o_tree_ids").map_err(get)?;
+                    let ids = text_array_non_null(r, "o_tree_ids").map_err(get)?;
                     batch.instances += ids.len() as u64;
                     batch.executions += counter(OP, r, "o_executions")?;
                     batch.events += counter(OP, r, "o_events")?;

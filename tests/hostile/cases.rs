@@ -1081,3 +1081,109 @@ async fn instance_stats_of_a_start_input_with_nul() {
     }
     env.finish([]).await;
 }
+
+/// Regression: through PgBouncer the fetch's arrays come back in text
+/// format, where sqlx 0.8.6 reads an element spelled `NULL` as SQL NULL, so
+/// an instance with a KV key or value `NULL` failed every fetch ("unexpected
+/// null"). Strings spelled like SQL NULL or like array syntax round-trip as
+/// the instance id, KV keys and KV values of a fetched item.
+#[tokio::test]
+async fn provider_fetches_kv_keys_and_values_spelled_like_sql_null() {
+    let env = Env::new().await; // drops its schema even if the test fails
+    let p = &*env.provider;
+    let spellings = [
+        "NULL",
+        "null",
+        "Null",
+        "\"NULL\"",
+        "NULL,NULL",
+        "{NULL}",
+        "{}",
+        "",
+        " ",
+        ",",
+        "\"",
+        "\\",
+    ];
+    let instance = "NULL";
+    let (_item, token, _) = common::enqueue_and_fetch(p, start(instance, "NULL"))
+        .await
+        .expect("the start is fetchable");
+    // Each spelling is a key, holding the spellings in reverse order.
+    let mut turn = vec![started(instance, "NULL")];
+    let mut expected = std::collections::BTreeMap::new();
+    for (i, (key, value)) in spellings.iter().zip(spellings.iter().rev()).enumerate() {
+        let at = 1_000 + i as u64;
+        turn.push(event(
+            instance,
+            2 + i as u64,
+            None,
+            EventKind::KeyValueSet {
+                key: key.to_string(),
+                value: value.to_string(),
+                last_updated_at_ms: at,
+            },
+        ));
+        expected.insert(key.to_string(), (value.to_string(), at));
+    }
+    // The fetch's snapshot is kv_store, which a finished execution fills.
+    turn.push(event(
+        instance,
+        2 + spellings.len() as u64,
+        None,
+        EventKind::OrchestrationCompleted {
+            output: "NULL".into(),
+        },
+    ));
+    let completed = ExecutionMetadata {
+        status: Some("Completed".into()),
+        output: Some("NULL".into()),
+        ..common::naming_metadata("Hostile")
+    };
+    p.ack_orchestration_item(&token, 1, turn.clone(), vec![], vec![], completed, vec![])
+        .await
+        .expect("ack the KV writes and the completion");
+
+    let raised = WorkItem::ExternalRaised {
+        instance: instance.into(),
+        name: "NULL".into(),
+        data: "NULL".into(),
+    };
+    p.enqueue_for_orchestrator(raised.clone(), None)
+        .await
+        .expect("enqueue an event");
+    let (item, token, _) = p
+        .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+        .await
+        .unwrap_or_else(|e| panic!("fetch of an instance with KV `NULL` failed: {e:?}"))
+        .expect("the event is fetchable");
+    assert_eq!(item.instance, instance);
+    assert_eq!(item.messages, [raised]);
+    assert_eq!(item.history, turn);
+    assert_eq!(item.history_error, None);
+    let snapshot: std::collections::BTreeMap<String, (String, u64)> = item
+        .kv_snapshot
+        .into_iter()
+        .map(|(k, e)| (k, (e.value, e.last_updated_at_ms)))
+        .collect();
+    assert_eq!(snapshot, expected, "KV snapshot of the fetched item");
+    assert_eq!(
+        p.get_kv_value(instance, "NULL").await.unwrap().as_deref(),
+        Some("\\")
+    );
+
+    // An event for a finished instance: the runtime acks it with no changes.
+    p.ack_orchestration_item(
+        &token,
+        1,
+        vec![],
+        vec![],
+        vec![],
+        ExecutionMetadata::default(),
+        vec![],
+    )
+    .await
+    .expect("ack the late event");
+    assert_no_work(p, "after the late event").await;
+    env.finish([]).await;
+}
