@@ -220,6 +220,27 @@ async fn a_silent_listener_is_replaced_and_wake_ups_work_again() {
     other.cleanup_schema().await.unwrap();
 }
 
+/// The server's end of every provider connection probes an idle client and
+/// gives up on one that stopped acknowledging (start-up options: no round
+/// trip): NAT mappings stay alive, backends of vanished clients end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_side_keepalives_are_set_on_provider_connections() {
+    let p = common::fresh_provider("keepalive").await;
+    for (setting, expected) in [
+        ("tcp_keepalives_idle", "60"),
+        ("tcp_keepalives_interval", "10"),
+        ("tcp_keepalives_count", "6"),
+        ("tcp_user_timeout", "60000"),
+    ] {
+        let value: String = sqlx::query_scalar(&format!("SHOW {setting}"))
+            .fetch_one(p.pool())
+            .await
+            .unwrap();
+        assert_eq!(value, expected, "{setting}");
+    }
+    p.cleanup_schema().await.unwrap();
+}
+
 // ------------------------------------------------------------ the runtime
 
 /// "Chain": three 100 ms activities and a 200 ms timer; output `chain-<n>`.
