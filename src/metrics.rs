@@ -5,7 +5,7 @@
 //! They complement, not repeat, the runtime's
 //! `duroxide_provider_operation_duration_seconds`: what only the provider
 //! sees (its pool, its wake-ups, the SQLSTATE of a failure, a lease taken over
-//! from a dead holder, migrations). README "Metrics" lists them all.
+//! from a dead holder, migrations). docs/metrics.md lists them all.
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The provider's own metrics (`duroxide_pg::metrics`), recorded with
 //! metrics-util's `DebuggingRecorder` installed for this test's thread only:
-//! each metric named in README "Metrics" moves when its event happens.
+//! each metric named in docs/metrics.md moves when its event happens.
 
 use duroxide_pg_testkit::harness as common;
 

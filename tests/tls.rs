@@ -228,7 +228,7 @@ async fn verify_full_refuses_a_host_name_the_certificate_does_not_name() {
     // verify-ca checks the chain: the right CA is accepted (by IP, which the
     // certificate names), another is not. (Whether verify-ca also ignores the
     // host name depends on the TLS stack: sqlx 0.8's rustls path checks it
-    // anyway, sqlx issue #3793; see README "Running in the cloud".)
+    // anyway, sqlx issue #3793; see docs/cloud.md.)
     let p = PostgresProvider::connect(
         PostgresConfig::new(common::local_url())
             .with_schema(&schema)

@@ -420,7 +420,7 @@ impl PostgresConfig {
     /// tuples or more that the provider's role owns: it keeps them small
     /// and their claims fast between autovacuum's visits, which come once
     /// per `autovacuum_naptime` (1 min by default). At least 1 s; 10 s is a
-    /// good value for a busy store (README "Bloat and autovacuum").
+    /// good value for a busy store (docs/operations.md "Bloat and autovacuum").
     pub fn with_queue_vacuum(mut self, interval: Option<Duration>) -> Self {
         self.queue_vacuum = interval;
         self

@@ -12,7 +12,7 @@ use crate::error::Error;
 /// Retention is off unless configured: deleting data is the application's
 /// decision. A policy keeps everything it does not name: with only
 /// [`RetentionPolicy::keep_completed_for`] set, failed instances stay for
-/// ever. README "Retention" recommends values.
+/// ever. docs/operations.md "Retention" recommends values.
 ///
 /// - A **tree** (a root instance and all its sub-orchestrations) is deleted
 ///   when its root's current execution finished (Completed or Failed) longer

@@ -5,7 +5,7 @@
 //! token is refused, and read-only mode hides and refuses actions.
 //!
 //! With `DUROXIDE_PG_UI_SCREENSHOTS=DIR` the first test also saves the
-//! screenshots README.md shows.
+//! screenshots docs/operations.md shows.
 
 use duroxide_pg_testkit::harness as common;
 
