@@ -867,21 +867,93 @@ fn userinfo_password(url: &str) -> Option<&str> {
     userinfo.split_once(':').map(|(_, pw)| pw)
 }
 
-/// `url` with `password` as its userinfo password (the user is kept).
-fn with_password(url: &str, password: &str) -> String {
+/// A login role of the test's own, with a random password, on the server
+/// of `base` (whose user may create roles), allowed to create schemas in
+/// its database.
+struct OwnPasswordRole {
+    admin: sqlx::PgPool,
+    role: String,
+    database: String,
+    password: String,
+    /// `base` logging in as the role.
+    url: String,
+}
+
+impl OwnPasswordRole {
+    async fn create(base: &str) -> Self {
+        let admin = sqlx::PgPool::connect(base).await.unwrap();
+        let role = fresh_schema_name("pwrole");
+        // Random enough to appear nowhere by chance: the role's name hashed
+        // with the process's random hasher keys.
+        let password = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write(role.as_bytes());
+            format!("Dx{:016x}Pw", h.finish())
+        };
+        let database: String = sqlx::query_scalar("SELECT current_database()")
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+        common::serialized_catalog_change(
+            &admin,
+            &format!(
+                "CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}';
+                 GRANT CREATE ON DATABASE \"{database}\" TO \"{role}\";"
+            ),
+        )
+        .await;
+        let url = with_userinfo(base, &role, &password);
+        Self {
+            admin,
+            role,
+            database,
+            password,
+            url,
+        }
+    }
+
+    async fn drop(self) {
+        common::serialized_catalog_change(
+            &self.admin,
+            &format!(
+                "REVOKE CREATE ON DATABASE \"{db}\" FROM \"{role}\";
+                 DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\";",
+                db = self.database,
+                role = self.role
+            ),
+        )
+        .await;
+    }
+}
+
+/// `url` logging in as `user` with `password`.
+fn with_userinfo(url: &str, user: &str, password: &str) -> String {
     let start = url.find("://").expect("scheme") + 3;
     let rest = &url[start..];
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (user, host) = match rest[..authority_end].rfind('@') {
-        Some(at) => (&rest[..at], &rest[at + 1..authority_end]),
-        None => ("postgres", &rest[..authority_end]),
+    let host = match rest[..authority_end].rfind('@') {
+        Some(at) => &rest[at + 1..authority_end],
+        None => &rest[..authority_end],
     };
-    let user = user.split(':').next().unwrap();
     format!(
         "{}{user}:{password}@{host}{}",
         &url[..start],
         &rest[authority_end..]
     )
+}
+
+/// `url` with `password` as its userinfo password (the user is kept;
+/// `postgres` when the URL names none).
+fn with_password(url: &str, password: &str) -> String {
+    let start = url.find("://").expect("scheme") + 3;
+    let rest = &url[start..];
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let user = match authority.rfind('@') {
+        Some(at) => authority[..at].split(':').next().unwrap(),
+        None => "postgres",
+    };
+    with_userinfo(url, user, password)
 }
 
 /// Asserts that none of `secrets` (case-insensitively) occurs in `text`.
@@ -906,6 +978,15 @@ fn closed_port() -> u16 {
 
 #[tokio::test]
 async fn password_never_reaches_logs_errors_or_debug_output() {
+    // The throwaway cluster trusts local connections, so any password works.
+    // On a server whose URL carries a real password, that password may be a
+    // word the logs hold anyway ("postgres"): the test logs in as a role of
+    // its own with a random password it can recognise anywhere (created
+    // before the capture starts: its CREATE ROLE statement names it).
+    let own_role = match userinfo_password(&database_url()) {
+        Some(_) => Some(OwnPasswordRole::create(&database_url()).await),
+        None => None,
+    };
     // A single-threaded runtime: every task (the wake-up listener included)
     // logs on this thread, to this subscriber.
     let captured = Captured::default();
@@ -918,11 +999,9 @@ async fn password_never_reaches_logs_errors_or_debug_output() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    // The throwaway cluster trusts local connections, so any password works;
-    // a server whose URL carries a real password is tested with that one.
     let base = database_url();
-    let (urls, secrets): (Vec<String>, Vec<String>) = match userinfo_password(&base) {
-        Some(pw) => (vec![base.clone()], vec![pw.to_string()]),
+    let (urls, secrets): (Vec<String>, Vec<String>) = match &own_role {
+        Some(role) => (vec![role.url.clone()], vec![role.password.clone()]),
         None => {
             let sep = if base.contains('?') { '&' } else { '?' };
             (
@@ -1080,6 +1159,9 @@ async fn password_never_reaches_logs_errors_or_debug_output() {
         cleanup.cleanup_schema().await.unwrap();
     }
 
+    if let Some(role) = own_role {
+        role.drop().await;
+    }
     let logs = captured.text();
     // The capture works, at TRACE, for this crate and for sqlx.
     assert!(logs.contains("applied duroxide-pg migration"), "{logs}");
