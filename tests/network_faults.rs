@@ -423,3 +423,171 @@ async fn orchestrations_in_flight_survive_forgotten_connections() {
     );
     world.finish().await;
 }
+
+/// As users combine options: two runtimes on one store, the first (direct)
+/// running the orchestrations and untagged activities, the second (through
+/// the proxy) serving only tag `gpu`, on sessions; the untagged activity
+/// fails once and is retried by its policy. The second runtime's network
+/// forgets every connection while tagged session work is in flight: every
+/// orchestration completes once, every tagged activity ran on the `gpu`
+/// runtime, none failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_sessions_and_retries_across_two_runtimes_survive_forgotten_connections() {
+    use duroxide::RetryPolicy;
+    use duroxide::providers::TagFilter;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    const N: usize = 6;
+    let (proxy, url) = proxy().await;
+    let schema = common::fresh_schema_name("forgotten_tags");
+    let direct = Arc::new(
+        PostgresProvider::connect(config(&common::database_url(), &schema))
+            .await
+            .unwrap(),
+    );
+    let proxied = Arc::new(
+        PostgresProvider::connect(config(&url, &schema))
+            .await
+            .unwrap(),
+    );
+
+    // (input, runtime) of every activity run; inputs that already failed once.
+    let ran: Arc<Mutex<Vec<(String, &'static str)>>> = Arc::default();
+    let failed_once: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let activities = |runtime: &'static str| {
+        let (ran, failed_once) = (ran.clone(), failed_once.clone());
+        ActivityRegistry::builder()
+            .register("Work", move |_ctx: ActivityContext, input: String| {
+                let (ran, failed_once) = (ran.clone(), failed_once.clone());
+                async move {
+                    ran.lock().unwrap().push((input.clone(), runtime));
+                    if input.ends_with("-flaky")
+                        && failed_once.lock().unwrap().insert(input.clone())
+                    {
+                        return Err(format!("{input}: first attempt fails"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    Ok(input)
+                }
+            })
+            .build()
+    };
+    let orchestrations = OrchestrationRegistry::builder()
+        .register(
+            "Mixed",
+            |ctx: OrchestrationContext, input: String| async move {
+                let mut out = Vec::new();
+                for step in 0..3 {
+                    let plain = ctx
+                        .schedule_activity_with_retry(
+                            "Work",
+                            format!("{input}-{step}-flaky"),
+                            RetryPolicy::new(3).with_backoff(duroxide::BackoffStrategy::None),
+                        )
+                        .await?;
+                    let gpu = ctx
+                        .schedule_activity_on_session(
+                            "Work",
+                            format!("{input}-{step}-gpu"),
+                            format!("s-{input}"),
+                        )
+                        .with_tag("gpu")
+                        .await?;
+                    out.push(format!("{plain}+{gpu}"));
+                }
+                Ok(out.join(","))
+            },
+        )
+        .build();
+    let plain_rt = Runtime::start_with_options(
+        direct.clone(),
+        activities("plain"),
+        orchestrations,
+        runtime_options(),
+    )
+    .await;
+    let gpu_rt = Runtime::start_with_options(
+        proxied.clone(),
+        activities("gpu"),
+        OrchestrationRegistry::builder().build(),
+        RuntimeOptions {
+            worker_tag_filter: TagFilter::tags(["gpu"]),
+            orchestration_concurrency: 1,
+            ..runtime_options()
+        },
+    )
+    .await;
+    let client = Client::new(direct.clone());
+    for i in 0..N {
+        client
+            .start_orchestration(&format!("mixed-{i}"), "Mixed", i.to_string())
+            .await
+            .unwrap();
+    }
+    wait_for(|| async {
+        let gpu_runs = ran
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, r)| *r == "gpu")
+            .count();
+        (gpu_runs >= 2).then_some(())
+    })
+    .await;
+    proxy.forget_connections();
+    let forgotten = Instant::now();
+    for i in 0..N {
+        let id = format!("mixed-{i}");
+        let expected = (0..3)
+            .map(|step| format!("{i}-{step}-flaky+{i}-{step}-gpu"))
+            .collect::<Vec<_>>()
+            .join(",");
+        match client
+            .wait_for_orchestration(&id, Duration::from_secs(40))
+            .await
+        {
+            Ok(OrchestrationStatus::Completed { output, .. }) => assert_eq!(output, expected),
+            other => panic!("{id}: {other:?}"),
+        }
+        let history = direct.read(&id).await.unwrap();
+        assert_eq!(
+            history.iter().filter(|e| e.is_terminal()).count(),
+            1,
+            "{id}"
+        );
+        for (n, e) in history.iter().enumerate() {
+            assert_eq!(e.event_id, n as u64 + 1, "{id}: event ids");
+        }
+    }
+    eprintln!(
+        "all {N} completed {:?} after the gpu runtime's connections were forgotten",
+        forgotten.elapsed()
+    );
+    let ran = ran.lock().unwrap().clone();
+    for (input, runtime) in &ran {
+        let expected = if input.ends_with("-gpu") {
+            "gpu"
+        } else {
+            "plain"
+        };
+        assert_eq!(*runtime, expected, "{input} ran on the {runtime} runtime");
+    }
+    // Each flaky activity ran twice (its retry), each tagged one at least once.
+    for i in 0..N {
+        for step in 0..3 {
+            let flaky = format!("{i}-{step}-flaky");
+            assert_eq!(
+                ran.iter().filter(|(x, _)| *x == flaky).count(),
+                2,
+                "{flaky}"
+            );
+            let gpu = format!("{i}-{step}-gpu");
+            assert!(ran.iter().any(|(x, _)| *x == gpu), "{gpu} never ran");
+        }
+    }
+    gpu_rt.shutdown(None).await;
+    plain_rt.shutdown(None).await;
+    drop(proxy);
+    direct.cleanup_schema().await.unwrap();
+}
