@@ -400,7 +400,7 @@ mod tests {
     use sqlx::{Connection, Executor, PgConnection};
 
     // `PROPTEST_CASES` cases (64 by default), no failure files written.
-    use crate::hosts::tests::check;
+    use duroxide_pg_testkit::properties::check;
 
     /// One connection to the test server for a whole property, with the
     /// runtime that drives it (built once, outside the cases).

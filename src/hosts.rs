@@ -414,33 +414,9 @@ pub(crate) mod tests {
     // properties in `call::tests` and `config::tests`.
 
     use proptest::prelude::*;
-    use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+    use proptest::test_runner::TestCaseError;
 
-    /// `PROPTEST_CASES` cases when set (long runs on demand), else 64 (the
-    /// default suite); no failure files written into the repository.
-    pub(crate) fn proptest_config() -> ProptestConfig {
-        ProptestConfig {
-            cases: std::env::var("PROPTEST_CASES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(64),
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
-    }
-
-    /// Runs `test` on `cases` cases; a failure panics with the smallest
-    /// input found.
-    pub(crate) fn check<S: Strategy>(
-        strategy: S,
-        test: impl Fn(S::Value) -> Result<(), TestCaseError>,
-    ) where
-        S::Value: std::fmt::Debug,
-    {
-        if let Err(e) = TestRunner::new(proptest_config()).run(&strategy, test) {
-            panic!("{e}");
-        }
-    }
+    pub(crate) use duroxide_pg_testkit::properties::check;
 
     /// Every byte percent-encoded but RFC 3986's unreserved characters.
     pub(crate) fn pct(s: &str) -> String {

@@ -317,50 +317,58 @@ where
     Ok(())
 }
 
-/// Every "Job" instance completed with its output, with exactly one
-/// terminal event in its history, and so did its child.
+/// Every "Job" instance `job-0` .. `job-{n-1}` completed exactly once
+/// ([`assert_job_completed_once`]).
 async fn assert_jobs_completed(
     client: &Client,
     p: &PostgresProvider,
     n: usize,
 ) -> Result<(), Failed> {
     for i in 0..n {
-        let id = format!("job-{i}");
-        match client.wait_for_orchestration(&id, WAIT).await {
-            Ok(OrchestrationStatus::Completed { output, .. }) if output == format!("done-{i}") => {}
-            other => return Err(format!("{id}: {other:?}").into()),
+        assert_job_completed_once(client, p, i, WAIT).await?;
+    }
+    Ok(())
+}
+
+/// Job `job-{i}` completes within `wait` with its output, and its history
+/// and its child's are whole: event ids 1..n, exactly one terminal event,
+/// no activity completion recorded twice (a stale owner's ack).
+async fn assert_job_completed_once(
+    client: &Client,
+    p: &PostgresProvider,
+    i: usize,
+    wait: Duration,
+) -> Result<(), Failed> {
+    let id = format!("job-{i}");
+    match client.wait_for_orchestration(&id, wait).await {
+        Ok(OrchestrationStatus::Completed { output, .. }) if output == format!("done-{i}") => {}
+        other => return Err(format!("{id}: {other:?}").into()),
+    }
+    for instance in std::iter::once(id.clone()).chain(p.list_children(&id).await?) {
+        let history = p.read_history(&instance).await?;
+        if history
+            .iter()
+            .enumerate()
+            .any(|(k, e)| e.event_id != k as u64 + 1)
+        {
+            return Err(format!("{instance}: event ids are not 1..n").into());
         }
-        for instance in std::iter::once(id.clone()).chain(p.list_children(&id).await?) {
-            let history = p.read_history(&instance).await?;
-            let terminal = history
-                .iter()
-                .filter(|e| {
-                    matches!(
-                        e.kind,
-                        EventKind::OrchestrationCompleted { .. }
-                            | EventKind::OrchestrationFailed { .. }
-                    )
-                })
-                .count();
-            if terminal != 1 {
-                return Err(format!("{instance}: {terminal} terminal events").into());
-            }
-            // No activity completion was recorded twice (a stale owner's ack).
-            let mut completed: Vec<u64> = history
-                .iter()
-                .filter_map(|e| match e.kind {
-                    EventKind::ActivityCompleted { .. } => e.source_event_id,
-                    _ => None,
-                })
-                .collect();
-            let all = completed.len();
-            completed.sort_unstable();
-            completed.dedup();
-            if completed.len() != all {
-                return Err(
-                    format!("{instance}: an activity completion was recorded twice").into(),
-                );
-            }
+        let terminal = history.iter().filter(|e| e.is_terminal()).count();
+        if terminal != 1 {
+            return Err(format!("{instance}: {terminal} terminal events").into());
+        }
+        let mut completed: Vec<u64> = history
+            .iter()
+            .filter_map(|e| match e.kind {
+                EventKind::ActivityCompleted { .. } => e.source_event_id,
+                _ => None,
+            })
+            .collect();
+        let all = completed.len();
+        completed.sort_unstable();
+        completed.dedup();
+        if completed.len() != all {
+            return Err(format!("{instance}: an activity completion was recorded twice").into());
         }
     }
     Ok(())
@@ -848,39 +856,7 @@ async fn fault_schedule() -> Result<(), Failed> {
             absent += 1;
             continue;
         }
-        match client
-            .wait_for_orchestration(id, Duration::from_secs(300))
-            .await
-        {
-            Ok(OrchestrationStatus::Completed { output, .. }) if output == format!("done-{n}") => {}
-            other => return Err(format!("{id}: {other:?}").into()),
-        }
-        for instance in std::iter::once(id.clone()).chain(p.list_children(id).await?) {
-            let history = p.read_history(&instance).await?;
-            if history
-                .iter()
-                .enumerate()
-                .any(|(k, e)| e.event_id != k as u64 + 1)
-            {
-                return Err(format!("{instance}: event ids are not 1..n").into());
-            }
-            let terminal = history.iter().filter(|e| e.is_terminal()).count();
-            let mut completions: Vec<u64> = history
-                .iter()
-                .filter_map(|e| match e.kind {
-                    EventKind::ActivityCompleted { .. } => e.source_event_id,
-                    _ => None,
-                })
-                .collect();
-            let all = completions.len();
-            completions.sort_unstable();
-            completions.dedup();
-            if terminal != 1 || completions.len() != all {
-                return Err(
-                    format!("{instance}: {terminal} terminal events, {all} completions").into(),
-                );
-            }
-        }
+        assert_job_completed_once(&client, &p, n, Duration::from_secs(300)).await?;
         done += 1;
     }
     let left: i64 = sqlx::query_scalar(&format!(

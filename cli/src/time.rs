@@ -11,36 +11,12 @@ pub(crate) mod tests {
 
     use clap::Parser;
     use proptest::prelude::*;
-    use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+    use proptest::test_runner::TestCaseError;
 
     use super::parse_moment;
     use crate::args::{Cli, Command};
 
-    /// `PROPTEST_CASES` cases when set (long runs on demand), else 64 (the
-    /// default suite); no failure files written into the repository.
-    pub(crate) fn proptest_config() -> ProptestConfig {
-        ProptestConfig {
-            cases: std::env::var("PROPTEST_CASES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(64),
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
-    }
-
-    /// Runs `test` on `cases` cases; a failure panics with the smallest
-    /// input found.
-    pub(crate) fn check<S: Strategy>(
-        strategy: S,
-        test: impl Fn(S::Value) -> Result<(), TestCaseError>,
-    ) where
-        S::Value: std::fmt::Debug,
-    {
-        if let Err(e) = TestRunner::new(proptest_config()).run(&strategy, test) {
-            panic!("{e}");
-        }
-    }
+    pub(crate) use duroxide_pg_testkit::properties::check;
 
     /// Seconds per unit of an age.
     pub(crate) fn unit_secs(unit: char) -> u64 {
@@ -85,10 +61,7 @@ pub(crate) mod tests {
             "٣",
             "18446744073709551615",
         ];
-        prop_oneof![
-            any::<String>(),
-            prop::collection::vec(prop::sample::select(PIECES), 0..10).prop_map(|p| p.concat()),
-        ]
+        duroxide_pg_testkit::properties::soup(PIECES)
     }
 
     /// `--completed-before`'s value as the command line delivers it.

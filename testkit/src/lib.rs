@@ -8,7 +8,9 @@
 //!   or `DATABASE_URL` when set;
 //! - [`delay_proxy`]: a TCP proxy that adds latency and counts round trips;
 //! - [`harness`]: fresh schemas, providers and work items for tests, and
-//!   duroxide's `ProviderFactory` for the validation suite.
+//!   duroxide's `ProviderFactory` for the validation suite;
+//! - `properties` (feature `properties`): the one configuration of the
+//!   property tests.
 //!
 //! The library's integration tests use [`harness`] as `common`
 //! (`use duroxide_pg_testkit::harness as common;`).
@@ -16,3 +18,5 @@
 pub mod delay_proxy;
 pub mod harness;
 pub mod local_cluster;
+#[cfg(feature = "properties")]
+pub mod properties;

@@ -221,33 +221,8 @@ pub(crate) mod tests {
     // runs them longer.
 
     use proptest::prelude::*;
-    use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 
-    /// `PROPTEST_CASES` cases when set (long runs on demand), else 64 (the
-    /// default suite); no failure files written into the repository.
-    pub(crate) fn proptest_config() -> ProptestConfig {
-        ProptestConfig {
-            cases: std::env::var("PROPTEST_CASES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(64),
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
-    }
-
-    /// Runs `test` on `cases` cases; a failure panics with the smallest
-    /// input found.
-    pub(crate) fn check<S: Strategy>(
-        strategy: S,
-        test: impl Fn(S::Value) -> Result<(), TestCaseError>,
-    ) where
-        S::Value: std::fmt::Debug,
-    {
-        if let Err(e) = TestRunner::new(proptest_config()).run(&strategy, test) {
-            panic!("{e}");
-        }
-    }
+    pub(crate) use duroxide_pg_testkit::properties::check;
 
     /// The last second `parse_any_moment` reads: 9999-12-31T23:59:59Z.
     const LAST_MS: u64 = 253_402_300_799_000;
@@ -334,10 +309,7 @@ pub(crate) mod tests {
             "\u{3000}",
             "18446744073709551615",
         ];
-        prop_oneof![
-            any::<String>(),
-            prop::collection::vec(prop::sample::select(PIECES), 0..10).prop_map(|p| p.concat()),
-        ]
+        duroxide_pg_testkit::properties::soup(PIECES)
     }
 
     /// An age, `<n><unit>` with blanks around it, reads as n whole units,
