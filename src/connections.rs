@@ -167,13 +167,7 @@ async fn connect_one(
 ) -> Result<PgConnection, sqlx::Error> {
     let mut options = options.clone();
     if let Some(c) = credentials {
-        // A failing token service is an outage like a refused connection:
-        // retryable (reported as I/O).
-        options = c.apply(options).await.map_err(|e| {
-            sqlx::Error::Io(std::io::Error::other(format!(
-                "the credential source failed: {e}"
-            )))
-        })?;
+        options = c.apply_for_connect(options).await?;
     }
     tokio::time::timeout(timeout, PgConnection::connect_with(&options))
         .await

@@ -160,6 +160,20 @@ impl Credentials {
         Ok(options.password(&credential.password))
     }
 
+    /// [`Credentials::apply`] for opening a connection: a failing token
+    /// service is an outage like a refused connection, so its error is
+    /// reported as I/O (retryable; waited out like an unreachable server).
+    pub(crate) async fn apply_for_connect(
+        &self,
+        options: PgConnectOptions,
+    ) -> Result<PgConnectOptions, sqlx::Error> {
+        self.apply(options).await.map_err(|e| {
+            sqlx::Error::Io(std::io::Error::other(format!(
+                "the credential source failed: {e}"
+            )))
+        })
+    }
+
     /// Asks the source, caches the answer and tells the subscribers.
     async fn refresh(&self) -> Result<Credential, CredentialError> {
         let fresh = self.source.credential().await?;

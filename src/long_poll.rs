@@ -253,7 +253,9 @@ async fn subscribe(
 }
 
 /// Sends a heartbeat whenever the listener has heard nothing for `quiet`,
-/// at most one per `quiet`.
+/// at most one per `quiet`. A heartbeat still unanswered after `quiet` is
+/// abandoned (its connection discarded), so a silent call pool without a
+/// statement timeout cannot stop the heartbeats.
 async fn heartbeat(heard: Arc<Heard>, quiet: Duration, beat: SendHeartbeat) {
     loop {
         let due = heard.last() + quiet;
@@ -261,8 +263,9 @@ async fn heartbeat(heard: Arc<Heard>, quiet: Duration, beat: SendHeartbeat) {
             tokio::time::sleep_until(due).await;
             continue;
         }
-        beat().await;
-        tokio::time::sleep(quiet).await;
+        let sent = Instant::now();
+        let _ = tokio::time::timeout(quiet, beat()).await;
+        tokio::time::sleep_until(sent + quiet).await;
     }
 }
 

@@ -178,20 +178,7 @@ impl PostgresProvider {
                     .scalar()
                     .await
                     .map_err(|e| listen_error(e.message))?;
-                let beat: SendHeartbeat = {
-                    let (pool, statement) = (pool.clone(), sql.listener_heartbeat.clone());
-                    Arc::new(move || {
-                        let (pool, statement) = (pool.clone(), statement.clone());
-                        Box::pin(async move {
-                            let sent = Call::new(&pool, "listener_heartbeat", &statement)
-                                .execute()
-                                .await;
-                            if let Err(e) = sent {
-                                tracing::debug!(target: "duroxide_pg", error = %e.message, "listener heartbeat not sent");
-                            }
-                        })
-                    })
-                };
+                let beat = heartbeat_sender(&pool, &sql);
                 Some(
                     LongPoll::start(
                         listener.map_err(|e| listen_error(e.to_string()))?,
@@ -518,6 +505,23 @@ impl PostgresProvider {
 /// SQLSTATE `deadlock_detected`.
 const DEADLOCK_DETECTED: &str = "40P01";
 
+/// Sends the listener's heartbeat (`listener_heartbeat`) through the call
+/// pool; a failure shows only in the heartbeat not being heard.
+fn heartbeat_sender(pool: &Connections, sql: &Statements) -> SendHeartbeat {
+    let (pool, statement) = (pool.clone(), sql.listener_heartbeat.clone());
+    Arc::new(move || {
+        let (pool, statement) = (pool.clone(), statement.clone());
+        Box::pin(async move {
+            let sent = Call::new(&pool, "listener_heartbeat", &statement)
+                .execute()
+                .await;
+            if let Err(e) = sent {
+                tracing::debug!(target: "duroxide_pg", error = %e.message, "listener heartbeat not sent");
+            }
+        })
+    })
+}
+
 /// Opens each listener of the provider: a `PgListener` on a one-connection
 /// sqlx pool of its own (so the listener never takes a work connection),
 /// to the host the call pool's new connections go to now, with the
@@ -536,11 +540,7 @@ fn listener_opener(
         Box::pin(async move {
             let mut options = hosts.current_options();
             if let Some(c) = &credentials {
-                options = c.apply(options).await.map_err(|e| {
-                    sqlx::Error::Io(std::io::Error::other(format!(
-                        "the credential source failed: {e}"
-                    )))
-                })?;
+                options = c.apply_for_connect(options).await?;
             }
             let pool = PgPoolOptions::new()
                 .max_connections(1)
