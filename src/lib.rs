@@ -115,7 +115,7 @@
 //!
 //! | module | concern |
 //! |---|---|
-//! | `provider` | `PostgresProvider`: construction, the `Provider` and `ProviderAdmin` traits, shutdown |
+//! | `provider` | `PostgresProvider`: accessors and shutdown; `provider::establish` (building one: probe, pools, migrations, listener), `provider::operator` (operator reads and sweeps), `provider::traits` (`Provider` and `ProviderAdmin`) |
 //! | `store` | what the operation modules work on (pool, statements, listener): they take a `&Store`, never the provider |
 //! | `orchestrator_queue` | instance leases: enqueue, fetch, ack, abandon |
 //! | `worker_queue` | activity peek-locks and sessions; `worker_queue::prefetch` holds the next item |
@@ -133,7 +133,7 @@
 //! | `codec` | duroxide types to and from the functions' arguments and columns |
 //! | `codes` | values Rust and SQL share (codes, hint formats, `DX` SQLSTATEs), checked against `schema/` |
 //! | `clock` | the caller's clock (`p_now_ms`) |
-//! | `config` | the builder; `config::connect`, `config::tls`, `config::redact` |
+//! | `config` | the builder and its checks, no I/O; `config::connect`, `config::tls`, `config::redact` |
 //! | `env` | environment variables |
 //! | `hosts` | multi-host URLs and `target_session_attrs` (libpq's rules) |
 //! | `error` | [`Error`] and the one mapping of database errors to `ProviderError` |

@@ -34,7 +34,8 @@ use crate::clock::now_ms;
 use crate::codes::{Hint, Queue};
 
 /// A fetch that passed over work another transaction held for a moment
-/// reports a wake time this close (migration 0011): look again then.
+/// reports a wake time this close (`fetch_orchestration_item`,
+/// `fetch_work_item`): look again then.
 const CONTENDED_MS: i64 = 1;
 
 /// How many waiters one hint may wake (bounds the work of a huge batch).

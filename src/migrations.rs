@@ -246,7 +246,8 @@ async fn read_ledger(
 }
 
 /// The oldest server the bundled migrations run on (`server_version_num`):
-/// PostgreSQL 14, the first with SQL-standard function bodies (migration 0010).
+/// PostgreSQL 14, the first with SQL-standard function bodies, which the
+/// stored functions use.
 pub const MIN_SERVER_VERSION_NUM: i32 = 140_000;
 
 /// Refuses, before anything is changed, a server older than

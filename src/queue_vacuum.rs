@@ -3,7 +3,7 @@
 //! at least [`MIN_DEAD_TUPLES`] dead tuples, so they stay small between two
 //! visits of autovacuum (which comes once per `autovacuum_naptime`, 1 min by
 //! default, however its per-table thresholds are set). Which tables is
-//! decided by `queue_tables_to_vacuum` (migration 0014); VACUUM itself
+//! decided by the stored function `queue_tables_to_vacuum`; VACUUM itself
 //! cannot run inside a function.
 
 use std::time::Duration;

@@ -1,15 +1,15 @@
-//! What a configuration opens: the probe connection, the driver options
-//! every connection carries (or, behind a transaction pooler, the settings
-//! each call carries instead) and the pools.
+//! What a configuration describes for connecting: the driver options every
+//! connection carries (or, behind a transaction pooler, the settings each
+//! call carries instead), the hosts, the pools' settings, and the checks of
+//! what the server reports. Opening anything is `provider::establish`'s.
 
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::{Pooler, PostgresConfig, redact_url, scrub, validate_schema_name};
+use super::{Pooler, PostgresConfig, redact_url, scrub};
 use crate::connections::{Target, Targets};
 use crate::credentials::Credentials;
 use crate::env::POOLER_ENV;
@@ -19,20 +19,6 @@ use crate::hosts::TargetSessionAttrs;
 /// Idle connections of the sqlx pool [`PostgresConfig::open_pool`] returns
 /// close after this: it serves migrations and tools, rarely anything else.
 const TOOLS_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// What [`PostgresConfig::probe`] found: the connection, the host it went
-/// to and every host of the URL.
-pub(crate) struct Probe {
-    /// The open connection (it becomes the call pool's first).
-    pub conn: PgConnection,
-    /// Its host, an index into `targets`.
-    pub host: usize,
-    /// The URL's hosts and the role they must have.
-    pub targets: Targets,
-}
-
-/// The operation [`PostgresConfig::check_session`]'s errors name.
-const CHECK_SESSION: &str = "check the connection's session settings";
 
 /// TCP settings of the server's end of every provider connection (start-up
 /// options; see `driver_options_for`): a keepalive probe after 60 idle
@@ -45,29 +31,9 @@ pub(crate) const SERVER_KEEPALIVES: [(&str, &str); 4] = [
     ("tcp_user_timeout", "60000"),
 ];
 
-/// `current_setting('search_path')` and the server's clock (ms since the
-/// epoch), both as text, by the simple-query protocol. A named, concrete
-/// function keeps the caller's future `Send` (as `exec_script` in the
-/// migration runner).
-fn session_facts<'c>(
-    conn: &'c mut PgConnection,
-) -> std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<sqlx::postgres::PgRow, sqlx::Error>> + Send + 'c>,
-> {
-    Box::pin(async move {
-        // A plain `&str` runs as a simple query: nothing is prepared.
-        sqlx::Executor::fetch_one(
-            conn,
-            "SELECT current_setting('search_path'), \
-             (extract(epoch FROM clock_timestamp()) * 1000)::bigint::text",
-        )
-        .await
-    })
-}
-
 /// PgBouncer refuses a login that carries startup parameters it does not
 /// know (`options`, which the default configuration sends): say what to do.
-pub(super) fn with_pooler_hint(reason: String) -> String {
+pub(crate) fn with_pooler_hint(reason: String) -> String {
     if reason.contains("unsupported startup parameter") {
         format!(
             "{reason} (a connection pooler such as PgBouncer refused the startup options: behind \
@@ -80,124 +46,9 @@ pub(super) fn with_pooler_hint(reason: String) -> String {
 }
 
 impl PostgresConfig {
-    /// Opens the connection pool this configuration describes, without
-    /// touching the schema: validates the configuration, proves the server is
-    /// reachable with one direct connection (within the connect timeout), then
-    /// returns a lazily filled pool. [`crate::PostgresProvider::connect`] uses
-    /// it; tools that only inspect a schema (the migration ledger, say) can too.
-    ///
-    /// # Errors
-    /// [`Error::InvalidSchemaName`], [`Error::InvalidUrl`] or
-    /// [`Error::InvalidConfig`] for bad input; [`Error::Connect`] naming host
-    /// and port when the server cannot be reached in time.
-    ///
-    /// With a credential source, the pool keeps the credential it was opened
-    /// with (meant for short-lived tools).
-    ///
-    /// With several hosts in the URL, the pool connects to the host the
-    /// probe chose (see [`crate::TargetSessionAttrs`]) and stays there.
-    pub async fn open_pool(&self) -> Result<PgPool, Error> {
-        let credentials = self.credentials();
-        let probe = self.probe(credentials.as_deref()).await?;
-        let _ = probe.conn.close().await;
-        let options = probe.targets.hosts[probe.host].options.clone();
-        let pool = self.tools_pool(options.clone())?;
-        if let Some(c) = &credentials {
-            c.keep_current(&pool, Arc::new(move || options.clone()));
-        }
-        Ok(pool)
-    }
-
     /// The provider's view of the credential source, if there is one.
     pub(crate) fn credentials(&self) -> Option<Arc<Credentials>> {
         self.credential_source.clone().map(Credentials::new)
-    }
-
-    /// One direct connection, within the connect timeout (per host): fails
-    /// fast on a refused connection (a pool would keep retrying until its
-    /// timeout) and proves the URL works. Validates the configuration first.
-    pub(crate) async fn probe(&self, credentials: Option<&Credentials>) -> Result<Probe, Error> {
-        validate_schema_name(&self.schema)?;
-        self.resolved_min_connections()?;
-        self.resolved_poll_mode()?;
-        if self.fallback_poll < Duration::from_millis(1) {
-            return Err(Error::InvalidConfig(format!(
-                "the fallback poll interval must be at least 1 ms, got {:?}",
-                self.fallback_poll
-            )));
-        }
-        let targets = self.targets()?;
-        let first = &targets.hosts[0].options;
-        let host = if targets.hosts.len() > 1 {
-            targets
-                .hosts
-                .iter()
-                .map(|t| t.label.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        } else {
-            first.get_host().to_string()
-        };
-        let (port, user) = (first.get_port(), first.get_username().to_string());
-        match targets.open(credentials, self.connect_timeout).await {
-            Ok((host, conn)) => Ok(Probe {
-                conn,
-                host,
-                targets,
-            }),
-            Err(e) => Err(Error::Connect {
-                host,
-                port,
-                user,
-                reason: scrub(
-                    &match e {
-                        sqlx::Error::PoolTimedOut => format!(
-                            "no connection within the connect timeout of {:?}",
-                            self.connect_timeout
-                        ),
-                        e => with_pooler_hint(e.to_string()),
-                    },
-                    &self.url,
-                ),
-            }),
-        }
-    }
-
-    /// Checks the probe connection's session, in one simple-query round trip
-    /// (nothing named is prepared for it):
-    ///
-    /// - with [`Pooler::None`], that the server applied the startup options.
-    ///   A pooler that drops them (PgBouncer with `ignore_startup_parameters
-    ///   = options`) most likely also moves a client between server
-    ///   sessions, where a prepared statement's name could reach another
-    ///   client's statement: refused before any call;
-    /// - that this host's clock is within
-    ///   [`PostgresConfig::with_max_clock_skew`] of the server's.
-    pub(crate) async fn check_session(&self, conn: &mut PgConnection) -> Result<(), Error> {
-        let before = crate::clock::now_ms();
-        let row = session_facts(conn)
-            .await
-            .map_err(|e| Error::database(CHECK_SESSION, &e))?;
-        let after = crate::clock::now_ms();
-        let get = |i| -> Result<_, Error> {
-            sqlx::Row::try_get::<Option<String>, _>(&row, i)
-                .map_err(|e| Error::database(CHECK_SESSION, &e))
-        };
-        let (search_path, server_ms) = (get(0)?.unwrap_or_default(), get(1)?);
-        if let Some(server_ms) = server_ms.and_then(|ms| ms.parse::<i64>().ok()) {
-            self.check_clock(server_ms, before, after)?;
-        }
-        if self.resolved_pooler()? == Pooler::Transaction || search_path == self.schema {
-            return Ok(());
-        }
-        Err(Error::PoolerDetected {
-            evidence: format!(
-                "the server did not apply the connection's startup options (search_path is \
-                 {search_path:?}, not {:?})",
-                self.schema
-            ),
-            env: POOLER_ENV,
-        })
     }
 
     /// Compares the server's clock, read between `before` and `after` on
@@ -360,7 +211,8 @@ impl PostgresConfig {
         }
         // READ COMMITTED whatever the role or database default: the stored
         // functions rely on a statement that waited for a row lock seeing what
-        // committed meanwhile (migration 0009's held messages).
+        // committed meanwhile (the messages held for a leased instance,
+        // `fetch_orchestration_item`).
         let mut settings = vec![
             ("search_path".to_string(), self.schema.clone()),
             (

@@ -1,8 +1,10 @@
 //! Provider configuration: connection URL, schema, pool and migration behaviour.
 //!
-//! [`PostgresConfig`] (the builder, here), what it opens (`connect`: probe,
-//! driver options, pools), TLS (`tls`) and keeping passwords out of messages
-//! (`redact`), the retention policy (`retention`).
+//! [`PostgresConfig`] (the builder, here), what it describes for connecting
+//! (`connect`: driver options, hosts, pool settings, checks of what the
+//! server reports), TLS (`tls`) and keeping passwords out of messages
+//! (`redact`), the retention policy (`retention`). Settings and their checks
+//! only: opening connections is `provider::establish`'s.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +18,7 @@ mod redact;
 mod retention;
 mod tls;
 
+pub(crate) use connect::with_pooler_hint;
 pub use redact::{redact_url, scrub};
 pub use retention::RetentionPolicy;
 pub use tls::SslMode;
