@@ -120,8 +120,11 @@ pub(crate) enum TagMode {
 
 /// The SQLSTATEs the stored functions raise for conditions the caller caused
 /// (class `DX`, never retried: the same call would fail the same way).
+/// `ProviderSqlState::of_error` (in `error`) reads one from a
+/// `ProviderError`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ProviderSqlState {
+#[non_exhaustive]
+pub enum ProviderSqlState {
     /// `DXT01`: no lease holds this lock token (never issued, acked, or
     /// taken over after it expired).
     UnknownLockToken,
@@ -141,8 +144,8 @@ pub(crate) enum ProviderSqlState {
 }
 
 impl ProviderSqlState {
-    /// Every code, for the checks against the stored functions.
-    pub(crate) const ALL: [ProviderSqlState; 6] = [
+    /// Every code.
+    pub const ALL: [ProviderSqlState; 6] = [
         ProviderSqlState::UnknownLockToken,
         ProviderSqlState::LeaseExpired,
         ProviderSqlState::InstanceNotFound,
@@ -152,12 +155,12 @@ impl ProviderSqlState {
     ];
 
     /// The provider code `code` is, if it is one.
-    pub(crate) fn of(code: &str) -> Option<ProviderSqlState> {
+    pub fn of(code: &str) -> Option<ProviderSqlState> {
         Self::ALL.into_iter().find(|s| s.code() == code)
     }
 
     /// The five-character SQLSTATE.
-    pub(crate) const fn code(self) -> &'static str {
+    pub const fn code(self) -> &'static str {
         match self {
             ProviderSqlState::UnknownLockToken => "DXT01",
             ProviderSqlState::LeaseExpired => "DXT02",

@@ -46,10 +46,9 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::credentials::Credentials;
 use crate::hosts::{ServerRole, TargetSessionAttrs};
-
-/// SQLSTATE `read_only_sql_transaction`: a write reached a server that no
-/// longer (or never did) accept writes, a standby or a demoted primary.
-const READ_ONLY_SQL_TRANSACTION: &str = "25006";
+use crate::sqlstates::{
+    CANNOT_CONNECT_NOW, CONNECTION_EXCEPTION_CLASS, READ_ONLY_SQL_TRANSACTION, TOO_MANY_CONNECTIONS,
+};
 
 /// One host of the URL: its label for messages and its driver options.
 #[derive(Debug, Clone)]
@@ -693,9 +692,11 @@ impl Checkout<'_> {
 fn server_unavailable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c == "57P03" || c == "53300" || c.starts_with("08")),
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c == CANNOT_CONNECT_NOW
+                || c == TOO_MANY_CONNECTIONS
+                || c.starts_with(CONNECTION_EXCEPTION_CLASS)
+        }),
         _ => false,
     }
 }

@@ -4,6 +4,7 @@
 use duroxide::providers::ProviderError;
 
 use crate::codes::ProviderSqlState;
+use crate::sqlstates::*;
 
 /// Errors raised while building a [`crate::PostgresProvider`]: configuration,
 /// connection and migration failures. Provider calls report
@@ -196,26 +197,26 @@ pub(crate) fn is_retryable_sqlstate(code: &str) -> bool {
     if pooler_symptom(code).is_some() {
         return false;
     }
-    matches!(
-        code,
-        "40001" // serialization_failure
-            | "40P01" // deadlock_detected
-            | "55P03" // lock_not_available
-            | "57P01" // admin_shutdown
-            | "57P02" // crash_shutdown
-            | "57P03" // cannot_connect_now
-            | "57014" // query_canceled (statement timeout)
-            // read_only_sql_transaction: the server became a standby (a
-            // failover demoted it); nothing was written, and the next
-            // connection looks for the primary again.
-            | "25006"
-            | "53300" // too_many_connections
-            | "53400" // configuration_limit_exceeded
-    ) || code.starts_with("08") // connection_exception class
-        // invalid_authorization_specification: only raised when a connection
-        // logs in; while a password rotates, a login with the old or the new
-        // secret can fail for a moment, and the next attempt succeeds.
-        || code.starts_with("28")
+    [
+        SERIALIZATION_FAILURE,
+        DEADLOCK_DETECTED,
+        LOCK_NOT_AVAILABLE,
+        ADMIN_SHUTDOWN,
+        CRASH_SHUTDOWN,
+        CANNOT_CONNECT_NOW,
+        QUERY_CANCELED,
+        // The server became a standby (a failover demoted it); nothing was
+        // written, and the next connection looks for the primary again.
+        READ_ONLY_SQL_TRANSACTION,
+        TOO_MANY_CONNECTIONS,
+        CONFIGURATION_LIMIT_EXCEEDED,
+    ]
+    .contains(&code)
+        || code.starts_with(CONNECTION_EXCEPTION_CLASS)
+        // Only raised when a connection logs in; while a password rotates, a
+        // login with the old or the new secret can fail for a moment, and
+        // the next attempt succeeds.
+        || code.starts_with(INVALID_AUTHORIZATION_CLASS)
 }
 
 /// What a SQLSTATE means when it is the symptom of a transaction pooler in
@@ -225,9 +226,13 @@ pub(crate) fn is_retryable_sqlstate(code: &str) -> bool {
 /// shape).
 fn pooler_symptom(code: &str) -> Option<&'static str> {
     match code {
-        "42P05" => Some("a prepared statement of that name already exists on the server session"),
-        "26000" => Some("the prepared statement does not exist on the server session"),
-        "08P01" => {
+        DUPLICATE_PREPARED_STATEMENT => {
+            Some("a prepared statement of that name already exists on the server session")
+        }
+        INVALID_SQL_STATEMENT_NAME => {
+            Some("the prepared statement does not exist on the server session")
+        }
+        PROTOCOL_VIOLATION => {
             Some("the server session's statement does not match the call (protocol violation)")
         }
         _ => None,
@@ -244,6 +249,14 @@ pub fn sqlstate(e: &ProviderError) -> Option<&str> {
     let code = e.message.get(at..at + 5)?;
     (e.message[at + 5..].starts_with(')') && code.bytes().all(|b| b.is_ascii_alphanumeric()))
         .then_some(code)
+}
+
+impl ProviderSqlState {
+    /// The provider code behind `e`, if its failure was one ([`sqlstate`]
+    /// reads the code).
+    pub fn of_error(e: &ProviderError) -> Option<ProviderSqlState> {
+        sqlstate(e).and_then(Self::of)
+    }
 }
 
 /// Whether `e` is a database error with SQLSTATE `code` ([`sqlstate`]).

@@ -146,6 +146,7 @@ pub mod credentials;
 pub mod dashboard;
 pub mod metrics;
 pub mod migrations;
+pub mod sqlstates;
 
 mod admin;
 mod background;
@@ -171,6 +172,7 @@ mod store;
 mod worker_queue;
 
 pub use admin::QueueStatus;
+pub use codes::ProviderSqlState;
 pub use config::{
     CHECK_IDLE_AFTER, CLOCK_SKEW_WARNING, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_APPLICATION_NAME,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_FALLBACK_POLL, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CLOCK_SKEW,

@@ -14,6 +14,7 @@ use crate::background::Periodic;
 use crate::config::PostgresConfig;
 use crate::error::Error;
 use crate::migrations::{self, MigrationReport, quote_ident};
+use crate::sqlstates::DEADLOCK_DETECTED;
 use crate::store::Store;
 use crate::worker_queue::prefetch::WorkerPrefetch;
 
@@ -203,6 +204,3 @@ impl PostgresProvider {
         }
     }
 }
-
-/// SQLSTATE `deadlock_detected`.
-const DEADLOCK_DETECTED: &str = "40P01";

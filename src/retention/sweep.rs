@@ -19,11 +19,8 @@ use crate::codec::{text_array_non_null, to_u64};
 use crate::codes::ProviderSqlState;
 use crate::config::RetentionPolicy;
 use crate::error::{has_sqlstate, provider_error};
+use crate::sqlstates::QUERY_CANCELED;
 use crate::store::Store;
-
-/// SQLSTATE `query_canceled`: what a batch that ran past its statement
-/// timeout fails with.
-const QUERY_CANCELED: &str = "57014";
 
 /// A name for a sweeper that no other process or provider uses:
 /// `<kind>:<pid>:<n>`.

@@ -5,6 +5,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use duroxide::providers::ProviderError;
+use duroxide_pg::{ProviderSqlState, sqlstates};
 use maud::{DOCTYPE, Markup, html};
 
 use crate::AppState;
@@ -147,12 +148,14 @@ impl Failure {
 
     /// A provider error as the operator should read it.
     pub(crate) fn provider(state: &AppState, e: &ProviderError) -> Self {
-        let (status, message) = match duroxide_pg::sqlstate(e) {
-            Some("DXN01") => (StatusCode::NOT_FOUND, "no such instance".to_string()),
+        let (status, message) = match (ProviderSqlState::of_error(e), duroxide_pg::sqlstate(e)) {
+            (Some(ProviderSqlState::InstanceNotFound), _) => {
+                (StatusCode::NOT_FOUND, "no such instance".to_string())
+            }
             // A precondition (a running member without force, a child on
             // its own): the provider's message says which.
-            Some("DXP01") => (StatusCode::CONFLICT, e.message.clone()),
-            Some("57014") => (
+            (Some(ProviderSqlState::Precondition), _) => (StatusCode::CONFLICT, e.message.clone()),
+            (_, Some(sqlstates::QUERY_CANCELED)) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the query ran longer than its statement timeout: narrow the filter".to_string(),
             ),
