@@ -188,7 +188,7 @@ pub(crate) const CONTINUE_AS_NEW: &str = "ContinueAsNew";
 mod tests {
     //! Each value above against the current text of the stored functions
     //! (`schema/functions/`, generated from the migrations and checked to
-    //! match them by `cli/tests/scripts.rs`).
+    //! match them by `migration-diff/tests/scripts.rs`).
 
     use super::*;
     use std::collections::BTreeSet;

@@ -30,74 +30,29 @@ pub struct Target {
     pub json: bool,
 }
 
-/// The commands.
+/// The commands, each with its arguments.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Apply pending migrations (or, with `status`, compare applied and bundled ones).
-    Migrate {
-        #[command(subcommand)]
-        action: Option<MigrateAction>,
-    },
+    Migrate(MigrateArgs),
     /// Instance listings.
-    Instances {
-        #[command(subcommand)]
-        action: InstancesAction,
-    },
+    Instances(InstancesArgs),
     /// One instance: its details or its tree of sub-orchestrations.
-    Instance {
-        #[command(subcommand)]
-        action: InstanceAction,
-    },
+    Instance(InstanceArgs),
     /// Queue depths: ready, delayed and locked messages, age of the oldest ready one.
     Queues,
     /// Instance, execution and event totals.
     Metrics,
     /// Delete a root instance with its whole tree of sub-orchestrations.
-    Delete {
-        /// Instance id (a root; delete a sub-orchestration through its root).
-        id: String,
-        /// Delete even if the instance is still running.
-        #[arg(long)]
-        force: bool,
-    },
+    Delete(DeleteArgs),
     /// Delete terminal root instances (with their trees) completed before a moment.
-    Purge {
-        /// A UTC date or time (2026-01-31, 2026-01-31T12:00:00Z) or an age (30d, 12h, 15m).
-        #[arg(long, value_name = "WHEN")]
-        completed_before: String,
-        /// Delete at most this many root instances.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-        limit: Option<u32>,
-        /// Root instances deleted per statement (each batch commits on its own).
-        #[arg(long, value_name = "N", default_value_t = 500, hide = true,
-              value_parser = clap::value_parser!(u32).range(1..))]
-        batch_size: u32,
-        /// List what would be deleted; delete nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
+    Purge(PurgeArgs),
     /// Delete old executions (ContinueAsNew generations) of one instance.
-    Prune {
-        /// Instance id.
-        id: String,
-        /// How many of the newest executions to keep (the current one is always kept).
-        #[arg(long, value_name = "N")]
-        keep_last: u32,
-    },
+    Prune(PruneArgs),
     /// Delete finished work by policy (for cron), or show the retention state.
-    Retention {
-        #[command(subcommand)]
-        action: RetentionAction,
-    },
+    Retention(RetentionArgs),
     /// Send an external event to a running instance.
-    RaiseEvent {
-        /// Instance id.
-        id: String,
-        /// Event name the orchestration waits for.
-        name: String,
-        /// Event payload, passed to the orchestration as is.
-        data: String,
-    },
+    RaiseEvent(RaiseEventArgs),
     /// Serve the operator dashboard in a browser (until Ctrl-C).
     ///
     /// Listens on loopback by default. Any other address needs credentials,
@@ -106,25 +61,19 @@ pub enum Command {
     /// browser gives it as the basic-auth password), or
     /// DUROXIDE_PG_UI_BASIC_AUTH or DUROXIDE_PG_UI_BASIC_AUTH_FILE
     /// (user:password).
-    Ui {
-        /// Address and port to listen on.
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-        listen: std::net::SocketAddr,
-        /// Show everything, allow no action (cancel, raise, delete, purge).
-        #[arg(long)]
-        read_only: bool,
-        /// Seconds between refreshes of an open overview.
-        #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        refresh: u64,
-    },
+    Ui(UiArgs),
     /// Ask a running instance (and its sub-orchestrations) to cancel.
-    Cancel {
-        /// Instance id.
-        id: String,
-        /// Reason recorded in the history.
-        #[arg(default_value = "cancelled by operator")]
-        reason: String,
-    },
+    Cancel(CancelArgs),
+}
+
+// A command's help is its variant's doc comment above (it takes precedence
+// over the argument struct's own doc comment, written for readers here).
+
+/// Arguments of `migrate [status]`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(subcommand)]
+    pub action: Option<MigrateAction>,
 }
 
 /// `migrate` sub-actions.
@@ -134,6 +83,109 @@ pub enum MigrateAction {
     Status,
 }
 
+/// Arguments of `instances ACTION`.
+#[derive(Debug, Args)]
+pub struct InstancesArgs {
+    #[command(subcommand)]
+    pub action: InstancesAction,
+}
+
+/// `instances` sub-actions.
+#[derive(Debug, Subcommand)]
+pub enum InstancesAction {
+    /// List instances, newest first.
+    List(ListArgs),
+}
+
+/// Arguments of `instances list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only instances with this status.
+    #[arg(long, value_enum)]
+    pub status: Option<Status>,
+    /// At most this many instances.
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: u64,
+}
+
+/// Arguments of `instance ACTION`.
+#[derive(Debug, Args)]
+pub struct InstanceArgs {
+    #[command(subcommand)]
+    pub action: InstanceAction,
+}
+
+/// `instance` sub-actions.
+#[derive(Debug, Subcommand)]
+pub enum InstanceAction {
+    /// Info, executions, custom status, key/values and history of one instance.
+    Show(ShowArgs),
+    /// The instance and its sub-orchestrations, as a tree.
+    Tree(TreeArgs),
+}
+
+/// Arguments of `instance show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Instance id.
+    pub id: String,
+    /// Show the history of this execution instead of the current one.
+    #[arg(long, value_name = "N")]
+    pub execution: Option<u64>,
+}
+
+/// Arguments of `instance tree`.
+#[derive(Debug, Args)]
+pub struct TreeArgs {
+    /// Instance id.
+    pub id: String,
+}
+
+/// Arguments of `delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Instance id (a root; delete a sub-orchestration through its root).
+    pub id: String,
+    /// Delete even if the instance is still running.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Arguments of `purge`.
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// A UTC date or time (2026-01-31, 2026-01-31T12:00:00Z) or an age (30d, 12h, 15m).
+    #[arg(long, value_name = "WHEN")]
+    pub completed_before: String,
+    /// Delete at most this many root instances.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
+    /// Root instances deleted per statement (each batch commits on its own).
+    #[arg(long, value_name = "N", default_value_t = 500, hide = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
+    /// List what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Arguments of `prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Instance id.
+    pub id: String,
+    /// How many of the newest executions to keep (the current one is always kept).
+    #[arg(long, value_name = "N")]
+    pub keep_last: u32,
+}
+
+/// Arguments of `retention ACTION`.
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    #[command(subcommand)]
+    pub action: RetentionAction,
+}
+
 /// `retention` sub-actions.
 #[derive(Debug, Subcommand)]
 pub enum RetentionAction {
@@ -141,58 +193,65 @@ pub enum RetentionAction {
     /// executions of continue-as-new chains, in batches (each commits on its
     /// own). Trees with a running member are never touched. Does nothing
     /// while another sweeper (a provider's background one) holds the lease.
-    Run {
-        /// Delete trees whose root completed longer ago than this (30d, 12h, 15m, 45s).
-        #[arg(long, value_name = "AGE")]
-        completed: Option<String>,
-        /// Delete trees whose root failed or was cancelled longer ago than this.
-        #[arg(long, value_name = "AGE")]
-        failed: Option<String>,
-        /// Keep this many of the newest executions of every continue-as-new chain.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-        keep_executions: Option<u32>,
-        /// Root instances (or chains) per batch.
-        #[arg(long, value_name = "N", default_value_t = duroxide_pg::RetentionPolicy::DEFAULT_BATCH_SIZE)]
-        batch_size: u32,
-        /// List what would be deleted; delete nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
+    Run(RetentionRunArgs),
     /// The policy a background sweeper stored, the sweep running now, the
     /// last sweep and the oldest finished root instance per status.
     Status,
 }
 
-/// `instances` sub-actions.
-#[derive(Debug, Subcommand)]
-pub enum InstancesAction {
-    /// List instances, newest first.
-    List {
-        /// Only instances with this status.
-        #[arg(long, value_enum)]
-        status: Option<Status>,
-        /// At most this many instances.
-        #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-        limit: u64,
-    },
+/// Arguments of `retention run`.
+#[derive(Debug, Args)]
+pub struct RetentionRunArgs {
+    /// Delete trees whose root completed longer ago than this (30d, 12h, 15m, 45s).
+    #[arg(long, value_name = "AGE")]
+    pub completed: Option<String>,
+    /// Delete trees whose root failed or was cancelled longer ago than this.
+    #[arg(long, value_name = "AGE")]
+    pub failed: Option<String>,
+    /// Keep this many of the newest executions of every continue-as-new chain.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_executions: Option<u32>,
+    /// Root instances (or chains) per batch.
+    #[arg(long, value_name = "N", default_value_t = duroxide_pg::RetentionPolicy::DEFAULT_BATCH_SIZE)]
+    pub batch_size: u32,
+    /// List what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
-/// `instance` sub-actions.
-#[derive(Debug, Subcommand)]
-pub enum InstanceAction {
-    /// Info, executions, custom status, key/values and history of one instance.
-    Show {
-        /// Instance id.
-        id: String,
-        /// Show the history of this execution instead of the current one.
-        #[arg(long, value_name = "N")]
-        execution: Option<u64>,
-    },
-    /// The instance and its sub-orchestrations, as a tree.
-    Tree {
-        /// Instance id.
-        id: String,
-    },
+/// Arguments of `raise-event`.
+#[derive(Debug, Args)]
+pub struct RaiseEventArgs {
+    /// Instance id.
+    pub id: String,
+    /// Event name the orchestration waits for.
+    pub name: String,
+    /// Event payload, passed to the orchestration as is.
+    pub data: String,
+}
+
+/// Arguments of `ui`.
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    /// Address and port to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Show everything, allow no action (cancel, raise, delete, purge).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Seconds between refreshes of an open overview.
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub refresh: u64,
+}
+
+/// Arguments of `cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// Instance id.
+    pub id: String,
+    /// Reason recorded in the history.
+    #[arg(default_value = "cancelled by operator")]
+    pub reason: String,
 }
 
 /// Instance statuses as duroxide records them.

@@ -70,9 +70,7 @@ pub(crate) mod tests {
         let cli = Cli::try_parse_from(["duroxide-pg", "purge", arg.as_str()])
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         match cli.command {
-            Command::Purge {
-                completed_before, ..
-            } => Ok(completed_before),
+            Command::Purge(args) => Ok(args.completed_before),
             other => Err(TestCaseError::fail(format!("{other:?}"))),
         }
     }

@@ -5,11 +5,19 @@ use duroxide_pg::migrations;
 use serde_json::json;
 
 use super::{CliResult, config};
-use crate::args::Target;
+use crate::args::{MigrateAction, MigrateArgs, Target};
 use crate::output::{Table, print_json};
 
+/// `migrate` or `migrate status`.
+pub async fn run(args: MigrateArgs, t: &Target) -> CliResult {
+    match args.action {
+        None => apply(t).await,
+        Some(MigrateAction::Status) => status(t).await,
+    }
+}
+
 /// Applies every pending migration and says which ones it applied.
-pub async fn apply(t: &Target) -> CliResult {
+async fn apply(t: &Target) -> CliResult {
     let pool = config(t, MigrationMode::Apply)?.open_pool().await?;
     let report = migrations::run(&pool, &t.schema, MigrationMode::Apply).await?;
     if t.json {
@@ -36,7 +44,7 @@ pub async fn apply(t: &Target) -> CliResult {
 }
 
 /// Lists applied, pending and unknown migrations; changes nothing.
-pub async fn status(t: &Target) -> CliResult {
+async fn status(t: &Target) -> CliResult {
     let pool = config(t, MigrationMode::VerifyOnly)?.open_pool().await?;
     let s = migrations::status(&pool, &t.schema).await?;
     if t.json {

@@ -1,13 +1,21 @@
-//! Runs one parsed command: opens the store, calls the provider, prints.
+//! Runs one parsed command. Each command has its module here, whose
+//! `run(args, target)` checks the arguments, opens the store, calls the
+//! provider and prints; [`run`] dispatches to it.
 //!
 //! Each command is built on duroxide-pg's public API (the `Provider` and
 //! `ProviderAdmin` traits, `duroxide::Client`, and the provider's own operator
 //! methods); nothing here writes SQL.
 
-mod control;
-mod inspect;
-mod maintenance;
+mod cancel;
+mod delete;
+mod instance;
+mod instances;
+mod metrics;
 mod migrate;
+mod prune;
+mod purge;
+mod queues;
+mod raise_event;
 mod retention;
 mod ui;
 
@@ -15,12 +23,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duroxide::providers::ProviderError;
+use duroxide::providers::{ProviderAdmin, ProviderError};
 use duroxide_pg::{Error, MigrationMode, PollMode, PostgresConfig, PostgresProvider};
 
-use crate::args::{
-    Cli, Command, InstanceAction, InstancesAction, MigrateAction, RetentionAction, Target,
-};
+use crate::args::{Cli, Command, Target};
 
 /// A failed command: one line for stderr.
 #[derive(Debug)]
@@ -58,9 +64,10 @@ impl From<String> for CliError {
 /// Result of a command.
 pub type CliResult = Result<(), CliError>;
 
-/// Whether the provider reported a missing instance (our SQLSTATE DXN01).
+/// Whether the provider reported a missing instance.
 fn is_not_found(e: &ProviderError) -> bool {
-    duroxide_pg::sqlstate(e) == Some("DXN01")
+    duroxide_pg::ProviderSqlState::of_error(e)
+        == Some(duroxide_pg::ProviderSqlState::InstanceNotFound)
 }
 
 /// An error for an instance a provider call did not find, else the
@@ -96,89 +103,38 @@ async fn open(target: &Target) -> Result<Arc<PostgresProvider>, CliError> {
     Ok(Arc::new(PostgresProvider::connect(config).await?))
 }
 
-/// Runs `cli`'s command. Arguments are checked before anything connects.
+/// Refuses instances that do not exist or no longer run: a message sent to
+/// them (`raise-event`, `cancel`) would be dropped silently by the runtime.
+async fn require_running(p: &PostgresProvider, id: &str, what: &str) -> CliResult {
+    let info = p
+        .get_instance_info(id)
+        .await
+        .map_err(|e| instance_error(id, e))?;
+    if info.status != "Running" {
+        return Err(CliError(format!(
+            "instance {id:?} is {}, not Running: {what} would be ignored",
+            info.status
+        )));
+    }
+    Ok(())
+}
+
+/// Runs `cli`'s command. Each command checks its arguments before it
+/// connects.
 pub async fn run(cli: Cli) -> CliResult {
     let t = &cli.target;
-    let command = match cli.command {
-        Command::Migrate { action: None } => return migrate::apply(t).await,
-        Command::Migrate {
-            action: Some(MigrateAction::Status),
-        } => return migrate::status(t).await,
-        other => other,
-    };
-    let purge_before = match &command {
-        Command::Purge {
-            completed_before, ..
-        } => Some(crate::time::parse_moment(
-            completed_before,
-            crate::time::now_ms(),
-        )?),
-        _ => None,
-    };
-    let retention_policy = match &command {
-        Command::Retention {
-            action:
-                RetentionAction::Run {
-                    completed,
-                    failed,
-                    keep_executions,
-                    batch_size,
-                    ..
-                },
-        } => Some(retention::policy(
-            completed.as_deref(),
-            failed.as_deref(),
-            *keep_executions,
-            *batch_size,
-        )?),
-        _ => None,
-    };
-    if let Command::Ui {
-        listen,
-        read_only,
-        refresh,
-    } = command
-    {
-        return ui::serve(t, listen, read_only, refresh).await;
-    }
-    let p = open(t).await?;
-    let json = t.json;
-    match command {
-        Command::Migrate { .. } | Command::Ui { .. } => unreachable!("handled above"),
-        Command::Instances {
-            action: InstancesAction::List { status, limit },
-        } => inspect::list(&p, json, status, limit as usize).await,
-        Command::Instance {
-            action: InstanceAction::Show { id, execution },
-        } => inspect::show(&p, json, &id, execution).await,
-        Command::Instance {
-            action: InstanceAction::Tree { id },
-        } => inspect::tree(&p, json, &id).await,
-        Command::Queues => inspect::queues(&p, json).await,
-        Command::Metrics => inspect::metrics(&p, json).await,
-        Command::Delete { id, force } => maintenance::delete(&p, json, &id, force).await,
-        Command::Purge {
-            limit,
-            dry_run,
-            batch_size,
-            ..
-        } => {
-            let before = purge_before.expect("parsed above");
-            maintenance::purge(&p, json, before, limit, batch_size, dry_run).await
-        }
-        Command::Retention {
-            action: RetentionAction::Run { dry_run, .. },
-        } => {
-            let policy = retention_policy.expect("checked above");
-            retention::run(&p, json, &policy, dry_run).await
-        }
-        Command::Retention {
-            action: RetentionAction::Status,
-        } => retention::status(&p, json).await,
-        Command::Prune { id, keep_last } => maintenance::prune(&p, json, &id, keep_last).await,
-        Command::RaiseEvent { id, name, data } => {
-            control::raise_event(p, json, &id, &name, &data).await
-        }
-        Command::Cancel { id, reason } => control::cancel(p, json, &id, &reason).await,
+    match cli.command {
+        Command::Migrate(args) => migrate::run(args, t).await,
+        Command::Instances(args) => instances::run(args, t).await,
+        Command::Instance(args) => instance::run(args, t).await,
+        Command::Queues => queues::run(t).await,
+        Command::Metrics => metrics::run(t).await,
+        Command::Delete(args) => delete::run(args, t).await,
+        Command::Purge(args) => purge::run(args, t).await,
+        Command::Prune(args) => prune::run(args, t).await,
+        Command::Retention(args) => retention::run(args, t).await,
+        Command::RaiseEvent(args) => raise_event::run(args, t).await,
+        Command::Ui(args) => ui::run(args, t).await,
+        Command::Cancel(args) => cancel::run(args, t).await,
     }
 }

@@ -6,18 +6,31 @@ use std::time::Duration;
 use duroxide_pg::{PostgresProvider, RetentionPolicy, RetentionReport};
 use serde_json::{Value, json};
 
-use super::CliResult;
+use super::{CliResult, open};
+use crate::args::{RetentionAction, RetentionArgs, RetentionRunArgs, Target};
 use crate::output::{Table, print_json};
 use crate::time::{format_ms, parse_age};
 
-/// The policy `retention run`'s flags describe, checked (before anything
-/// connects).
-pub fn policy(
-    completed: Option<&str>,
-    failed: Option<&str>,
-    keep_executions: Option<u32>,
-    batch_size: u32,
-) -> Result<RetentionPolicy, String> {
+/// `retention run ...` or `retention status`. A sweep's policy is checked
+/// before anything connects.
+pub async fn run(args: RetentionArgs, t: &Target) -> CliResult {
+    match args.action {
+        RetentionAction::Run(run_args) => {
+            let policy = policy(&run_args)?;
+            let p = open(t).await?;
+            sweep(&p, t.json, &policy, run_args.dry_run).await
+        }
+        RetentionAction::Status => {
+            let p = open(t).await?;
+            status(&p, t.json).await
+        }
+    }
+}
+
+/// The policy `retention run`'s flags describe, checked.
+fn policy(args: &RetentionRunArgs) -> Result<RetentionPolicy, String> {
+    let (completed, failed) = (args.completed.as_deref(), args.failed.as_deref());
+    let (keep_executions, batch_size) = (args.keep_executions, args.batch_size);
     let age = |flag: &str, text: Option<&str>| {
         text.map(|t| parse_age(t).map_err(|e| format!("--{flag}: {e}")))
             .transpose()
@@ -55,7 +68,7 @@ fn policy_json(p: &RetentionPolicy) -> Value {
 }
 
 /// `retention run ...`: one sweep (or its dry run), the counts printed.
-pub async fn run(
+async fn sweep(
     p: &PostgresProvider,
     json: bool,
     policy: &RetentionPolicy,
@@ -117,7 +130,7 @@ pub async fn run(
 }
 
 /// `retention status`.
-pub async fn status(p: &PostgresProvider, json: bool) -> CliResult {
+async fn status(p: &PostgresProvider, json: bool) -> CliResult {
     let s = p.retention_status().await?;
     let oldest = |o: &Option<(String, u64)>| {
         o.as_ref()
@@ -200,7 +213,7 @@ mod tests {
     use proptest::test_runner::TestCaseError;
 
     use super::{RetentionPolicy, policy};
-    use crate::args::{Cli, Command, RetentionAction};
+    use crate::args::{Cli, Command, RetentionAction, RetentionArgs};
     use crate::time::tests::{check, count, time_soup, unit, unit_secs};
 
     /// The policy `retention run <args>` checks before connecting.
@@ -212,21 +225,9 @@ mod tests {
         )
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
         match cli.command {
-            Command::Retention {
-                action:
-                    RetentionAction::Run {
-                        completed,
-                        failed,
-                        keep_executions,
-                        batch_size,
-                        ..
-                    },
-            } => Ok(policy(
-                completed.as_deref(),
-                failed.as_deref(),
-                keep_executions,
-                batch_size,
-            )),
+            Command::Retention(RetentionArgs {
+                action: RetentionAction::Run(args),
+            }) => Ok(policy(&args)),
             other => Err(TestCaseError::fail(format!("{other:?}"))),
         }
     }

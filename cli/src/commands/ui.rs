@@ -1,6 +1,5 @@
 //! `ui`: serves the operator dashboard (duroxide-pg-ui) until Ctrl-C.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,19 +7,19 @@ use duroxide_pg::{MigrationMode, PostgresProvider};
 use duroxide_pg_ui::{Auth, DashboardOptions};
 
 use super::{CliError, CliResult, config};
-use crate::args::Target;
+use crate::args::{Target, UiArgs};
 
 /// Every call the dashboard's provider makes is cut off after this.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `ui --listen ADDR [--read-only] [--refresh SECS]`. The address and the
 /// credentials are checked, and the port bound, before anything connects.
-pub async fn serve(
-    target: &Target,
-    listen: SocketAddr,
-    read_only: bool,
-    refresh: u64,
-) -> CliResult {
+pub async fn run(args: UiArgs, target: &Target) -> CliResult {
+    let UiArgs {
+        listen,
+        read_only,
+        refresh,
+    } = args;
     let auth = Auth::from_env().map_err(|e| CliError(e.to_string()))?;
     let options = DashboardOptions::default()
         .read_only(read_only)

@@ -74,9 +74,20 @@ fn unqualify(text: &str, schema: &str) -> String {
         .replace(schema, "<schema>")
 }
 
+/// What `schema` holds, as `conn` (inside `build`'s transaction) sees it.
 async fn read(conn: &mut PgConnection, schema: &str) -> Result<Catalog, sqlx::Error> {
-    let mut catalog = Catalog::default();
+    Ok(Catalog {
+        tables: read_tables(conn, schema).await?,
+        indexes: read_indexes(conn, schema).await?,
+        functions: read_functions(conn, schema).await?,
+    })
+}
 
+/// Table name → `CREATE TABLE` text: the columns, then the constraints.
+async fn read_tables(
+    conn: &mut PgConnection,
+    schema: &str,
+) -> Result<BTreeMap<String, String>, sqlx::Error> {
     let columns = sqlx::query(
         "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
                 a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity::text
@@ -125,11 +136,21 @@ async fn read(conn: &mut PgConnection, schema: &str) -> Result<Catalog, sqlx::Er
             .or_default()
             .push(format!("    CONSTRAINT {name} {}", unqualify(&def, schema)));
     }
-    for (table, body) in lines {
-        let text = format!("CREATE TABLE {table} (\n{}\n);\n", body.join(",\n"));
-        catalog.tables.insert(table, text);
-    }
+    Ok(lines
+        .into_iter()
+        .map(|(table, body)| {
+            let text = format!("CREATE TABLE {table} (\n{}\n);\n", body.join(",\n"));
+            (table, text)
+        })
+        .collect())
+}
 
+/// Index name → `CREATE INDEX` statement, for the indexes not behind a
+/// constraint.
+async fn read_indexes(
+    conn: &mut PgConnection,
+    schema: &str,
+) -> Result<BTreeMap<String, String>, sqlx::Error> {
     let indexes = sqlx::query(
         "SELECT ic.relname::text, pg_get_indexdef(i.indexrelid)
            FROM pg_index i
@@ -142,14 +163,21 @@ async fn read(conn: &mut PgConnection, schema: &str) -> Result<Catalog, sqlx::Er
     .bind(schema)
     .fetch_all(&mut *conn)
     .await?;
-    for r in &indexes {
-        let def: String = r.get(1);
-        catalog
-            .indexes
-            .insert(r.get(0), format!("{};", unqualify(&def, schema)));
-    }
+    Ok(indexes
+        .iter()
+        .map(|r| {
+            let def: String = r.get(1);
+            (r.get(0), format!("{};", unqualify(&def, schema)))
+        })
+        .collect())
+}
 
-    let functions = sqlx::query(
+/// `name(identity args)` → function, with its contract when it has one.
+async fn read_functions(
+    conn: &mut PgConnection,
+    schema: &str,
+) -> Result<BTreeMap<String, Function>, sqlx::Error> {
+    let rows = sqlx::query(
         "SELECT p.proname::text, pg_get_function_identity_arguments(p.oid),
                 pg_get_function_result(p.oid), pg_get_functiondef(p.oid),
                 obj_description(p.oid, 'pg_proc')
@@ -161,7 +189,8 @@ async fn read(conn: &mut PgConnection, schema: &str) -> Result<Catalog, sqlx::Er
     .bind(schema)
     .fetch_all(&mut *conn)
     .await?;
-    for r in &functions {
+    let mut functions = BTreeMap::new();
+    for r in &rows {
         let (name, args): (String, String) = (r.get(0), r.get(1));
         let mut definition = unqualify(&r.get::<String, _>(3), schema);
         if let Some(comment) = r.get::<Option<String>, _>(4) {
@@ -179,9 +208,7 @@ async fn read(conn: &mut PgConnection, schema: &str) -> Result<Catalog, sqlx::Er
             result: r.get(2),
             definition,
         };
-        catalog
-            .functions
-            .insert(format!("{}({})", f.name, f.args), f);
+        functions.insert(format!("{}({})", f.name, f.args), f);
     }
-    Ok(catalog)
+    Ok(functions)
 }

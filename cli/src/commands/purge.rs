@@ -1,45 +1,35 @@
-//! Commands that delete: `delete`, `purge`, `prune`.
+//! `purge`.
 
-use duroxide::providers::{
-    DeleteInstanceResult, InstanceFilter, ProviderAdmin, ProviderError, PruneOptions,
-};
+use duroxide::providers::{DeleteInstanceResult, InstanceFilter, ProviderAdmin, ProviderError};
 use duroxide_pg::PostgresProvider;
 use serde_json::json;
 
-use super::{CliError, CliResult, instance_error};
+use super::delete::print_deleted;
+use super::{CliError, CliResult, open};
+use crate::args::{PurgeArgs, Target};
 use crate::output::{Table, print_json};
-use crate::time::format_ms;
+use crate::time::{format_ms, now_ms, parse_moment};
 
-fn print_deleted(json: bool, what: &str, r: &DeleteInstanceResult) {
-    if json {
-        print_json(&json!({
-            "instances_deleted": r.instances_deleted,
-            "executions_deleted": r.executions_deleted,
-            "events_deleted": r.events_deleted,
-            "queue_messages_deleted": r.queue_messages_deleted,
-        }));
-    } else {
-        println!(
-            "{what}: deleted {} instances, {} executions, {} events, {} queued messages",
-            r.instances_deleted, r.executions_deleted, r.events_deleted, r.queue_messages_deleted
-        );
-    }
-}
-
-/// `delete ID [--force]`.
-pub async fn delete(p: &PostgresProvider, json: bool, id: &str, force: bool) -> CliResult {
-    let r = p
-        .delete_instance(id, force)
-        .await
-        .map_err(|e| instance_error(id, e))?;
-    print_deleted(json, &format!("instance {id:?}"), &r);
-    Ok(())
+/// `purge --completed-before WHEN [--limit N] [--dry-run]`. The moment is
+/// checked before anything connects.
+pub async fn run(args: PurgeArgs, t: &Target) -> CliResult {
+    let before_ms = parse_moment(&args.completed_before, now_ms())?;
+    let p = open(t).await?;
+    purge(
+        &p,
+        t.json,
+        before_ms,
+        args.limit,
+        args.batch_size,
+        args.dry_run,
+    )
+    .await
 }
 
 /// `purge --completed-before WHEN [--limit N] [--dry-run]`: terminal roots
 /// completed before `before_ms`, with their trees, `batch` roots per
 /// statement (so one purge never locks an unbounded set) until none is left.
-pub async fn purge(
+async fn purge(
     p: &PostgresProvider,
     json: bool,
     before_ms: u64,
@@ -118,29 +108,5 @@ pub async fn purge(
         &format!("purge before {}", format_ms(before_ms)),
         &total,
     );
-    Ok(())
-}
-
-/// `prune ID --keep-last N`.
-pub async fn prune(p: &PostgresProvider, json: bool, id: &str, keep_last: u32) -> CliResult {
-    let options = PruneOptions {
-        keep_last: Some(keep_last),
-        completed_before: None,
-    };
-    let r = p
-        .prune_executions(id, options)
-        .await
-        .map_err(|e| instance_error(id, e))?;
-    if json {
-        print_json(&json!({
-            "executions_deleted": r.executions_deleted,
-            "events_deleted": r.events_deleted,
-        }));
-    } else {
-        println!(
-            "instance {id:?}: pruned {} executions ({} events)",
-            r.executions_deleted, r.events_deleted
-        );
-    }
     Ok(())
 }

@@ -1,19 +1,26 @@
-//! Read-only commands: `instances list`, `instance show`, `instance tree`,
-//! `queues`, `metrics`.
+//! `instance show` and `instance tree`.
 
 use std::collections::BTreeMap;
 
 use duroxide::Event;
 use duroxide::providers::{ExecutionInfo, InstanceInfo, Provider, ProviderAdmin};
-use duroxide_pg::PostgresProvider;
 use serde_json::{Value, json};
 
-use super::{CliError, CliResult, instance_error, is_not_found};
-use crate::args::Status;
+use super::{CliError, CliResult, instance_error, open};
+use crate::args::{InstanceAction, InstanceArgs, ShowArgs, Target, TreeArgs};
 use crate::output::{Table, clip, or_dash, print_json};
 use crate::time::format_ms;
 
-fn info_json(i: &InstanceInfo) -> Value {
+/// `instance ACTION`.
+pub async fn run(args: InstanceArgs, t: &Target) -> CliResult {
+    match args.action {
+        InstanceAction::Show(show_args) => show(show_args, t).await,
+        InstanceAction::Tree(tree_args) => tree(tree_args, t).await,
+    }
+}
+
+/// An instance's info as JSON (also `instances list --json`).
+pub(super) fn info_json(i: &InstanceInfo) -> Value {
     json!({
         "instance_id": i.instance_id,
         "orchestration_name": i.orchestration_name,
@@ -38,63 +45,6 @@ fn execution_json(e: &ExecutionInfo) -> Value {
     })
 }
 
-/// `instances list`: newest first, at most `limit`.
-pub async fn list(
-    p: &PostgresProvider,
-    json: bool,
-    status: Option<Status>,
-    limit: usize,
-) -> CliResult {
-    let ids = match status {
-        Some(s) => p.list_instances_by_status(s.as_stored()).await?,
-        None => p.list_instances().await?,
-    };
-    let mut infos = Vec::new();
-    for id in ids.iter().take(limit) {
-        match p.get_instance_info(id).await {
-            Ok(info) => infos.push(info),
-            // Deleted between the listing and this read: not there any more.
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if json {
-        print_json(&Value::Array(infos.iter().map(info_json).collect()));
-        return Ok(());
-    }
-    let mut table = Table::new(&[
-        "instance",
-        "orchestration",
-        "version",
-        "status",
-        "execution",
-        "created",
-        "updated",
-        "parent",
-    ]);
-    for i in &infos {
-        table.row(vec![
-            i.instance_id.clone(),
-            i.orchestration_name.clone(),
-            i.orchestration_version.clone(),
-            i.status.clone(),
-            i.current_execution_id.to_string(),
-            format_ms(i.created_at),
-            format_ms(i.updated_at),
-            or_dash(i.parent_instance_id.as_ref()),
-        ]);
-    }
-    print!("{}", table.render());
-    if ids.len() > infos.len() {
-        println!(
-            "({} of {} shown; raise --limit for more)",
-            infos.len(),
-            ids.len()
-        );
-    }
-    Ok(())
-}
-
 /// An event's type name and its payload fields as `name=value` pairs.
 fn event_summary(e: &Event) -> (String, String) {
     let (kind, fields) = duroxide_pg::dashboard::event_kind_and_fields(e);
@@ -110,7 +60,9 @@ fn event_summary(e: &Event) -> (String, String) {
 }
 
 /// `instance show`: info, executions, custom status, key/values, history.
-pub async fn show(p: &PostgresProvider, json: bool, id: &str, execution: Option<u64>) -> CliResult {
+async fn show(args: ShowArgs, t: &Target) -> CliResult {
+    let (json, id, execution) = (t.json, args.id.as_str(), args.execution);
+    let p = open(t).await?;
     let info = p
         .get_instance_info(id)
         .await
@@ -145,6 +97,22 @@ pub async fn show(p: &PostgresProvider, json: bool, id: &str, execution: Option<
         }));
         return Ok(());
     }
+    print!("{}", head_table(&info, custom_status.as_ref()).render());
+    println!("\nEXECUTIONS");
+    print!("{}", executions_table(&executions).render());
+    println!("\nKEY/VALUES");
+    let mut t = Table::new(&["key", "value"]);
+    for (k, v) in &kv {
+        t.row(vec![k.clone(), clip(v, 100)]);
+    }
+    print!("{}", t.render());
+    println!("\nHISTORY (execution {shown})");
+    print!("{}", history_table(&history).render());
+    Ok(())
+}
+
+/// `instance show`'s first table: the instance's fields and custom status.
+fn head_table(info: &InstanceInfo, custom_status: Option<&(Option<String>, u64)>) -> Table {
     let mut head = Table::new(&["field", "value"]);
     for (k, v) in [
         ("instance", info.instance_id.clone()),
@@ -161,7 +129,7 @@ pub async fn show(p: &PostgresProvider, json: bool, id: &str, execution: Option<
         ("parent", or_dash(info.parent_instance_id.as_ref())),
         (
             "custom status",
-            match &custom_status {
+            match custom_status {
                 Some((Some(s), v)) => format!("{} (version {v})", clip(s, 120)),
                 _ => "-".into(),
             },
@@ -169,9 +137,11 @@ pub async fn show(p: &PostgresProvider, json: bool, id: &str, execution: Option<
     ] {
         head.row(vec![k.into(), v]);
     }
-    print!("{}", head.render());
+    head
+}
 
-    println!("\nEXECUTIONS");
+/// `instance show`'s executions, one row each.
+fn executions_table(executions: &[ExecutionInfo]) -> Table {
     let mut t = Table::new(&[
         "execution",
         "status",
@@ -180,7 +150,7 @@ pub async fn show(p: &PostgresProvider, json: bool, id: &str, execution: Option<
         "events",
         "output",
     ]);
-    for e in &executions {
+    for e in executions {
         t.row(vec![
             e.execution_id.to_string(),
             e.status.clone(),
@@ -190,18 +160,13 @@ pub async fn show(p: &PostgresProvider, json: bool, id: &str, execution: Option<
             or_dash(e.output.as_deref().map(|o| clip(o, 60))),
         ]);
     }
-    print!("{}", t.render());
+    t
+}
 
-    println!("\nKEY/VALUES");
-    let mut t = Table::new(&["key", "value"]);
-    for (k, v) in &kv {
-        t.row(vec![k.clone(), clip(v, 100)]);
-    }
-    print!("{}", t.render());
-
-    println!("\nHISTORY (execution {shown})");
+/// `instance show`'s history of one execution, one row per event.
+fn history_table(history: &[Event]) -> Table {
     let mut t = Table::new(&["event", "time", "type", "source", "details"]);
-    for e in &history {
+    for e in history {
         let (kind, details) = event_summary(e);
         t.row(vec![
             e.event_id.to_string(),
@@ -211,8 +176,7 @@ pub async fn show(p: &PostgresProvider, json: bool, id: &str, execution: Option<
             clip(&details, 100),
         ]);
     }
-    print!("{}", t.render());
-    Ok(())
+    t
 }
 
 /// One node of an instance tree.
@@ -222,7 +186,9 @@ struct Node {
 }
 
 /// `instance tree`: the instance and its sub-orchestrations.
-pub async fn tree(p: &PostgresProvider, json: bool, id: &str) -> CliResult {
+async fn tree(args: TreeArgs, t: &Target) -> CliResult {
+    let (json, id) = (t.json, args.id.as_str());
+    let p = open(t).await?;
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
     let mut pending = vec![id.to_string()];
     while let Some(next) = pending.pop() {
@@ -280,91 +246,5 @@ fn render_node(
             &format!("{rest}{indent}"),
             out,
         );
-    }
-}
-
-/// A duration for a table: `850ms`, `12.5s`, `4m05s`, `3h02m`.
-fn age(d: std::time::Duration) -> String {
-    let ms = d.as_millis();
-    match ms {
-        0..=999 => format!("{ms}ms"),
-        1000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
-        60_000..=3_599_999 => format!("{}m{:02}s", ms / 60_000, ms % 60_000 / 1000),
-        _ => format!("{}h{:02}m", ms / 3_600_000, ms % 3_600_000 / 60_000),
-    }
-}
-
-/// `queues`: ready / delayed / locked per queue and the oldest ready age.
-pub async fn queues(p: &PostgresProvider, json: bool) -> CliResult {
-    let queues = p.queue_overview().await?;
-    if json {
-        print_json(&Value::Array(
-            queues
-                .iter()
-                .map(|q| {
-                    json!({
-                        "queue": q.queue,
-                        "ready": q.ready,
-                        "delayed": q.delayed,
-                        "locked": q.locked,
-                        "oldest_ready_ms": q.oldest_ready_age.map(|d| d.as_millis() as u64),
-                    })
-                })
-                .collect(),
-        ));
-        return Ok(());
-    }
-    let mut t = Table::new(&["queue", "ready", "delayed", "locked", "oldest ready"]);
-    for q in &queues {
-        t.row(vec![
-            q.queue.clone(),
-            q.ready.to_string(),
-            q.delayed.to_string(),
-            q.locked.to_string(),
-            or_dash(q.oldest_ready_age.map(age)),
-        ]);
-    }
-    print!("{}", t.render());
-    Ok(())
-}
-
-/// `metrics`: instance, execution and event totals.
-pub async fn metrics(p: &PostgresProvider, json: bool) -> CliResult {
-    let m = p.get_system_metrics().await?;
-    let rows = [
-        ("total_instances", m.total_instances),
-        ("running_instances", m.running_instances),
-        ("completed_instances", m.completed_instances),
-        ("failed_instances", m.failed_instances),
-        ("total_executions", m.total_executions),
-        ("total_events", m.total_events),
-    ];
-    if json {
-        print_json(&Value::Object(
-            rows.iter()
-                .map(|(k, v)| (k.to_string(), json!(v)))
-                .collect(),
-        ));
-        return Ok(());
-    }
-    let mut t = Table::new(&["metric", "value"]);
-    for (k, v) in rows {
-        t.row(vec![k.into(), v.to_string()]);
-    }
-    print!("{}", t.render());
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::age;
-    use std::time::Duration;
-
-    #[test]
-    fn ages_read_naturally() {
-        assert_eq!(age(Duration::from_millis(850)), "850ms");
-        assert_eq!(age(Duration::from_millis(12_500)), "12.5s");
-        assert_eq!(age(Duration::from_secs(245)), "4m05s");
-        assert_eq!(age(Duration::from_secs(3 * 3600 + 120)), "3h02m");
     }
 }

@@ -2,8 +2,8 @@
 //! (its full text and its contract) and one for the tables and indexes, so a
 //! reader finds any function's current text in one file and its history with
 //! `git log` on that file. Generated from the migrations by
-//! `scripts/generate_schema`; `cli/tests/scripts.rs` fails when the committed
-//! folder no longer matches them.
+//! `scripts/generate_schema`; `migration-diff/tests/scripts.rs` fails when
+//! the committed folder no longer matches them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
