@@ -295,92 +295,125 @@ pub async fn run_all(
             for repetition in 1..=options.repeat.max(1) {
                 for &kind in &providers {
                     run_id += 1;
-                    let config = cell_config(options, scenario, concurrency);
-                    let (inner, store) = open_store(kind, &pg, run_id).await?;
-                    let progress = Arc::new(Progress::default());
-                    let calls = options.call_stats.then(|| Arc::new(CallStats::default()));
-                    let mut wrapped = ProgressProvider::new(inner, Arc::clone(&progress));
-                    if let Some(calls) = &calls {
-                        wrapped = wrapped.with_call_stats(Arc::clone(calls));
-                    }
-                    let provider: Arc<dyn Provider> = Arc::new(wrapped);
-                    let probe = calls.as_ref().map(|c| spawn_sleep_probe(Arc::clone(c)));
-                    let label = format!("[{kind} {scenario} {concurrency} #{repetition}]");
-                    let ticker = options
-                        .show_progress
-                        .then(|| spawn_progress_line(label, Arc::clone(&progress)));
-                    let sampler = match (&store, options.sample_every_secs) {
-                        (Store::Postgres(p), Some(every)) => Some(crate::soak::spawn_sampler(
-                            p.pool().clone(),
-                            p.schema_name().to_string(),
-                            Arc::clone(&progress),
-                            Duration::from_secs(every.max(1)),
-                        )),
-                        _ => None,
-                    };
-                    let factory = Prepared(provider);
-                    let outcome = match scenario {
-                        Scenario::Parallel => {
-                            run_parallel_orchestrations_test_with_config(&factory, config.clone())
-                                .await
-                        }
-                        Scenario::LargePayload => {
-                            let large = LargePayloadConfig {
-                                base: config.clone(),
-                                ..LargePayloadConfig::default()
-                            };
-                            run_large_payload_test_with_config(&factory, large).await
-                        }
-                    }
-                    .map_err(|e| e.to_string());
-                    if let Some(t) = ticker {
-                        t.abort();
-                        if std::io::stderr().is_terminal() {
-                            eprintln!();
-                        }
-                    }
-                    drop(factory);
-                    if let Some(probe) = probe {
-                        probe.abort();
-                    }
-                    let calls = calls.map_or_else(Vec::new, |c| {
-                        eprintln!(
-                            "{kind} {scenario} {concurrency} #{repetition} calls:\n{}",
-                            c.table()
-                        );
-                        c.summaries()
-                    });
-                    let samples = sampler.map_or_else(Vec::new, |(task, samples)| {
-                        task.abort();
-                        std::mem::take(&mut *samples.lock().expect("samples"))
-                    });
-                    finish(store, &pg).await?;
-                    let r = outcome.map_err(|e| {
-                        StressError::Run(format!("{kind} {scenario} {concurrency}: {e}"))
-                    })?;
-                    records.push(RunRecord {
+                    let cell = Cell {
+                        kind,
                         scenario,
-                        provider: kind,
                         concurrency,
                         repetition,
-                        config,
-                        launched: r.launched,
-                        completed: r.completed,
-                        failed: r.failed,
-                        failed_infrastructure: r.failed_infrastructure,
-                        failed_configuration: r.failed_configuration,
-                        failed_application: r.failed_application,
-                        success_percent: r.success_rate(),
-                        orch_per_sec: r.orch_throughput,
-                        activities_per_sec: r.activity_throughput,
-                        avg_latency_ms: r.avg_latency_ms,
-                        total_secs: r.total_time.as_secs_f64(),
-                        samples,
-                        calls,
-                    });
+                        run_id,
+                    };
+                    records.push(run_cell(cell, options, &pg).await?);
                 }
             }
         }
     }
     Ok(records)
+}
+
+/// One cell of the matrix: which provider, scenario, concurrency and
+/// repetition, and the run's number (its store's name).
+#[derive(Clone, Copy)]
+struct Cell {
+    kind: ProviderKind,
+    scenario: Scenario,
+    concurrency: Concurrency,
+    repetition: usize,
+    run_id: usize,
+}
+
+/// Runs one cell on a fresh store: the progress line, the call statistics
+/// and the sampler around duroxide's scenario, then the store's cleanup.
+async fn run_cell(
+    cell: Cell,
+    options: &RunOptions,
+    pg: &PgStressFactory,
+) -> Result<RunRecord, StressError> {
+    let Cell {
+        kind,
+        scenario,
+        concurrency,
+        repetition,
+        run_id,
+    } = cell;
+    let config = cell_config(options, scenario, concurrency);
+    let (inner, store) = open_store(kind, pg, run_id).await?;
+    let progress = Arc::new(Progress::default());
+    let calls = options.call_stats.then(|| Arc::new(CallStats::default()));
+    let mut wrapped = ProgressProvider::new(inner, Arc::clone(&progress));
+    if let Some(calls) = &calls {
+        wrapped = wrapped.with_call_stats(Arc::clone(calls));
+    }
+    let provider: Arc<dyn Provider> = Arc::new(wrapped);
+    let probe = calls.as_ref().map(|c| spawn_sleep_probe(Arc::clone(c)));
+    let label = format!("[{kind} {scenario} {concurrency} #{repetition}]");
+    let ticker = options
+        .show_progress
+        .then(|| spawn_progress_line(label, Arc::clone(&progress)));
+    let sampler = match (&store, options.sample_every_secs) {
+        (Store::Postgres(p), Some(every)) => Some(crate::soak::spawn_sampler(
+            p.pool().clone(),
+            p.schema_name().to_string(),
+            Arc::clone(&progress),
+            Duration::from_secs(every.max(1)),
+        )),
+        _ => None,
+    };
+    let factory = Prepared(provider);
+    let outcome = match scenario {
+        Scenario::Parallel => {
+            run_parallel_orchestrations_test_with_config(&factory, config.clone()).await
+        }
+        Scenario::LargePayload => {
+            let large = LargePayloadConfig {
+                base: config.clone(),
+                ..LargePayloadConfig::default()
+            };
+            run_large_payload_test_with_config(&factory, large).await
+        }
+    }
+    .map_err(|e| e.to_string());
+    if let Some(t) = ticker {
+        t.abort();
+        if std::io::stderr().is_terminal() {
+            eprintln!();
+        }
+    }
+    drop(factory);
+    if let Some(probe) = probe {
+        probe.abort();
+    }
+    let calls = calls.map_or_else(Vec::new, |c| {
+        eprintln!(
+            "{kind} {scenario} {concurrency} #{repetition} calls:\n{}",
+            c.table()
+        );
+        c.summaries()
+    });
+    let samples = sampler.map_or_else(Vec::new, |(task, samples)| {
+        task.abort();
+        std::mem::take(&mut *samples.lock().expect("samples"))
+    });
+    finish(store, pg).await?;
+    let r =
+        outcome.map_err(|e| StressError::Run(format!("{kind} {scenario} {concurrency}: {e}")))?;
+    Ok(RunRecord {
+        scenario,
+        provider: kind,
+        concurrency,
+        repetition,
+        config,
+        launched: r.launched,
+        completed: r.completed,
+        failed: r.failed,
+        failed_infrastructure: r.failed_infrastructure,
+        failed_configuration: r.failed_configuration,
+        failed_application: r.failed_application,
+        success_percent: r.success_rate(),
+        orch_per_sec: r.orch_throughput,
+        activities_per_sec: r.activity_throughput,
+        avg_latency_ms: r.avg_latency_ms,
+        total_secs: r.total_time.as_secs_f64(),
+        samples,
+        calls,
+    })
 }

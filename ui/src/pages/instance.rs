@@ -10,7 +10,8 @@ use axum::http::StatusCode;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use duroxide::Event;
-use duroxide::providers::{Provider, ProviderAdmin};
+use duroxide::providers::{ExecutionInfo, InstanceInfo, Provider, ProviderAdmin};
+use duroxide_pg::dashboard::TreeMember;
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
@@ -54,50 +55,120 @@ pub(crate) async fn page(
     State(state): State<Arc<AppState>>,
     Query(params): Query<InstanceParams>,
 ) -> PageResult {
-    let p = &state.provider;
+    let view = InstanceView::load(&state, &params).await?;
     let id = params.id.as_str();
-    let fail = |e| Failure::provider(&state, &e);
-    let info = p.get_instance_info(id).await.map_err(fail)?;
-    let shown = number(&state, "execution", params.execution.as_deref())?
-        .unwrap_or(info.current_execution_id);
-    let after_event = number(&state, "after_event", params.after_event.as_deref())?;
-    let all_executions = p.list_executions(id).await.map_err(fail)?;
-    let mut executions = Vec::new();
-    for e in all_executions.iter().rev().take(EXECUTIONS_SHOWN) {
-        executions.push(p.get_execution_info(id, *e).await.map_err(fail)?);
-    }
-    let Some(execution) = executions.iter().find(|e| e.execution_id == shown).cloned() else {
-        return Err(Failure::new(
-            &state,
-            StatusCode::NOT_FOUND,
-            format!("this instance has no execution {shown} among its newest {EXECUTIONS_SHOWN}"),
-        ));
-    };
-    let history = p
-        .dashboard_history(id, shown, after_event, HISTORY_PAGE + 1)
-        .await
-        .map_err(fail)?;
-    let custom_status = p.get_custom_status(id, 0).await.map_err(fail)?;
-    let kv: BTreeMap<String, String> = p
-        .get_kv_all_values(id)
-        .await
-        .map_err(fail)?
-        .into_iter()
-        .collect();
-    let tree = p.dashboard_tree(id, TREE_SHOWN).await.map_err(fail)?;
-
     let raw = |field: &str, extra: &[(&str, &str)]| {
         let mut pairs = vec![("id", id), ("field", field)];
         pairs.extend_from_slice(extra);
         link(&state, "/instance/raw", &pairs)
     };
-    let running = info.status == "Running";
     let body = html! {
         @match params.done.as_deref() {
             Some("cancelled") => p.notice #notice { "Cancellation requested: the runtime cancels the instance on its next turn." },
             Some("raised") => p.notice #notice { "Event raised." },
             _ => {}
         }
+        (info_table(&state, &view.info))
+        h2 { "Output" }
+        div #output {
+            @match &view.info.output { Some(o) => (payload(o, Some(&raw("output", &[])))), None => p.note { "None yet." } }
+        }
+        h2 { "Custom status" }
+        div #custom-status {
+            @match &view.custom_status {
+                Some((Some(s), version)) => { (payload(s, Some(&raw("custom_status", &[])))) p.note { "version " (version) } }
+                _ => p.note { "None." }
+            }
+        }
+        h2 { "Executions" }
+        (executions_table(&state, id, &view))
+        h2 { "History of execution " (view.shown) }
+        (timeline(&state, id, view.shown, &view.execution, &view.history, view.after_event))
+        h2 { "Key/value state" }
+        @if view.kv.is_empty() { p.note #kv-empty { "None." } } @else {
+            table #kv {
+                thead { tr { th { "key" } th { "value" } } }
+                tbody { @for (k, v) in &view.kv { tr { td.id { (k) } td { (payload(v, None)) } } } }
+            }
+        }
+        h2 { "Sub-orchestrations" }
+        (tree_section(&state, &view.tree))
+    };
+    Ok(crate::view::page(&state, "Instance", body))
+}
+
+/// Everything the instance page shows, read before anything is rendered.
+struct InstanceView {
+    info: InstanceInfo,
+    /// The execution whose history is shown.
+    shown: u64,
+    after_event: Option<u64>,
+    /// How many executions the instance has (the newest
+    /// `EXECUTIONS_SHOWN` are in `executions`).
+    execution_count: usize,
+    executions: Vec<ExecutionInfo>,
+    execution: ExecutionInfo,
+    history: Vec<duroxide::Event>,
+    custom_status: Option<(Option<String>, u64)>,
+    kv: BTreeMap<String, String>,
+    tree: Vec<TreeMember>,
+}
+
+impl InstanceView {
+    async fn load(state: &AppState, params: &InstanceParams) -> Result<Self, Failure> {
+        let p = &state.provider;
+        let id = params.id.as_str();
+        let fail = |e| Failure::provider(state, &e);
+        let info = p.get_instance_info(id).await.map_err(fail)?;
+        let shown = number(state, "execution", params.execution.as_deref())?
+            .unwrap_or(info.current_execution_id);
+        let after_event = number(state, "after_event", params.after_event.as_deref())?;
+        let all_executions = p.list_executions(id).await.map_err(fail)?;
+        let mut executions = Vec::new();
+        for e in all_executions.iter().rev().take(EXECUTIONS_SHOWN) {
+            executions.push(p.get_execution_info(id, *e).await.map_err(fail)?);
+        }
+        let Some(execution) = executions.iter().find(|e| e.execution_id == shown).cloned() else {
+            return Err(Failure::new(
+                state,
+                StatusCode::NOT_FOUND,
+                format!(
+                    "this instance has no execution {shown} among its newest {EXECUTIONS_SHOWN}"
+                ),
+            ));
+        };
+        let history = p
+            .dashboard_history(id, shown, after_event, HISTORY_PAGE + 1)
+            .await
+            .map_err(fail)?;
+        let custom_status = p.get_custom_status(id, 0).await.map_err(fail)?;
+        let kv = p
+            .get_kv_all_values(id)
+            .await
+            .map_err(fail)?
+            .into_iter()
+            .collect();
+        let tree = p.dashboard_tree(id, TREE_SHOWN).await.map_err(fail)?;
+        Ok(Self {
+            info,
+            shown,
+            after_event,
+            execution_count: all_executions.len(),
+            executions,
+            execution,
+            history,
+            custom_status,
+            kv,
+            tree,
+        })
+    }
+}
+
+/// The instance's facts, and the actions an operator may take on it.
+fn info_table(state: &AppState, info: &InstanceInfo) -> Markup {
+    let id = info.instance_id.as_str();
+    let running = info.status == "Running";
+    html! {
         table #info {
             tr { th { "instance" } td.id #instance-id { (info.instance_id) } }
             tr { th { "orchestration" } td #orchestration { (info.orchestration_name) " " (info.orchestration_version) } }
@@ -106,39 +177,33 @@ pub(crate) async fn page(
             tr { th { "created" } td { (when(info.created_at)) } }
             tr { th { "updated" } td { (when(info.updated_at)) } }
             tr { th { "parent" } td.id #parent {
-                @if let Some(parent) = &info.parent_instance_id { a href=(instance_link(&state, parent)) { (parent) } } @else { "– (a root instance)" }
+                @if let Some(parent) = &info.parent_instance_id { a href=(instance_link(state, parent)) { (parent) } } @else { "– (a root instance)" }
             } }
         }
         @if !state.options.read_only {
             div.actions #actions {
                 @if running {
-                    a.button #cancel href=(link(&state, "/actions/cancel", &[("id", id)])) { "Cancel…" }
-                    a.button #raise-event href=(link(&state, "/actions/raise-event", &[("id", id)])) { "Raise event…" }
+                    a.button #cancel href=(link(state, "/actions/cancel", &[("id", id)])) { "Cancel…" }
+                    a.button #raise-event href=(link(state, "/actions/raise-event", &[("id", id)])) { "Raise event…" }
                 }
                 @if info.parent_instance_id.is_none() {
-                    a.button.danger #delete href=(link(&state, "/actions/delete", &[("id", id)])) { "Delete…" }
+                    a.button.danger #delete href=(link(state, "/actions/delete", &[("id", id)])) { "Delete…" }
                 }
             }
         }
-        h2 { "Output" }
-        div #output {
-            @match &info.output { Some(o) => (payload(o, Some(&raw("output", &[])))), None => p.note { "None yet." } }
-        }
-        h2 { "Custom status" }
-        div #custom-status {
-            @match &custom_status {
-                Some((Some(s), version)) => { (payload(s, Some(&raw("custom_status", &[])))) p.note { "version " (version) } }
-                _ => p.note { "None." }
-            }
-        }
-        h2 { "Executions" }
+    }
+}
+
+/// The newest executions, each linking to its history.
+fn executions_table(state: &AppState, id: &str, view: &InstanceView) -> Markup {
+    html! {
         table #executions {
             thead { tr { th.num { "execution" } th { "status" } th { "started" } th { "completed" } th.num { "events" } } }
             tbody {
-                @for e in &executions {
+                @for e in &view.executions {
                     tr {
-                        td.num { @if e.execution_id == shown { strong { (e.execution_id) } } @else {
-                            a href=(link(&state, "/instance", &[("id", id), ("execution", &e.execution_id.to_string())])) { (e.execution_id) } } }
+                        td.num { @if e.execution_id == view.shown { strong { (e.execution_id) } } @else {
+                            a href=(link(state, "/instance", &[("id", id), ("execution", &e.execution_id.to_string())])) { (e.execution_id) } } }
                         td { (status(&e.status)) }
                         td { (when(e.started_at)) }
                         td { @if let Some(c) = e.completed_at { (when(c)) } @else { "–" } }
@@ -147,17 +212,13 @@ pub(crate) async fn page(
                 }
             }
         }
-        @if all_executions.len() > EXECUTIONS_SHOWN { p.note { "The newest " (EXECUTIONS_SHOWN) " of " (all_executions.len()) " executions." } }
-        h2 { "History of execution " (shown) }
-        (timeline(&state, id, shown, &execution, &history, after_event))
-        h2 { "Key/value state" }
-        @if kv.is_empty() { p.note #kv-empty { "None." } } @else {
-            table #kv {
-                thead { tr { th { "key" } th { "value" } } }
-                tbody { @for (k, v) in &kv { tr { td.id { (k) } td { (payload(v, None)) } } } }
-            }
-        }
-        h2 { "Sub-orchestrations" }
+        @if view.execution_count > EXECUTIONS_SHOWN { p.note { "The newest " (EXECUTIONS_SHOWN) " of " (view.execution_count) " executions." } }
+    }
+}
+
+/// The instance's descendants (the tree's first member is the instance).
+fn tree_section(state: &AppState, tree: &[TreeMember]) -> Markup {
+    html! {
         @if tree.len() <= 1 { p.note #tree-empty { "None." } } @else {
             table #tree {
                 thead { tr { th { "instance" } th { "orchestration" } th { "status" } } }
@@ -165,7 +226,7 @@ pub(crate) async fn page(
                     @for m in tree.iter().skip(1) {
                         tr {
                             td.id class=(match m.depth { 1 => "tree-1", 2 => "tree-2", 3 => "tree-3", _ => "tree-deep" }) {
-                                a href=(instance_link(&state, &m.instance_id)) { (m.instance_id) }
+                                a href=(instance_link(state, &m.instance_id)) { (m.instance_id) }
                             }
                             td { (m.orchestration_name) }
                             td { (status(&m.status)) }
@@ -175,8 +236,7 @@ pub(crate) async fn page(
             }
             @if tree.len() as u32 >= TREE_SHOWN { p.note { "The first " (TREE_SHOWN) " members." } }
         }
-    };
-    Ok(crate::view::page(&state, "Instance", body))
+    }
 }
 
 /// The history page as a timeline: each event's kind, its time since the
