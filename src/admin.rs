@@ -5,13 +5,11 @@ use duroxide::providers::{
     DeleteInstanceResult, ExecutionInfo, InstanceFilter, InstanceInfo, InstanceTree, ProviderError,
     PruneOptions, PruneResult, QueueDepths, SystemMetrics,
 };
-use sqlx::postgres::PgRow;
-use sqlx::{FromRow, Row};
 
 use crate::call::Statement;
 use crate::clock::now_ms;
 use crate::codec::{from_stored, to_i64, to_u64};
-use crate::error::provider_error;
+use crate::signatures as row;
 use crate::store::Store;
 
 /// Default `limit` of the bulk operations when the filter sets none.
@@ -86,29 +84,21 @@ pub(crate) async fn instance_info(
     instance: &str,
 ) -> Result<InstanceInfo, ProviderError> {
     const OP: &str = "get_instance_info";
-    let r = p
+    let r: row::InstanceInfo = p
         .call(OP, &p.sql.get_instance_info)
         .bind(instance)
-        .fetch_one()
+        .one_as()
         .await?;
-    let get = |e| provider_error(OP, e);
     Ok(InstanceInfo {
-        instance_id: r.try_get("o_instance_id").map_err(get)?,
-        orchestration_name: r.try_get("o_orchestration_name").map_err(get)?,
-        orchestration_version: r.try_get("o_orchestration_version").map_err(get)?,
-        current_execution_id: to_u64(
-            OP,
-            "execution_id",
-            r.try_get("o_current_execution_id").map_err(get)?,
-        )?,
-        status: r.try_get("o_status").map_err(get)?,
-        output: r
-            .try_get::<Option<String>, _>(5)
-            .map_err(get)?
-            .map(from_stored),
-        created_at: to_u64(OP, "created_at", r.try_get("o_created_at").map_err(get)?)?,
-        updated_at: to_u64(OP, "updated_at", r.try_get("o_updated_at").map_err(get)?)?,
-        parent_instance_id: r.try_get("o_parent_instance_id").map_err(get)?,
+        instance_id: r.instance_id,
+        orchestration_name: r.orchestration_name,
+        orchestration_version: r.orchestration_version,
+        current_execution_id: to_u64(OP, "execution_id", r.current_execution_id)?,
+        status: r.status,
+        output: r.output.map(from_stored),
+        created_at: to_u64(OP, "created_at", r.created_at)?,
+        updated_at: to_u64(OP, "updated_at", r.updated_at)?,
+        parent_instance_id: r.parent_instance_id,
     })
 }
 
@@ -118,58 +108,48 @@ pub(crate) async fn execution_info(
     execution_id: u64,
 ) -> Result<ExecutionInfo, ProviderError> {
     const OP: &str = "get_execution_info";
-    let r = p
+    let r: row::ExecutionInfo = p
         .call(OP, &p.sql.get_execution_info)
         .bind(instance)
         .bind(to_i64(OP, "execution_id", execution_id)?)
-        .fetch_one()
+        .one_as()
         .await?;
-    let get = |e| provider_error(OP, e);
-    let completed_at: Option<i64> = r.try_get("o_completed_at").map_err(get)?;
     Ok(ExecutionInfo {
-        execution_id: to_u64(
-            OP,
-            "execution_id",
-            r.try_get("o_execution_id").map_err(get)?,
-        )?,
-        status: r.try_get("o_status").map_err(get)?,
-        output: r
-            .try_get::<Option<String>, _>(2)
-            .map_err(get)?
-            .map(from_stored),
-        started_at: to_u64(OP, "started_at", r.try_get("o_started_at").map_err(get)?)?,
-        completed_at: completed_at
+        execution_id: to_u64(OP, "execution_id", r.execution_id)?,
+        status: r.status,
+        output: r.output.map(from_stored),
+        started_at: to_u64(OP, "started_at", r.started_at)?,
+        completed_at: r
+            .completed_at
             .map(|c| to_u64(OP, "completed_at", c))
             .transpose()?,
-        event_count: usize::try_from(r.try_get::<i64, _>("o_event_count").map_err(get)?)
-            .unwrap_or(0),
+        event_count: usize::try_from(r.event_count).unwrap_or(0),
     })
 }
 
 pub(crate) async fn system_metrics(p: &Store) -> Result<SystemMetrics, ProviderError> {
     const OP: &str = "get_system_metrics";
-    let (total, executions, running, completed, failed, events): (i64, i64, i64, i64, i64, i64) =
-        p.call(OP, &p.sql.get_system_metrics).one_as().await?;
+    let r: row::SystemMetrics = p.call(OP, &p.sql.get_system_metrics).one_as().await?;
     Ok(SystemMetrics {
-        total_instances: to_u64(OP, "count", total)?,
-        total_executions: to_u64(OP, "count", executions)?,
-        running_instances: to_u64(OP, "count", running)?,
-        completed_instances: to_u64(OP, "count", completed)?,
-        failed_instances: to_u64(OP, "count", failed)?,
-        total_events: to_u64(OP, "count", events)?,
+        total_instances: to_u64(OP, "count", r.total_instances)?,
+        total_executions: to_u64(OP, "count", r.total_executions)?,
+        running_instances: to_u64(OP, "count", r.running_instances)?,
+        completed_instances: to_u64(OP, "count", r.completed_instances)?,
+        failed_instances: to_u64(OP, "count", r.failed_instances)?,
+        total_events: to_u64(OP, "count", r.total_events)?,
     })
 }
 
 pub(crate) async fn queue_depths(p: &Store) -> Result<QueueDepths, ProviderError> {
     const OP: &str = "get_queue_depths";
-    let (orchestrator, worker): (i64, i64) = p
+    let r: row::QueueDepths = p
         .call(OP, &p.sql.get_queue_depths)
         .bind(now_ms())
         .one_as()
         .await?;
     Ok(QueueDepths {
-        orchestrator_queue: usize::try_from(orchestrator).unwrap_or(0),
-        worker_queue: usize::try_from(worker).unwrap_or(0),
+        orchestrator_queue: usize::try_from(r.orchestrator_queue).unwrap_or(0),
+        worker_queue: usize::try_from(r.worker_queue).unwrap_or(0),
         timer_queue: 0, // timers are orchestrator-queue rows with a future visible_at
     })
 }
@@ -182,46 +162,29 @@ pub(crate) async fn parent_id(p: &Store, instance: &str) -> Result<Option<String
         .await
 }
 
-/// The first `N` columns of a row as non-negative counters.
-fn counters<const N: usize>(r: &PgRow) -> Result<[u64; N], sqlx::Error> {
-    let mut out = [0; N];
-    for (i, slot) in out.iter_mut().enumerate() {
-        *slot = u64::try_from(r.try_get::<i64, _>(i)?).unwrap_or(0);
-    }
-    Ok(out)
+/// A counter the delete and prune functions return (never negative).
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
 }
 
-/// The four counters every delete function returns.
-struct DeleteCounts(DeleteInstanceResult);
-
-impl FromRow<'_, PgRow> for DeleteCounts {
-    fn from_row(r: &PgRow) -> Result<Self, sqlx::Error> {
-        let [
-            instances_deleted,
-            executions_deleted,
-            events_deleted,
-            queue_messages_deleted,
-        ] = counters(r)?;
-        Ok(Self(DeleteInstanceResult {
-            instances_deleted,
-            executions_deleted,
-            events_deleted,
-            queue_messages_deleted,
-        }))
+impl From<row::DeleteCounts> for DeleteInstanceResult {
+    fn from(r: row::DeleteCounts) -> Self {
+        Self {
+            instances_deleted: count(r.instances_deleted),
+            executions_deleted: count(r.executions_deleted),
+            events_deleted: count(r.events_deleted),
+            queue_messages_deleted: count(r.queue_messages_deleted),
+        }
     }
 }
 
-/// The three counters every prune function returns.
-struct PruneCounts(PruneResult);
-
-impl FromRow<'_, PgRow> for PruneCounts {
-    fn from_row(r: &PgRow) -> Result<Self, sqlx::Error> {
-        let [instances_processed, executions_deleted, events_deleted] = counters(r)?;
-        Ok(Self(PruneResult {
-            instances_processed,
-            executions_deleted,
-            events_deleted,
-        }))
+impl From<row::PruneCounts> for PruneResult {
+    fn from(r: row::PruneCounts) -> Self {
+        Self {
+            instances_processed: count(r.instances_processed),
+            executions_deleted: count(r.executions_deleted),
+            events_deleted: count(r.events_deleted),
+        }
     }
 }
 
@@ -234,13 +197,13 @@ pub(crate) async fn delete_instances_atomic(
     if ids.is_empty() {
         return Ok(DeleteInstanceResult::default());
     }
-    let counts: DeleteCounts = p
+    let counts: row::DeleteCounts = p
         .call(OP, &p.sql.delete_instances_atomic)
         .bind(ids)
         .bind(force)
         .one_as()
         .await?;
-    Ok(counts.0)
+    Ok(counts.into())
 }
 
 pub(crate) async fn delete_instance(
@@ -249,13 +212,13 @@ pub(crate) async fn delete_instance(
     force: bool,
 ) -> Result<DeleteInstanceResult, ProviderError> {
     const OP: &str = "delete_instance";
-    let counts: DeleteCounts = p
+    let counts: row::DeleteCounts = p
         .call(OP, &p.sql.delete_instance)
         .bind(instance)
         .bind(force)
         .one_as()
         .await?;
-    Ok(counts.0)
+    Ok(counts.into())
 }
 
 /// `(ids, completed_before, limit)` arguments of the bulk functions.
@@ -290,19 +253,20 @@ pub struct QueueStatus {
 /// [`crate::PostgresProvider::queue_overview`].
 pub(crate) async fn queue_overview(p: &Store) -> Result<Vec<QueueStatus>, ProviderError> {
     const OP: &str = "queue_overview";
-    let rows: Vec<(String, i64, i64, i64, Option<i64>)> = p
+    let rows: Vec<row::QueueOverview> = p
         .call(OP, &p.sql.queue_overview)
         .bind(now_ms())
         .all_as()
         .await?;
     rows.into_iter()
-        .map(|(queue, ready, delayed, locked, oldest)| {
+        .map(|r| {
             Ok(QueueStatus {
-                queue,
-                ready: to_u64(OP, "ready", ready)?,
-                delayed: to_u64(OP, "delayed", delayed)?,
-                locked: to_u64(OP, "locked", locked)?,
-                oldest_ready_age: oldest
+                queue: r.queue,
+                ready: to_u64(OP, "ready", r.ready)?,
+                delayed: to_u64(OP, "delayed", r.delayed)?,
+                locked: to_u64(OP, "locked", r.locked)?,
+                oldest_ready_age: r
+                    .oldest_ready_ms
                     .map(|ms| to_u64(OP, "oldest_ready_ms", ms))
                     .transpose()?
                     .map(std::time::Duration::from_millis),
@@ -332,14 +296,14 @@ pub(crate) async fn delete_instance_bulk(
 ) -> Result<DeleteInstanceResult, ProviderError> {
     const OP: &str = "delete_instance_bulk";
     let (ids, completed_before, limit) = filter_arguments(OP, filter)?;
-    let counts: DeleteCounts = p
+    let counts: row::DeleteCounts = p
         .call(OP, &p.sql.delete_instance_bulk)
         .bind(ids)
         .bind(completed_before)
         .bind(limit)
         .one_as()
         .await?;
-    Ok(counts.0)
+    Ok(counts.into())
 }
 
 fn prune_arguments(
@@ -361,14 +325,14 @@ pub(crate) async fn prune_executions(
 ) -> Result<PruneResult, ProviderError> {
     const OP: &str = "prune_executions";
     let (keep_last, completed_before) = prune_arguments(OP, options)?;
-    let counts: PruneCounts = p
+    let counts: row::PruneCounts = p
         .call(OP, &p.sql.prune_executions)
         .bind(instance)
         .bind(keep_last)
         .bind(completed_before)
         .one_as()
         .await?;
-    Ok(counts.0)
+    Ok(counts.into())
 }
 
 pub(crate) async fn prune_executions_bulk(
@@ -379,7 +343,7 @@ pub(crate) async fn prune_executions_bulk(
     const OP: &str = "prune_executions_bulk";
     let (ids, filter_before, limit) = filter_arguments(OP, filter)?;
     let (keep_last, completed_before) = prune_arguments(OP, options)?;
-    let counts: PruneCounts = p
+    let counts: row::PruneCounts = p
         .call(OP, &p.sql.prune_executions_bulk)
         .bind(ids)
         .bind(filter_before)
@@ -388,5 +352,5 @@ pub(crate) async fn prune_executions_bulk(
         .bind(completed_before)
         .one_as()
         .await?;
-    Ok(counts.0)
+    Ok(counts.into())
 }

@@ -202,8 +202,7 @@ impl<'s> Call<'s> {
         T: for<'r> FromRow<'r, PgRow>,
     {
         let operation = self.operation;
-        let row = self.fetch_one().await?;
-        T::from_row(&row).map_err(|e| provider_error(operation, e))
+        read_row(operation, &self.fetch_one().await?)
     }
 
     /// The first row the call returns, if any, as `T`.
@@ -214,7 +213,7 @@ impl<'s> Call<'s> {
         let operation = self.operation;
         self.fetch_optional()
             .await?
-            .map(|r| T::from_row(&r).map_err(|e| provider_error(operation, e)))
+            .map(|r| read_row(operation, &r))
             .transpose()
     }
 
@@ -227,9 +226,18 @@ impl<'s> Call<'s> {
         self.fetch_all()
             .await?
             .iter()
-            .map(|r| T::from_row(r).map_err(|e| provider_error(operation, e)))
+            .map(|r| read_row(operation, r))
             .collect()
     }
+}
+
+/// One result row as `T` (a row struct of `signatures.rs`), a failure
+/// reported as `operation`'s: the one way a row becomes a value.
+pub(crate) fn read_row<T>(operation: &str, row: &PgRow) -> Result<T, ProviderError>
+where
+    T: for<'r> FromRow<'r, PgRow>,
+{
+    T::from_row(row).map_err(|e| provider_error(operation, e))
 }
 
 /// Writes one argument as a SQL literal: `NULL`, or its text input form as

@@ -9,8 +9,9 @@ use duroxide::providers::{ProviderError, WorkItem};
 use duroxide::{Event, EventKind};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::postgres::{PgRow, PgValueFormat};
-use sqlx::{Postgres, Row, Type, ValueRef};
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgTypeInfo, PgValueFormat, PgValueRef};
+use sqlx::{Decode, Postgres, Type};
 
 use crate::codes::{CONTINUE_AS_NEW, CustomStatusAction, KvOp, START_ORCHESTRATION};
 use crate::error::{corrupted, invalid_input};
@@ -306,8 +307,8 @@ impl KvOps {
     }
 }
 
-/// A `text[]` column of a stored function's result row, read the same way
-/// in both result formats.
+/// A `text[]` column whose elements are never NULL, read the same way in
+/// both result formats: a field type of the result rows in `signatures.rs`.
 ///
 /// It exists because sqlx 0.8.6 decodes text-format arrays wrongly: it
 /// strips the quotes from an element before comparing it with `NULL`, so the
@@ -316,38 +317,35 @@ impl KvOps {
 /// a transaction pooler, and every bounded call); prepared calls get binary
 /// format, which goes to sqlx's own decoder. Text-format values are parsed
 /// by [`parse_text_array`].
-pub(crate) fn text_array(row: &PgRow, column: &str) -> Result<Vec<Option<String>>, sqlx::Error> {
-    let raw = row.try_get_raw(column)?;
-    if raw.is_null() || raw.format() == PgValueFormat::Binary {
-        return row.try_get(column);
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Texts(pub Vec<String>);
+
+impl Type<Postgres> for Texts {
+    fn type_info() -> PgTypeInfo {
+        <Vec<String> as Type<Postgres>>::type_info()
     }
-    let decode_error = |source: sqlx::error::BoxDynError| sqlx::Error::ColumnDecode {
-        index: format!("{column:?}"),
-        source,
-    };
-    let ty = raw.type_info();
-    if !<Vec<String> as Type<Postgres>>::compatible(&ty) {
-        return Err(decode_error(sqlx::error::mismatched_types::<
-            Postgres,
-            Vec<String>,
-        >(&ty)));
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <Vec<String> as Type<Postgres>>::compatible(ty)
     }
-    let text = raw.as_str().map_err(decode_error)?;
-    parse_text_array(text).map_err(|e| decode_error(e.into()))
 }
 
-/// [`text_array`] for a column whose elements are never NULL: a NULL element
-/// is the same "unexpected null" error sqlx's `Vec<String>` gives.
-pub(crate) fn text_array_non_null(row: &PgRow, column: &str) -> Result<Vec<String>, sqlx::Error> {
-    text_array(row, column)?
-        .into_iter()
-        .map(|element| {
-            element.ok_or_else(|| sqlx::Error::ColumnDecode {
-                index: format!("{column:?}"),
-                source: Box::new(sqlx::error::UnexpectedNullError),
-            })
-        })
-        .collect()
+impl<'r> Decode<'r, Postgres> for Texts {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        text_array(value)?
+            .into_iter()
+            .map(|element| element.ok_or_else(|| sqlx::error::UnexpectedNullError.into()))
+            .collect::<Result<_, BoxDynError>>()
+            .map(Texts)
+    }
+}
+
+/// A non-NULL `text[]` value, elements possibly NULL, in either format.
+fn text_array(value: PgValueRef<'_>) -> Result<Vec<Option<String>>, BoxDynError> {
+    if value.format() == PgValueFormat::Binary {
+        return <Vec<Option<String>> as Decode<Postgres>>::decode(value);
+    }
+    Ok(parse_text_array(value.as_str()?)?)
 }
 
 /// A one-dimensional array in PostgreSQL's array output syntax:
@@ -423,6 +421,7 @@ fn preview(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlx::Row;
 
     #[test]
     fn stored_text_round_trips_nul_and_the_marker() {
@@ -574,8 +573,8 @@ mod tests {
                 PgValueFormat::Binary
             );
             for row in [&text_row, &binary_row] {
-                assert_eq!(text_array(row, "a").unwrap(), array);
-                let non_null = text_array_non_null(row, "a");
+                assert_eq!(text_array(row.try_get_raw("a").unwrap()).unwrap(), array);
+                let non_null = row.try_get::<Texts, _>("a").map(|t| t.0);
                 if array.contains(&None) {
                     let e = non_null.unwrap_err().to_string();
                     assert!(e.contains("unexpected null"), "{e}");
@@ -595,7 +594,7 @@ mod tests {
             ("SELECT NULL::text[] AS a", "unexpected null"),
         ] {
             let row = conn.fetch_one(sql).await.expect(sql);
-            let e = text_array(&row, "a").unwrap_err().to_string();
+            let e = row.try_get::<Texts, _>("a").unwrap_err().to_string();
             assert!(e.contains(expected), "{sql}: {e}");
         }
         conn.close().await.ok();

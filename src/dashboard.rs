@@ -14,6 +14,7 @@ use duroxide::providers::ProviderError;
 
 use crate::codec::{decode_all, to_i64, to_u64};
 use crate::error::invalid_input;
+use crate::signatures;
 use crate::store::Store;
 
 /// The server-side statement timeout of every dashboard call.
@@ -130,18 +131,6 @@ pub fn event_kind_and_fields(e: &Event) -> (String, serde_json::Map<String, serd
     }
 }
 
-type Row = (
-    String,
-    String,
-    Option<String>,
-    String,
-    i64,
-    i64,
-    i64,
-    Option<i64>,
-    Option<String>,
-);
-
 fn page_size(operation: &str, limit: u32) -> Result<i32, ProviderError> {
     if limit == 0 || limit > MAX_PAGE_SIZE {
         return Err(invalid_input(
@@ -156,19 +145,8 @@ fn moment(operation: &str, what: &str, ms: Option<u64>) -> Result<Option<i64>, P
     ms.map(|v| to_i64(operation, what, v)).transpose()
 }
 
-/// The filter's arguments, in the functions' order (both list and count).
-macro_rules! bind_query {
-    ($call:expr, $op:expr, $q:expr) => {
-        $call
-            .bind($q.status.as_deref())
-            .bind($q.name.as_deref())
-            .bind($q.id_prefix.as_deref())
-            .bind(moment($op, "created_from", $q.created_from)?)
-            .bind(moment($op, "created_to", $q.created_to)?)
-            .bind(moment($op, "completed_from", $q.completed_from)?)
-            .bind(moment($op, "completed_to", $q.completed_to)?)
-            .bind($q.finished_roots_only)
-    };
+fn moment_back(operation: &str, what: &str, ms: Option<i64>) -> Result<Option<u64>, ProviderError> {
+    ms.map(|v| to_u64(operation, what, v)).transpose()
 }
 
 /// [`crate::PostgresProvider::dashboard_instances`].
@@ -180,29 +158,36 @@ pub(crate) async fn instances(
 ) -> Result<Vec<InstanceRow>, ProviderError> {
     const OP: &str = "dashboard_instances";
     let limit = page_size(OP, limit)?;
-    let call = p.bounded_call(OP, &p.sql.dashboard_instances, OPERATOR_QUERY_TIMEOUT);
-    let rows: Vec<Row> = bind_query!(call, OP, query)
-        .bind(moment(OP, "after.created_at", after.map(|c| c.created_at))?)
-        .bind(after.map(|c| c.instance_id.as_str()))
-        .bind(limit)
-        .all_as()
-        .await?;
+    let rows: Vec<signatures::DashboardInstance> = signatures::DashboardInstances {
+        status: query.status.as_deref(),
+        name: query.name.as_deref(),
+        id_prefix: query.id_prefix.as_deref(),
+        created_from: moment(OP, "created_from", query.created_from)?,
+        created_to: moment(OP, "created_to", query.created_to)?,
+        completed_from: moment(OP, "completed_from", query.completed_from)?,
+        completed_to: moment(OP, "completed_to", query.completed_to)?,
+        finished_roots_only: query.finished_roots_only,
+        after_created: moment(OP, "after.created_at", after.map(|c| c.created_at))?,
+        after_id: after.map(|c| c.instance_id.as_str()),
+        limit,
+    }
+    .bind_to(p.bounded_call(OP, &p.sql.dashboard_instances, OPERATOR_QUERY_TIMEOUT))
+    .all_as()
+    .await?;
     rows.into_iter()
-        .map(
-            |(id, name, version, status, exec, created, updated, done, parent)| {
-                Ok(InstanceRow {
-                    instance_id: id,
-                    orchestration_name: name,
-                    orchestration_version: version,
-                    status,
-                    execution_id: to_u64(OP, "execution_id", exec)?,
-                    created_at: to_u64(OP, "created_at", created)?,
-                    updated_at: to_u64(OP, "updated_at", updated)?,
-                    completed_at: done.map(|d| to_u64(OP, "completed_at", d)).transpose()?,
-                    parent_instance_id: parent,
-                })
-            },
-        )
+        .map(|r| {
+            Ok(InstanceRow {
+                instance_id: r.instance_id,
+                orchestration_name: r.orchestration_name,
+                orchestration_version: r.orchestration_version,
+                status: r.status,
+                execution_id: to_u64(OP, "execution_id", r.execution_id)?,
+                created_at: to_u64(OP, "created_at", r.created_at)?,
+                updated_at: to_u64(OP, "updated_at", r.updated_at)?,
+                completed_at: moment_back(OP, "completed_at", r.completed_at)?,
+                parent_instance_id: r.parent_instance_id,
+            })
+        })
         .collect()
 }
 
@@ -214,20 +199,32 @@ pub(crate) async fn count(
 ) -> Result<u64, ProviderError> {
     const OP: &str = "dashboard_count";
     let cap = i32::try_from(cap).map_err(|_| invalid_input(OP, "cap exceeds i32::MAX"))?;
-    let call = p.bounded_call(OP, &p.sql.dashboard_count, OPERATOR_QUERY_TIMEOUT);
-    let n: i64 = bind_query!(call, OP, query).bind(cap).scalar().await?;
+    let n: i64 = signatures::DashboardCount {
+        status: query.status.as_deref(),
+        name: query.name.as_deref(),
+        id_prefix: query.id_prefix.as_deref(),
+        created_from: moment(OP, "created_from", query.created_from)?,
+        created_to: moment(OP, "created_to", query.created_to)?,
+        completed_from: moment(OP, "completed_from", query.completed_from)?,
+        completed_to: moment(OP, "completed_to", query.completed_to)?,
+        finished_roots_only: query.finished_roots_only,
+        cap,
+    }
+    .bind_to(p.bounded_call(OP, &p.sql.dashboard_count, OPERATOR_QUERY_TIMEOUT))
+    .scalar()
+    .await?;
     to_u64(OP, "count", n)
 }
 
 /// [`crate::PostgresProvider::dashboard_status_counts`].
 pub(crate) async fn status_counts(p: &Store) -> Result<Vec<(String, u64)>, ProviderError> {
     const OP: &str = "dashboard_status_counts";
-    let rows: Vec<(String, i64)> = p
+    let rows: Vec<signatures::StatusCount> = p
         .bounded_call(OP, &p.sql.dashboard_status_counts, OPERATOR_QUERY_TIMEOUT)
         .all_as()
         .await?;
     rows.into_iter()
-        .map(|(s, n)| Ok((s, to_u64(OP, "count", n)?)))
+        .map(|r| Ok((r.status, to_u64(OP, "count", r.count)?)))
         .collect()
 }
 
@@ -242,18 +239,18 @@ pub(crate) async fn activity(
     if bucket_ms <= 0 {
         return Err(invalid_input(OP, "the bucket must be at least 1 ms"));
     }
-    let rows: Vec<(i64, i64, i64)> = p
+    let rows: Vec<signatures::ActivityBucket> = p
         .bounded_call(OP, &p.sql.dashboard_activity, OPERATOR_QUERY_TIMEOUT)
         .bind(to_i64(OP, "since_ms", since_ms)?)
         .bind(bucket_ms)
         .all_as()
         .await?;
     rows.into_iter()
-        .map(|(start, completed, failed)| {
+        .map(|r| {
             Ok(ActivityBucket {
-                start_ms: to_u64(OP, "bucket", start)?,
-                completed: to_u64(OP, "completed", completed)?,
-                failed: to_u64(OP, "failed", failed)?,
+                start_ms: to_u64(OP, "bucket", r.bucket_ms)?,
+                completed: to_u64(OP, "completed", r.completed)?,
+                failed: to_u64(OP, "failed", r.failed)?,
             })
         })
         .collect()
@@ -288,20 +285,20 @@ pub(crate) async fn tree(
 ) -> Result<Vec<TreeMember>, ProviderError> {
     const OP: &str = "dashboard_tree";
     let limit = page_size(OP, limit)?;
-    let rows: Vec<(String, Option<String>, i32, String, String)> = p
+    let rows: Vec<signatures::TreeMember> = p
         .bounded_call(OP, &p.sql.dashboard_tree, OPERATOR_QUERY_TIMEOUT)
         .bind(instance)
         .bind(limit)
         .all_as()
         .await?;
     rows.into_iter()
-        .map(|(id, parent, depth, name, status)| {
+        .map(|r| {
             Ok(TreeMember {
-                instance_id: id,
-                parent_instance_id: parent,
-                depth: u32::try_from(depth).unwrap_or(0),
-                orchestration_name: name,
-                status,
+                instance_id: r.instance_id,
+                parent_instance_id: r.parent_instance_id,
+                depth: u32::try_from(r.depth).unwrap_or(0),
+                orchestration_name: r.orchestration_name,
+                status: r.status,
             })
         })
         .collect()

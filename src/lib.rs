@@ -166,6 +166,7 @@ mod orchestrator_queue;
 mod provider;
 mod queue_vacuum;
 mod retention;
+mod signatures;
 mod state;
 mod statements;
 mod store;
@@ -174,15 +175,11 @@ mod worker_queue;
 pub use admin::QueueStatus;
 pub use codes::ProviderSqlState;
 pub use config::{
-    CHECK_IDLE_AFTER, CLOCK_SKEW_WARNING, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_APPLICATION_NAME,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FALLBACK_POLL, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CLOCK_SKEW,
-    DEFAULT_MAX_LIFETIME, DEFAULT_MIN_CONNECTIONS, DEFAULT_POOL_MAX, DEFAULT_SCHEMA,
-    DEFAULT_SILENCE_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, MigrationMode, PollMode, Pooler,
-    PostgresConfig, RetentionPolicy, SslMode, redact_url, scrub, validate_schema_name,
+    MigrationMode, PollMode, Pooler, PostgresConfig, RetentionPolicy, SslMode, redact_url, scrub,
+    validate_schema_name,
 };
 pub use env::{POOL_MAX_ENV, POOLER_ENV};
 pub use error::{Error, sqlstate};
 pub use hosts::TargetSessionAttrs;
 pub use provider::{PoolStatus, PostgresProvider};
 pub use retention::{LastSweep, RetentionReport, RetentionStatus};
-pub use worker_queue::prefetch::{PREFETCH_HOLD, PREFETCH_LIMIT};

@@ -19,6 +19,7 @@
 //! waiter when the first one woken could not.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -27,6 +28,7 @@ use duroxide::providers::ProviderError;
 use futures_core::future::BoxFuture;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -347,7 +349,7 @@ enum Woken {
 }
 
 /// Completes when `notified` does; never when there is none.
-async fn or_never(notified: Option<std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>>) {
+async fn or_never(notified: Option<Pin<&mut Notified<'_>>>) {
     match notified {
         Some(n) => n.await,
         None => std::future::pending().await,
@@ -421,7 +423,7 @@ where
             Attempt::Found(found) => return Ok(Some(found)),
             Attempt::Empty { wake_at } => wake_at,
         };
-        let (Some(wakeups), Some(lp), Some(mut work), Some(mut passed_on)) = (
+        let (Some(wakeups), Some(lp), Some(work), Some(passed_on)) = (
             wakeups,
             long_poll,
             work.as_mut().as_pin_mut(),
@@ -438,49 +440,103 @@ where
         if (woken.is_some() && !contended) || Instant::now() >= deadline {
             return Ok(None);
         }
-        let fallback = Instant::now() + lp.fallback;
-        // Wait for work, for the earliest known future item, or the fallback;
-        // an announced future item only moves the alarm, it costs no query.
-        let reason = loop {
-            let reschedule = wakeups.reschedule.notified();
-            let mut reschedule = std::pin::pin!(reschedule);
-            reschedule.as_mut().enable();
-            let (mut until, mut reason) = if fallback < deadline {
-                (fallback, Some("fallback_poll"))
-            } else {
-                (deadline, None)
-            };
-            for at in [wake_at, wakeups.later_at()].into_iter().flatten() {
-                let in_ms = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
-                let at = Instant::now() + Duration::from_millis(in_ms);
-                if at < until {
-                    (until, reason) = (at, Some("timer"));
-                }
-            }
-            tokio::select! {
-                () = work.as_mut() => {
-                    woken = Some(Woken::Hint);
-                    break Some("notification");
-                }
-                () = passed_on.as_mut() => {
-                    woken = Some(Woken::PassedOn);
-                    break None;
-                }
-                // The caller's arguments are stale: no query, it calls again.
-                () = or_never(resumed.as_mut().as_pin_mut()) => {
-                    crate::metrics::wakeup(&lp.schema, queue, "sessions_resumed");
-                    return Ok(None);
-                }
-                () = reschedule => {}
-                () = tokio::time::sleep_until(until) => break reason,
-            }
-        };
-        // `None`: the poll timeout ended the wait (the last look follows), or
-        // a passed-on hint (counted once, by the waiter that passed it on).
-        if let Some(reason) = reason {
-            crate::metrics::wakeup(&lp.schema, queue, reason);
+        match wait_for_work(
+            lp,
+            queue,
+            wakeups,
+            work,
+            passed_on,
+            resumed.as_mut().as_pin_mut(),
+            wake_at,
+            deadline,
+            &mut woken,
+        )
+        .await
+        {
+            WaitEnd::LookAgain => {}
+            WaitEnd::ArgumentsStale => return Ok(None),
         }
     }
+}
+
+/// How a wait for work ended.
+enum WaitEnd {
+    /// Query again: work was announced, a timer is due, or the wait timed out.
+    LookAgain,
+    /// The caller's arguments are stale: it returns empty without a query,
+    /// and calls again with new ones.
+    ArgumentsStale,
+}
+
+/// Waits for work, for the earliest known future item, for the fallback poll
+/// or for the caller's deadline, whichever comes first. An announced future
+/// item only moves the alarm: it costs no query. Records in `woken` whether a
+/// hint was handed to this waiter, and counts the wake-up's reason.
+#[allow(clippy::too_many_arguments)]
+async fn wait_for_work(
+    lp: &LongPoll,
+    queue: Queue,
+    wakeups: &QueueWakeups,
+    mut work: Pin<&mut Notified<'_>>,
+    mut passed_on: Pin<&mut Notified<'_>>,
+    mut resumed: Option<Pin<&mut Notified<'_>>>,
+    wake_at: Option<i64>,
+    deadline: Instant,
+    woken: &mut Option<Woken>,
+) -> WaitEnd {
+    let fallback = Instant::now() + lp.fallback;
+    let reason = loop {
+        let reschedule = wakeups.reschedule.notified();
+        let mut reschedule = std::pin::pin!(reschedule);
+        reschedule.as_mut().enable();
+        let (until, reason) = alarm(fallback, deadline, [wake_at, wakeups.later_at()]);
+        tokio::select! {
+            () = work.as_mut() => {
+                *woken = Some(Woken::Hint);
+                break Some("notification");
+            }
+            () = passed_on.as_mut() => {
+                *woken = Some(Woken::PassedOn);
+                break None;
+            }
+            () = or_never(resumed.as_mut().map(Pin::as_mut)) => {
+                crate::metrics::wakeup(&lp.schema, queue, "sessions_resumed");
+                return WaitEnd::ArgumentsStale;
+            }
+            () = reschedule => {}
+            () = tokio::time::sleep_until(until) => break reason,
+        }
+    };
+    // `None`: the poll timeout ended the wait (the last look follows), or a
+    // passed-on hint (counted once, by the waiter that passed it on).
+    if let Some(reason) = reason {
+        crate::metrics::wakeup(&lp.schema, queue, reason);
+    }
+    WaitEnd::LookAgain
+}
+
+/// When a waiter wakes by itself, and the wake-up reason to count: the
+/// fallback poll, or the earliest known future item (`at`, ms since the
+/// epoch), whichever is first, unless the caller's deadline comes before
+/// both (no reason: the last look is not a wake-up).
+fn alarm(
+    fallback: Instant,
+    deadline: Instant,
+    at: [Option<i64>; 2],
+) -> (Instant, Option<&'static str>) {
+    let (mut until, mut reason) = if fallback < deadline {
+        (fallback, Some("fallback_poll"))
+    } else {
+        (deadline, None)
+    };
+    for at in at.into_iter().flatten() {
+        let in_ms = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
+        let at = Instant::now() + Duration::from_millis(in_ms);
+        if at < until {
+            (until, reason) = (at, Some("timer"));
+        }
+    }
+    (until, reason)
 }
 
 #[cfg(test)]

@@ -8,18 +8,17 @@ use duroxide::providers::{
     ScheduledActivityIdentifier, WorkItem,
 };
 use duroxide::{Event, EventKind};
-use sqlx::Row;
-use sqlx::postgres::PgRow;
 
+use crate::call::read_row;
 use crate::clock::now_ms;
 use crate::codec::{
     KvOps, OrchestratorRow, WorkerRow, custom_status_change, decode, event_columns, from_stored,
-    millis, text_array_non_null, to_i64, to_stored, to_u64,
+    millis, to_i64, to_stored, to_u64,
 };
 use crate::codes::Queue;
-use crate::error::provider_error;
 use crate::lease;
 use crate::long_poll::{self, Attempt, Waiter};
+use crate::signatures::{AckOrchestrationItem, LeasedTurn, TurnFound};
 use crate::store::Store;
 
 /// `[major, minor, patch]` as stored-function arguments.
@@ -86,23 +85,16 @@ pub(crate) async fn fetch(
                 .bind(max.as_deref())
                 .fetch_one()
                 .await?;
-            let instance: Option<String> = row
-                .try_get("o_instance_id")
-                .map_err(|e| provider_error(OP, e))?;
-            if instance.is_none() {
-                let wake_at: Option<i64> = row
-                    .try_get("o_wake_at")
-                    .map_err(|e| provider_error(OP, e))?;
-                return Ok(Attempt::Empty { wake_at });
+            let found: TurnFound = read_row(OP, &row)?;
+            if found.instance_id.is_none() {
+                return Ok(Attempt::Empty {
+                    wake_at: found.wake_at,
+                });
             }
-            if row
-                .try_get::<Option<bool>, _>(12)
-                .map_err(|e| provider_error(OP, e))?
-                == Some(true)
-            {
+            if found.taken_over == Some(true) {
                 crate::metrics::lease_takeover(&p.schema, Queue::Orchestrator);
             }
-            leased_item(&row).map(Attempt::Found)
+            leased_item(read_row(OP, &row)?).map(Attempt::Found)
         },
     )
     .await
@@ -111,26 +103,12 @@ pub(crate) async fn fetch(
 /// Builds the leased item from the fetch row. The lease is held from here on,
 /// so undecodable stored data is reported in `history_error` (the runtime
 /// abandons and eventually poisons the item), never as `Err`.
-fn leased_item(row: &PgRow) -> Result<(OrchestrationItem, String, u32), ProviderError> {
+fn leased_item(row: LeasedTurn) -> Result<(OrchestrationItem, String, u32), ProviderError> {
     const OP: &str = "fetch_orchestration_item";
-    let get_err = |e| provider_error(OP, e);
-    let instance: String = row.try_get("o_instance_id").map_err(get_err)?;
-    let lock_token: String = row.try_get("o_lock_token").map_err(get_err)?;
-    let stored_name: Option<String> = row.try_get("o_orchestration_name").map_err(get_err)?;
-    let stored_version: Option<String> = row.try_get("o_orchestration_version").map_err(get_err)?;
-    let execution_id = to_u64(
-        OP,
-        "execution_id",
-        row.try_get("o_execution_id").map_err(get_err)?,
-    )?;
-    let attempt_count: i32 = row.try_get("o_attempt_count").map_err(get_err)?;
-    let message_texts = text_array_non_null(row, "o_messages").map_err(get_err)?;
-    let history_texts = text_array_non_null(row, "o_history").map_err(get_err)?;
-    let kv_keys = text_array_non_null(row, "o_kv_keys").map_err(get_err)?;
-    let kv_values = text_array_non_null(row, "o_kv_values").map_err(get_err)?;
-    let kv_updated: Vec<i64> = row.try_get("o_kv_updated_at").map_err(get_err)?;
+    let execution_id = to_u64(OP, "execution_id", row.execution_id)?;
 
     let mut history_error = None;
+    let message_texts = row.messages.0;
     let mut messages = Vec::with_capacity(message_texts.len());
     for text in &message_texts {
         match decode::<WorkItem>(OP, text) {
@@ -138,7 +116,9 @@ fn leased_item(row: &PgRow) -> Result<(OrchestrationItem, String, u32), Provider
             Err(e) => history_error = Some(format!("undecodable queue message: {}", e.message)),
         }
     }
-    let history = match history_texts
+    let history = match row
+        .history
+        .0
         .iter()
         .map(|t| decode::<Event>(OP, t))
         .collect::<Result<Vec<_>, _>>()
@@ -152,16 +132,18 @@ fn leased_item(row: &PgRow) -> Result<(OrchestrationItem, String, u32), Provider
 
     // A new instance has no row yet: its name and version come from its
     // history's start event or from the start message in this batch.
-    let (name, version) = match stored_name {
-        Some(name) => (name, stored_version),
+    let (name, version) = match row.orchestration_name {
+        Some(name) => (name, row.orchestration_version),
         None => {
             start_identity(&history, &messages).unwrap_or_else(|| ("unknown".to_string(), None))
         }
     };
-    let kv_snapshot: HashMap<String, KvEntry> = kv_keys
+    let kv_snapshot: HashMap<String, KvEntry> = row
+        .kv_keys
+        .0
         .into_iter()
-        .zip(kv_values)
-        .zip(kv_updated)
+        .zip(row.kv_values.0)
+        .zip(row.kv_updated_at)
         .map(|((key, value), at)| {
             (
                 from_stored(key),
@@ -174,7 +156,7 @@ fn leased_item(row: &PgRow) -> Result<(OrchestrationItem, String, u32), Provider
         .collect();
 
     let item = OrchestrationItem {
-        instance,
+        instance: row.instance_id,
         orchestration_name: name,
         execution_id,
         version: version.unwrap_or_else(|| "unknown".to_string()),
@@ -183,7 +165,11 @@ fn leased_item(row: &PgRow) -> Result<(OrchestrationItem, String, u32), Provider
         history_error,
         kv_snapshot,
     };
-    Ok((item, lock_token, u32::try_from(attempt_count).unwrap_or(0)))
+    Ok((
+        item,
+        row.lock_token,
+        u32::try_from(row.attempt_count).unwrap_or(0),
+    ))
 }
 
 /// Name and version of an instance that has no instance row yet.
@@ -261,60 +247,42 @@ pub(crate) async fn ack(
         .map(|c| to_i64(OP, "activity_id", c.activity_id))
         .collect::<Result<Vec<_>, _>>()?;
 
-    p.call(OP, &p.sql.ack_orchestration_item)
-        .bind(lock_token)
-        .bind(now)
-        .bind(to_i64(OP, "execution_id", execution_id)?)
-        .bind(event_ids)
-        .bind(event_data)
-        .bind(workers.iter().map(|w| w.json.as_str()).collect::<Vec<_>>())
-        .bind(
-            workers
-                .iter()
-                .map(|w| w.instance.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(workers.iter().map(|w| w.execution_id).collect::<Vec<_>>())
-        .bind(workers.iter().map(|w| w.activity_id).collect::<Vec<_>>())
-        .bind(
-            workers
-                .iter()
-                .map(|w| w.session_id.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(workers.iter().map(|w| w.tag.as_deref()).collect::<Vec<_>>())
-        .bind(orchestrators.iter().map(|o| o.instance).collect::<Vec<_>>())
-        .bind(orchestrators.iter().map(|o| o.kind).collect::<Vec<_>>())
-        .bind(
-            orchestrators
-                .iter()
-                .map(|o| o.json.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(visible_at)
-        .bind(metadata.status.as_deref())
-        .bind(metadata.output.as_deref().map(to_stored))
-        .bind(metadata.orchestration_name.as_deref())
-        .bind(metadata.orchestration_version.as_deref())
-        .bind(metadata.parent_instance_id.as_deref())
-        .bind(pinned)
-        .bind(custom_status_action as i16)
-        .bind(custom_status)
-        .bind(kv.ops)
-        .bind(kv.keys)
-        .bind(kv.values)
-        .bind(kv.updated_at)
-        .bind(
-            cancelled
-                .iter()
-                .map(|c| c.instance.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(cancelled_exec)
-        .bind(cancelled_act)
+    let arguments = AckOrchestrationItem {
+        lock_token,
+        now_ms: now,
+        execution_id: to_i64(OP, "execution_id", execution_id)?,
+        event_ids,
+        event_data,
+        w_work_items: workers.iter().map(|w| w.json.as_str()).collect(),
+        w_instance_ids: workers.iter().map(|w| w.instance.as_str()).collect(),
+        w_execution_ids: workers.iter().map(|w| w.execution_id).collect(),
+        w_activity_ids: workers.iter().map(|w| w.activity_id).collect(),
+        w_session_ids: workers.iter().map(|w| w.session_id.as_deref()).collect(),
+        w_tags: workers.iter().map(|w| w.tag.as_deref()).collect(),
+        o_instance_ids: orchestrators.iter().map(|o| o.instance).collect(),
+        o_kinds: orchestrators.iter().map(|o| o.kind).collect(),
+        o_work_items: orchestrators.iter().map(|o| o.json.as_str()).collect(),
+        o_visible_at: visible_at,
+        status: metadata.status.as_deref(),
+        output: metadata.output.as_deref().map(to_stored),
+        orch_name: metadata.orchestration_name.as_deref(),
+        orch_version: metadata.orchestration_version.as_deref(),
+        parent_instance: metadata.parent_instance_id.as_deref(),
+        pinned_version: pinned,
+        custom_status_action: custom_status_action as i16,
+        custom_status,
+        kv_ops: kv.ops,
+        kv_keys: kv.keys,
+        kv_values: kv.values,
+        kv_updated_at: kv.updated_at,
+        c_instance_ids: cancelled.iter().map(|c| c.instance.as_str()).collect(),
+        c_execution_ids: cancelled_exec,
+        c_activity_ids: cancelled_act,
+    };
+    arguments
+        .bind_to(p.call(OP, &p.sql.ack_orchestration_item))
         .execute()
-        .await?;
-    Ok(())
+        .await
 }
 
 pub(crate) async fn abandon(

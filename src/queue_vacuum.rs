@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use sqlx::{Executor, Row};
+use sqlx::Executor;
 
 use crate::background::Periodic;
 use crate::migrations::quote_ident;
@@ -36,16 +36,11 @@ pub(crate) fn start(store: Store, interval: Duration) -> Periodic {
 /// One visit: the tables that need it, then one VACUUM of them all.
 async fn vacuum_once(store: &Store) -> Result<(), duroxide::providers::ProviderError> {
     const OP: &str = "queue_tables_to_vacuum";
-    let rows = store
+    let tables: Vec<String> = store
         .call(OP, &store.sql.queue_tables_to_vacuum)
         .bind(MIN_DEAD_TUPLES)
-        .fetch_all()
+        .scalars()
         .await?;
-    let tables: Vec<String> = rows
-        .iter()
-        .map(|r| r.try_get::<String, _>("o_table"))
-        .collect::<Result<_, _>>()
-        .map_err(|e| crate::error::provider_error(OP, e))?;
     if tables.is_empty() {
         return Ok(());
     }

@@ -4,10 +4,9 @@ use std::collections::HashMap;
 
 use duroxide::SystemStats;
 use duroxide::providers::ProviderError;
-use sqlx::Row;
 
 use crate::codec::{from_stored, to_stored, to_u64};
-use crate::error::provider_error;
+use crate::signatures as row;
 use crate::store::Store;
 
 pub(crate) async fn custom_status(
@@ -16,19 +15,17 @@ pub(crate) async fn custom_status(
     last_seen_version: u64,
 ) -> Result<Option<(Option<String>, u64)>, ProviderError> {
     const OP: &str = "get_custom_status";
-    let row = p
+    let row: Option<row::CustomStatus> = p
         .call(OP, &p.sql.get_custom_status)
         .bind(instance)
         .bind(i64::try_from(last_seen_version).unwrap_or(i64::MAX))
-        .fetch_optional()
+        .optional_as()
         .await?;
     row.map(|r| {
-        let status: Option<String> = r
-            .try_get("o_custom_status")
-            .map_err(|e| provider_error(OP, e))?;
-        let status = status.map(from_stored);
-        let version: i64 = r.try_get("o_version").map_err(|e| provider_error(OP, e))?;
-        Ok((status, to_u64(OP, "custom_status_version", version)?))
+        Ok((
+            r.custom_status.map(from_stored),
+            to_u64(OP, "custom_status_version", r.version)?,
+        ))
     })
     .transpose()
 }
@@ -40,7 +37,7 @@ async fn kv_values(
     instance: &str,
     key: Option<&str>,
 ) -> Result<Vec<(String, String)>, ProviderError> {
-    let rows: Vec<(String, String)> = p
+    let rows: Vec<row::KvValue> = p
         .call(op, &p.sql.get_kv_values)
         .bind(instance)
         .bind(key.map(to_stored))
@@ -48,7 +45,7 @@ async fn kv_values(
         .await?;
     Ok(rows
         .into_iter()
-        .map(|(k, v)| (from_stored(k), from_stored(v)))
+        .map(|r| (from_stored(r.key), from_stored(r.value)))
         .collect())
 }
 
@@ -79,18 +76,18 @@ pub(crate) async fn instance_stats(
     instance: &str,
 ) -> Result<Option<SystemStats>, ProviderError> {
     const OP: &str = "get_instance_stats";
-    let row: Option<(i64, i64, i64, i64, i64)> = p
+    let row: Option<row::InstanceStats> = p
         .call(OP, &p.sql.get_instance_stats)
         .bind(instance)
         .optional_as()
         .await?;
-    row.map(|(events, bytes, pending, keys, kv_bytes)| {
+    row.map(|r| {
         Ok(SystemStats {
-            history_event_count: to_u64(OP, "count", events)?,
-            history_size_bytes: to_u64(OP, "size", bytes)?,
-            queue_pending_count: to_u64(OP, "count", pending)?,
-            kv_user_key_count: to_u64(OP, "count", keys)?,
-            kv_total_value_bytes: to_u64(OP, "size", kv_bytes)?,
+            history_event_count: to_u64(OP, "count", r.history_event_count)?,
+            history_size_bytes: to_u64(OP, "size", r.history_size_bytes)?,
+            queue_pending_count: to_u64(OP, "count", r.queue_pending_count)?,
+            kv_user_key_count: to_u64(OP, "count", r.kv_user_key_count)?,
+            kv_total_value_bytes: to_u64(OP, "size", r.kv_total_value_bytes)?,
         })
     })
     .transpose()

@@ -426,7 +426,10 @@ async fn construction_opens_the_connections_a_runtime_needs_at_once() {
     let status = p.pool_status();
     assert_eq!(
         (status.open, status.idle),
-        (duroxide_pg::DEFAULT_MIN_CONNECTIONS as usize, status.open),
+        (
+            duroxide_pg::PostgresConfig::DEFAULT_MIN_CONNECTIONS as usize,
+            status.open
+        ),
         "{status:?}"
     );
     p.close().await;

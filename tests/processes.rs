@@ -144,7 +144,8 @@ fn child_main(mode: &str) {
                 let mut config = PostgresConfig::new(&url)
                     .with_schema(schema.clone())
                     .with_max_clock_skew(
-                        (!allow_skew).then_some(duroxide_pg::DEFAULT_MAX_CLOCK_SKEW),
+                        (!allow_skew)
+                            .then_some(duroxide_pg::PostgresConfig::DEFAULT_MAX_CLOCK_SKEW),
                     );
                 if std::env::var("DXPG_POOLER").is_ok() {
                     config = config.with_pooler(duroxide_pg::Pooler::Transaction);

@@ -1,6 +1,6 @@
 //! Worker prefetch: an ack leases the next ready activity for the provider's
 //! next fetch. Held items must never be lost or kept from other processes for
-//! long: one no fetch takes is released within `PREFETCH_HOLD`, `close()`
+//! long: one no fetch takes is released within `PostgresProvider::PREFETCH_HOLD`, `close()`
 //! releases them at once, a fetch with other arguments releases them instead
 //! of taking one, and the feature can be turned off.
 
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{activity_item, database_url, fresh_schema_name};
 use duroxide::providers::{Provider, TagFilter, WorkItem};
-use duroxide_pg::{PREFETCH_HOLD, PollMode, PostgresConfig, PostgresProvider};
+use duroxide_pg::{PollMode, PostgresConfig, PostgresProvider};
 
 const LOCK: Duration = Duration::from_secs(30);
 
@@ -69,7 +69,7 @@ async fn an_item_no_fetch_takes_is_released_with_its_attempt_count_restored() {
             break taken;
         }
         assert!(
-            start.elapsed() < PREFETCH_HOLD * 10,
+            start.elapsed() < PostgresProvider::PREFETCH_HOLD * 10,
             "the held item was never released"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;

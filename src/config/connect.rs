@@ -68,7 +68,7 @@ impl PostgresConfig {
                 max_ms: u64::try_from(max.as_millis()).unwrap_or(u64::MAX),
             });
         }
-        if skew > super::CLOCK_SKEW_WARNING {
+        if skew > super::PostgresConfig::CLOCK_SKEW_WARNING {
             tracing::warn!(
                 target: "duroxide_pg",
                 skew_ms,
@@ -107,7 +107,7 @@ impl PostgresConfig {
             },
             response_timeout: self.statement_timeout()?.map(|t| t + self.silence_timeout),
             silence_grace: self.silence_timeout()?,
-            check_idle_after: Some(super::CHECK_IDLE_AFTER),
+            check_idle_after: Some(super::PostgresConfig::CHECK_IDLE_AFTER),
         })
     }
 

@@ -24,52 +24,56 @@ pub use retention::RetentionPolicy;
 pub use tls::SslMode;
 use tls::TlsSettings;
 
-/// Pool size used when neither the configuration nor [`POOL_MAX_ENV`] sets one.
-pub const DEFAULT_POOL_MAX: u32 = 10;
-/// Connections opened in parallel at construction and kept open however long
-/// they idle, unless configured ([`PostgresConfig::with_min_connections`]):
-/// what a runtime with default options needs at once (two orchestration and
-/// two worker slots fetching), capped at the pool size.
-pub const DEFAULT_MIN_CONNECTIONS: u32 = 4;
-/// Schema used when none is given.
-pub const DEFAULT_SCHEMA: &str = "public";
-/// How long a provider call waits for a pooled connection by default.
-pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long building a provider waits for its first connection by default.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Defaults and fixed bounds of the settings below, as constants of the
+/// type they configure.
+impl PostgresConfig {
+    /// Pool size used when neither the configuration nor [`POOL_MAX_ENV`] sets one.
+    pub const DEFAULT_POOL_MAX: u32 = 10;
+    /// Connections opened in parallel at construction and kept open however long
+    /// they idle, unless configured ([`PostgresConfig::with_min_connections`]):
+    /// what a runtime with default options needs at once (two orchestration and
+    /// two worker slots fetching), capped at the pool size.
+    pub const DEFAULT_MIN_CONNECTIONS: u32 = 4;
+    /// Schema used when none is given.
+    pub const DEFAULT_SCHEMA: &str = "public";
+    /// How long a provider call waits for a pooled connection by default.
+    pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// How long building a provider waits for its first connection by default.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connections older than this are replaced by default, so rotated
-/// credentials and failovers reach every connection within this time.
-pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
-/// Connections idle longer than this are closed instead of reused by default.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+    /// Connections older than this are replaced by default, so rotated
+    /// credentials and failovers reach every connection within this time.
+    pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+    /// Connections idle longer than this are closed instead of reused by default.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
-/// The server-side `statement_timeout` of every provider call unless
-/// configured ([`PostgresConfig::with_statement_timeout`]).
-pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long beyond its statement timeout a call waits for the server's
-/// answer before its connection is taken for lost, unless configured
-/// ([`PostgresConfig::with_silence_timeout`]).
-pub const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
-/// A pooled connection that sat idle longer than this is checked (one
-/// round trip, no statement, bounded by the silence timeout) before a call
-/// gets it: the network may have forgotten it meanwhile.
-pub const CHECK_IDLE_AFTER: Duration = Duration::from_secs(30);
+    /// The server-side `statement_timeout` of every provider call unless
+    /// configured ([`PostgresConfig::with_statement_timeout`]).
+    pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+    /// How long beyond its statement timeout a call waits for the server's
+    /// answer before its connection is taken for lost, unless configured
+    /// ([`PostgresConfig::with_silence_timeout`]).
+    pub const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
+    /// A pooled connection that sat idle longer than this is checked (one
+    /// round trip, no statement, bounded by the silence timeout) before a call
+    /// gets it: the network may have forgotten it meanwhile.
+    pub const CHECK_IDLE_AFTER: Duration = Duration::from_secs(30);
 
-/// How far this host's clock may differ from the database server's when a
-/// provider is built, unless configured
-/// ([`PostgresConfig::with_max_clock_skew`]).
-pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(2);
-/// A difference between this host's clock and the server's above this is
-/// logged (WARN) when a provider is built.
-pub const CLOCK_SKEW_WARNING: Duration = Duration::from_millis(500);
+    /// How far this host's clock may differ from the database server's when a
+    /// provider is built, unless configured
+    /// ([`PostgresConfig::with_max_clock_skew`]).
+    pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(2);
+    /// A difference between this host's clock and the server's above this is
+    /// logged (WARN) when a provider is built.
+    pub const CLOCK_SKEW_WARNING: Duration = Duration::from_millis(500);
 
-/// How long a waiting fetch goes without looking at the tables by default,
-/// should a wake-up hint be lost (a listener reconnecting, a pooler).
-pub const DEFAULT_FALLBACK_POLL: Duration = Duration::from_secs(10);
+    /// How long a waiting fetch goes without looking at the tables by default,
+    /// should a wake-up hint be lost (a listener reconnecting, a pooler).
+    pub const DEFAULT_FALLBACK_POLL: Duration = Duration::from_secs(10);
 
-/// `application_name` of the provider's connections unless configured.
-pub const DEFAULT_APPLICATION_NAME: &str = "duroxide-pg";
+    /// `application_name` of the provider's connections unless configured.
+    pub const DEFAULT_APPLICATION_NAME: &str = "duroxide-pg";
+}
 
 /// What building a provider does about the schema's migrations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -188,22 +192,22 @@ impl PostgresConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            schema: DEFAULT_SCHEMA.to_string(),
+            schema: Self::DEFAULT_SCHEMA.to_string(),
             max_connections: None,
             min_connections: None,
-            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            acquire_timeout: Self::DEFAULT_ACQUIRE_TIMEOUT,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             migrations: MigrationMode::Apply,
             poll_mode: None,
             pooler: None,
-            max_lifetime: Some(DEFAULT_MAX_LIFETIME),
-            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
-            application_name: DEFAULT_APPLICATION_NAME.to_string(),
-            statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
-            silence_timeout: DEFAULT_SILENCE_TIMEOUT,
-            max_clock_skew: Some(DEFAULT_MAX_CLOCK_SKEW),
+            max_lifetime: Some(Self::DEFAULT_MAX_LIFETIME),
+            idle_timeout: Some(Self::DEFAULT_IDLE_TIMEOUT),
+            application_name: Self::DEFAULT_APPLICATION_NAME.to_string(),
+            statement_timeout: Some(Self::DEFAULT_STATEMENT_TIMEOUT),
+            silence_timeout: Self::DEFAULT_SILENCE_TIMEOUT,
+            max_clock_skew: Some(Self::DEFAULT_MAX_CLOCK_SKEW),
             worker_prefetch: true,
-            fallback_poll: DEFAULT_FALLBACK_POLL,
+            fallback_poll: Self::DEFAULT_FALLBACK_POLL,
             credential_source: None,
             tls: TlsSettings::default(),
             retention: None,
@@ -224,7 +228,7 @@ impl PostgresConfig {
     }
 
     /// Connections opened in parallel while the provider is built and kept
-    /// open however long they idle (default [`DEFAULT_MIN_CONNECTIONS`],
+    /// open however long they idle (default [`Self::DEFAULT_MIN_CONNECTIONS`],
     /// capped at the pool size; 0 opens none ahead). A fresh runtime's first
     /// calls then find them ready instead of each paying a connection set-up
     /// (TCP, TLS, authentication). At most the pool size.
@@ -335,7 +339,7 @@ impl PostgresConfig {
     }
 
     /// The server-side `statement_timeout` of every provider call (default
-    /// [`DEFAULT_STATEMENT_TIMEOUT`], 30 s; `None`: the server's setting).
+    /// [`Self::DEFAULT_STATEMENT_TIMEOUT`], 30 s; `None`: the server's setting).
     /// Provider calls are short statements; waiting for work happens in the
     /// client, never in a statement, so a timeout of a few seconds is safe. A
     /// timed-out call fails as retryable.
@@ -351,24 +355,24 @@ impl PostgresConfig {
 
     /// How long beyond its statement timeout a call waits for the server's
     /// answer before its connection is taken for lost (default
-    /// [`DEFAULT_SILENCE_TIMEOUT`], 5 s; 1 ms to 10 minutes). Networks fail
+    /// [`Self::DEFAULT_SILENCE_TIMEOUT`], 5 s; 1 ms to 10 minutes). Networks fail
     /// silently: a partition, or a NAT or load balancer that forgot an idle
     /// connection, drops packets without an error. Past this bound the call
     /// fails as retryable, and its connection and the idle ones are closed;
     /// the next call opens a new one. The server cancels a statement at its
     /// timeout, so a live server always answers before this. The same bound
     /// applies to checking a connection that idled longer than
-    /// [`CHECK_IDLE_AFTER`].
+    /// [`Self::CHECK_IDLE_AFTER`].
     pub fn with_silence_timeout(mut self, timeout: Duration) -> Self {
         self.silence_timeout = timeout;
         self
     }
 
     /// How far this host's clock may differ from the database server's
-    /// (default [`DEFAULT_MAX_CLOCK_SKEW`], 2 s; `None`: not checked).
+    /// (default [`Self::DEFAULT_MAX_CLOCK_SKEW`], 2 s; `None`: not checked).
     /// Building the provider reads the server's clock in the same round trip
     /// that checks the session, and refuses with [`Error::ClockSkew`] beyond
-    /// this bound (a difference above [`CLOCK_SKEW_WARNING`] is logged).
+    /// this bound (a difference above [`Self::CLOCK_SKEW_WARNING`] is logged).
     ///
     /// Why: leases, timers and delays are judged by the calling runtime's
     /// clock (one clock per call, never mixed with the server's). Runtimes
@@ -386,8 +390,8 @@ impl PostgresConfig {
     /// ack; with prefetch that fetch is answered from memory, saving one round
     /// trip per activity. The item leased ahead is the one that fetch would
     /// have leased, with the previous fetch's arguments; at most
-    /// [`crate::PREFETCH_LIMIT`] are held, one not taken by a fetch within
-    /// [`crate::PREFETCH_HOLD`] is released (its attempt count restored), and
+    /// [`PostgresProvider::PREFETCH_LIMIT`](crate::PostgresProvider::PREFETCH_LIMIT) are held, one not taken by a fetch within
+    /// [`PostgresProvider::PREFETCH_HOLD`](crate::PostgresProvider::PREFETCH_HOLD) is released (its attempt count restored), and
     /// a fetch with other arguments releases them first, so other fetches
     /// never wait long for them. Leases shorter than 2 s are never leased
     /// ahead. Turn it off to make every fetch go to the database.
@@ -397,7 +401,7 @@ impl PostgresConfig {
     }
 
     /// The longest a waiting fetch goes without looking at the tables
-    /// (default [`DEFAULT_FALLBACK_POLL`], 10 s). Work normally wakes a waiting
+    /// (default [`Self::DEFAULT_FALLBACK_POLL`], 10 s). Work normally wakes a waiting
     /// fetch within milliseconds through `LISTEN`/`NOTIFY` and at the fire time
     /// of delayed items; this interval only bounds the delay when a wake-up is
     /// lost (the listener reconnecting). Each waiting fetch costs one query per
@@ -479,14 +483,14 @@ impl PostgresConfig {
     }
 
     /// How many connections construction opens and the pool keeps: the
-    /// explicit value, else [`DEFAULT_MIN_CONNECTIONS`] capped at the pool size.
+    /// explicit value, else [`Self::DEFAULT_MIN_CONNECTIONS`] capped at the pool size.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] when it exceeds the pool size (or that is invalid).
     pub fn resolved_min_connections(&self) -> Result<u32, Error> {
         let max = self.resolved_max_connections()?;
         match self.min_connections {
-            None => Ok(DEFAULT_MIN_CONNECTIONS.min(max)),
+            None => Ok(Self::DEFAULT_MIN_CONNECTIONS.min(max)),
             Some(min) if min <= max => Ok(min),
             Some(min) => Err(Error::InvalidConfig(format!(
                 "min_connections ({min}) exceeds the pool size ({max})"
@@ -509,7 +513,7 @@ impl PostgresConfig {
                         "{POOL_MAX_ENV}={raw:?} is not a positive integer"
                     ))
                 })?,
-                Err(_) => DEFAULT_POOL_MAX,
+                Err(_) => Self::DEFAULT_POOL_MAX,
             },
         };
         if max == 0 {

@@ -158,9 +158,9 @@ fn the_response_bound_is_the_statement_timeout_plus_the_silence_timeout() {
     let s = c.pool_settings().unwrap();
     assert_eq!(
         s.response_timeout,
-        Some(DEFAULT_STATEMENT_TIMEOUT + DEFAULT_SILENCE_TIMEOUT)
+        Some(PostgresConfig::DEFAULT_STATEMENT_TIMEOUT + PostgresConfig::DEFAULT_SILENCE_TIMEOUT)
     );
-    assert_eq!(s.silence_grace, DEFAULT_SILENCE_TIMEOUT);
+    assert_eq!(s.silence_grace, PostgresConfig::DEFAULT_SILENCE_TIMEOUT);
     let s = c
         .clone()
         .with_statement_timeout(Some(Duration::from_secs(3)))

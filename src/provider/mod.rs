@@ -63,7 +63,16 @@ impl std::fmt::Debug for PostgresProvider {
             .finish_non_exhaustive()
     }
 }
+
 impl PostgresProvider {
+    /// Most activities one provider holds leased ahead at once: an activity
+    /// ack leases the slot's next item in the same round trip, and holds it
+    /// for the fetch that follows.
+    pub const PREFETCH_LIMIT: usize = crate::worker_queue::prefetch::LIMIT;
+    /// How long a leased-ahead activity waits for a fetch before its lease
+    /// is released (abandoned without counting an attempt).
+    pub const PREFETCH_HOLD: Duration = crate::worker_queue::prefetch::HOLD;
+
     /// Connects to `url` using the `public` schema and applies pending migrations.
     ///
     /// # Errors
@@ -164,7 +173,7 @@ impl PostgresProvider {
         // A sweep or a vacuum must not run into the drop.
         self.stop_background().await;
         let schema = quote_ident(&self.store.schema);
-        let sql = if self.store.schema != crate::config::DEFAULT_SCHEMA {
+        let sql = if self.store.schema != crate::PostgresConfig::DEFAULT_SCHEMA {
             format!("DROP SCHEMA IF EXISTS {schema} CASCADE")
         } else {
             let mut sql = String::new();

@@ -9,16 +9,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use duroxide::providers::ProviderError;
-use sqlx::Row;
-use sqlx::postgres::PgRow;
 use tracing::Instrument;
 
 use super::{LastSweep, RetentionReport, RetentionStatus};
 use crate::clock::now_ms;
-use crate::codec::{text_array_non_null, to_u64};
+use crate::codec::to_u64;
 use crate::codes::ProviderSqlState;
 use crate::config::RetentionPolicy;
-use crate::error::{has_sqlstate, provider_error};
+use crate::error::has_sqlstate;
+use crate::signatures::{
+    RetentionCandidate, RetentionDelete, RetentionDeleted, RetentionFinish,
+    RetentionPruneCandidate, RetentionPruned, RetentionState,
+};
 use crate::sqlstates::QUERY_CANCELED;
 use crate::store::Store;
 
@@ -223,18 +225,19 @@ impl Sweep<'_> {
     ) -> Result<(), ProviderError> {
         let s = self.store;
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        let _held: bool = s
-            .call("retention_finish", &s.sql.retention_finish)
-            .bind(self.owner.as_str())
-            .bind(now_ms())
-            .bind(started_at)
-            .bind(self.policy.to_json())
-            .bind(n(report.instances))
-            .bind(n(report.executions))
-            .bind(n(report.events))
-            .bind(error)
-            .scalar()
-            .await?;
+        let _held: bool = RetentionFinish {
+            owner: &self.owner,
+            now_ms: now_ms(),
+            started_at,
+            policy: self.policy.to_json(),
+            instances: n(report.instances),
+            executions: n(report.executions),
+            events: n(report.events),
+            error,
+        }
+        .bind_to(s.call("retention_finish", &s.sql.retention_finish))
+        .scalar()
+        .await?;
         Ok(())
     }
 
@@ -327,7 +330,7 @@ impl Sweep<'_> {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         if self.dry_run {
             const OP: &str = "retention_candidates";
-            let rows = s
+            let rows: Vec<RetentionCandidate> = s
                 .bounded_call(OP, &s.sql.retention_candidates, timeout)
                 .bind(status)
                 .bind(before)
@@ -335,43 +338,40 @@ impl Sweep<'_> {
                 .bind(after_id)
                 .bind(limit)
                 .bind(true)
-                .fetch_all()
+                .all_as()
                 .await?;
-            return dry_batch(&rows, |batch, r| {
-                let get = |e| provider_error(OP, e);
-                batch.cursor = Some((
-                    r.try_get("o_completed_at").map_err(get)?,
-                    r.try_get("o_root_id").map_err(get)?,
-                ));
-                if r.try_get("o_eligible").map_err(get)? {
-                    let ids = text_array_non_null(r, "o_tree_ids").map_err(get)?;
+            return dry_batch(rows, |batch, r| {
+                batch.cursor = Some((r.completed_at, r.root_id));
+                if r.eligible {
+                    let ids = r.tree_ids.map(|t| t.0).unwrap_or_default();
                     batch.instances += ids.len() as u64;
-                    batch.executions += counter(OP, r, "o_executions")?;
-                    batch.events += counter(OP, r, "o_events")?;
+                    batch.executions += counter(OP, "o_executions", r.executions)?;
+                    batch.events += counter(OP, "o_events", r.events)?;
                     batch.instance_ids.extend(ids);
                 }
                 Ok(())
             });
         }
         const OP: &str = "retention_delete";
-        let r = self
-            .leased_call(OP, &s.sql.retention_delete)
-            .bind(status)
-            .bind(before)
-            .bind(after_at)
-            .bind(after_id)
-            .bind(limit)
-            .fetch_one()
-            .await?;
-        let get = |e| provider_error(OP, e);
-        let last_at: Option<i64> = r.try_get("o_last_at").map_err(get)?;
-        let last_id: Option<String> = r.try_get("o_last_id").map_err(get)?;
+        let r: RetentionDeleted = RetentionDelete {
+            owner: &self.owner,
+            now_ms: now_ms(),
+            lease_ms: self.lease_ms(),
+            status,
+            before,
+            after_at,
+            after_id,
+            limit,
+        }
+        .bind_to(s.bounded_call(OP, &s.sql.retention_delete, timeout))
+        .one_as()
+        .await?;
         Ok(Batch {
-            scanned: counter(OP, &r, "o_roots_scanned")?,
-            cursor: last_at.zip(last_id),
-            instances: counter(OP, &r, "o_instances_deleted")?,
-            executions: counter(OP, &r, "o_executions_deleted")?,
-            events: counter(OP, &r, "o_events_deleted")?,
+            scanned: counter(OP, "o_roots_scanned", r.roots_scanned)?,
+            cursor: r.last_at.zip(r.last_id),
+            instances: counter(OP, "o_instances_deleted", r.instances_deleted)?,
+            executions: counter(OP, "o_executions_deleted", r.executions_deleted)?,
+            events: counter(OP, "o_events_deleted", r.events_deleted)?,
             ..Batch::default()
         })
     }
@@ -388,43 +388,40 @@ impl Sweep<'_> {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         if self.dry_run {
             const OP: &str = "retention_prune_candidates";
-            let rows = s
+            let rows: Vec<RetentionPruneCandidate> = s
                 .bounded_call(OP, &s.sql.retention_prune_candidates, timeout)
                 .bind(keep)
                 .bind(cursor)
                 .bind(limit)
-                .fetch_all()
+                .all_as()
                 .await?;
-            return dry_batch(&rows, |batch, r| {
-                let id: String = r
-                    .try_get("o_instance_id")
-                    .map_err(|e| provider_error(OP, e))?;
-                let executions = counter(OP, r, "o_executions")?;
-                if executions > 0 && !deleted.contains(&id) {
+            return dry_batch(rows, |batch, r| {
+                let executions = counter(OP, "o_executions", r.executions)?;
+                if executions > 0 && !deleted.contains(&r.instance_id) {
                     batch.executions += executions;
                     batch.pruned_executions += executions;
-                    batch.events += counter(OP, r, "o_events")?;
-                    batch.pruned.push((id.clone(), executions));
+                    batch.events += counter(OP, "o_events", r.events)?;
+                    batch.pruned.push((r.instance_id.clone(), executions));
                 }
-                batch.cursor = Some(id);
+                batch.cursor = Some(r.instance_id);
                 Ok(())
             });
         }
         const OP: &str = "retention_prune";
-        let r = self
+        let r: RetentionPruned = self
             .leased_call(OP, &s.sql.retention_prune)
             .bind(keep)
             .bind(cursor)
             .bind(limit)
-            .fetch_one()
+            .one_as()
             .await?;
-        let executions = counter(OP, &r, "o_executions_deleted")?;
+        let executions = counter(OP, "o_executions_deleted", r.executions_deleted)?;
         Ok(Batch {
-            scanned: counter(OP, &r, "o_scanned")?,
-            cursor: r.try_get("o_last_id").map_err(|e| provider_error(OP, e))?,
+            scanned: counter(OP, "o_scanned", r.scanned)?,
+            cursor: r.last_id,
             executions,
             pruned_executions: executions,
-            events: counter(OP, &r, "o_events_deleted")?,
+            events: counter(OP, "o_events_deleted", r.events_deleted)?,
             ..Batch::default()
         })
     }
@@ -432,9 +429,9 @@ impl Sweep<'_> {
 
 /// A dry run's batch: every row a `*_candidates` function returned, each
 /// added to the batch by `add`.
-fn dry_batch<C>(
-    rows: &[PgRow],
-    mut add: impl FnMut(&mut Batch<C>, &PgRow) -> Result<(), ProviderError>,
+fn dry_batch<C, R>(
+    rows: Vec<R>,
+    mut add: impl FnMut(&mut Batch<C>, R) -> Result<(), ProviderError>,
 ) -> Result<Batch<C>, ProviderError> {
     let mut batch = Batch {
         scanned: rows.len() as u64,
@@ -447,53 +444,43 @@ fn dry_batch<C>(
 }
 
 /// A non-negative count column (NULL reads as 0).
-fn counter(op: &str, r: &PgRow, column: &str) -> Result<u64, ProviderError> {
-    let v: Option<i64> = r.try_get(column).map_err(|e| provider_error(op, e))?;
-    to_u64(op, column, v.unwrap_or(0))
+fn counter(op: &str, column: &str, value: Option<i64>) -> Result<u64, ProviderError> {
+    to_u64(op, column, value.unwrap_or(0))
 }
 
 /// The retention state and the oldest finished root per status.
 pub(crate) async fn status(store: &Store) -> Result<RetentionStatus, ProviderError> {
     const OP: &str = "retention_status";
-    let r = store
+    let r: RetentionState = store
         .call(OP, &store.sql.retention_status)
         .bind(now_ms())
-        .fetch_one()
+        .one_as()
         .await?;
-    let get = |e| provider_error(OP, e);
-    let text = |c: &str| r.try_get::<Option<String>, _>(c).map_err(get);
-    let ms = |c: &str| -> Result<Option<u64>, ProviderError> {
-        r.try_get::<Option<i64>, _>(c)
-            .map_err(get)?
-            .map(|v| to_u64(OP, c, v))
-            .transpose()
-    };
-    let pair = |id: &str, at: &str| -> Result<Option<(String, u64)>, ProviderError> {
-        Ok(text(id)?.zip(ms(at)?))
-    };
-    let last = match (text("o_last_by")?, ms("o_last_finished_at")?) {
+    let ms = |column: &str, v: Option<i64>| v.map(|v| to_u64(OP, column, v)).transpose();
+    let policy = |json: Option<String>| json.as_deref().and_then(RetentionPolicy::from_json);
+    let last = match (r.last_by, ms("o_last_finished_at", r.last_finished_at)?) {
         (Some(by), Some(finished_at_ms)) => Some(LastSweep {
             by,
-            policy: text("o_last_policy")?
-                .as_deref()
-                .and_then(RetentionPolicy::from_json),
-            started_at_ms: ms("o_last_started_at")?.unwrap_or(finished_at_ms),
+            policy: policy(r.last_policy),
+            started_at_ms: ms("o_last_started_at", r.last_started_at)?.unwrap_or(finished_at_ms),
             finished_at_ms,
-            instances: counter(OP, &r, "o_last_instances")?,
-            executions: counter(OP, &r, "o_last_executions")?,
-            events: counter(OP, &r, "o_last_events")?,
-            error: text("o_last_error")?,
+            instances: counter(OP, "o_last_instances", r.last_instances)?,
+            executions: counter(OP, "o_last_executions", r.last_executions)?,
+            events: counter(OP, "o_last_events", r.last_events)?,
+            error: r.last_error,
         }),
         _ => None,
     };
     Ok(RetentionStatus {
-        policy: text("o_policy")?
-            .as_deref()
-            .and_then(RetentionPolicy::from_json),
-        policy_by: pair("o_policy_by", "o_policy_at")?,
-        sweeping: pair("o_owner", "o_lease_until")?,
+        policy: policy(r.policy),
+        policy_by: r.policy_by.zip(ms("o_policy_at", r.policy_at)?),
+        sweeping: r.owner.zip(ms("o_lease_until", r.lease_until)?),
         last,
-        oldest_completed: pair("o_oldest_completed_id", "o_oldest_completed_at")?,
-        oldest_failed: pair("o_oldest_failed_id", "o_oldest_failed_at")?,
+        oldest_completed: r
+            .oldest_completed_id
+            .zip(ms("o_oldest_completed_at", r.oldest_completed_at)?),
+        oldest_failed: r
+            .oldest_failed_id
+            .zip(ms("o_oldest_failed_at", r.oldest_failed_at)?),
     })
 }

@@ -6,32 +6,36 @@ pub(crate) mod prefetch;
 use std::time::Duration;
 
 use duroxide::providers::{ProviderError, SessionFetchConfig, TagFilter, WorkItem};
-use sqlx::Row;
 
+use crate::call::read_row;
 use crate::clock::now_ms;
 use crate::codec::{OrchestratorRow, WorkerRow, decode, millis};
 use crate::codes::Queue;
 use crate::codes::TagMode;
-use crate::error::{invalid_input, provider_error};
+use crate::error::invalid_input;
 use crate::lease;
 use crate::long_poll::{self, Attempt, Waiter};
+use crate::signatures::{
+    AckWorkItemAndFetch, ActivityFound, ActivityWakeAt, EnqueueWorkerItem, LeasedActivity,
+};
 use crate::store::Store;
 use prefetch::{Fetched, WorkerPrefetch};
 
 pub(crate) async fn enqueue(p: &Store, item: &WorkItem) -> Result<(), ProviderError> {
     const OP: &str = "enqueue_for_worker";
     let row = WorkerRow::new(OP, item)?;
-    p.call(OP, &p.sql.enqueue_worker_item)
-        .bind(&row.json)
-        .bind(now_ms())
-        .bind(&row.instance)
-        .bind(row.execution_id)
-        .bind(row.activity_id)
-        .bind(row.session_id.as_deref())
-        .bind(row.tag.as_deref())
-        .execute()
-        .await?;
-    Ok(())
+    EnqueueWorkerItem {
+        work_item: &row.json,
+        now_ms: now_ms(),
+        instance_id: &row.instance,
+        execution_id: row.execution_id,
+        activity_id: row.activity_id,
+        session_id: row.session_id.as_deref(),
+        tag: row.tag.as_deref(),
+    }
+    .bind_to(p.call(OP, &p.sql.enqueue_worker_item))
+    .execute()
+    .await
 }
 
 /// The arguments of a worker fetch that decide which item it leases: an item
@@ -47,7 +51,7 @@ pub(crate) struct FetchKey {
 }
 
 /// Shortest lease (ms) an ack leases ahead for: ten times the longest hold.
-const MIN_PREFETCH_LEASE_MS: i64 = 10 * crate::PREFETCH_HOLD.as_millis() as i64;
+const MIN_PREFETCH_LEASE_MS: i64 = 10 * prefetch::HOLD.as_millis() as i64;
 
 impl FetchKey {
     /// Whether an item leased for `other` could have been leased for `self`
@@ -130,9 +134,7 @@ pub(crate) async fn fetch(
                     Ok(Attempt::Found(fetched))
                 }
                 None => Ok(Attempt::Empty {
-                    wake_at: row
-                        .try_get("o_wake_at")
-                        .map_err(|e| provider_error(OP, e))?,
+                    wake_at: read_row::<ActivityWakeAt>(OP, &row)?.wake_at,
                 }),
             }
         },
@@ -149,24 +151,20 @@ fn leased_item(
     op: &str,
     row: &sqlx::postgres::PgRow,
 ) -> Result<Option<Fetched>, ProviderError> {
-    let get = |e| provider_error(op, e);
-    let Some(text) = row
-        .try_get::<Option<String>, _>("o_work_item")
-        .map_err(get)?
-    else {
+    let found: ActivityFound = read_row(op, row)?;
+    if found.work_item.is_none() {
         return Ok(None);
-    };
-    if row
-        .try_get::<Option<bool>, _>("o_taken_over")
-        .map_err(get)?
-        == Some(true)
-    {
+    }
+    if found.taken_over == Some(true) {
         crate::metrics::lease_takeover(&p.schema, Queue::Worker);
     }
-    let token: String = row.try_get("o_lock_token").map_err(get)?;
-    let attempts: i32 = row.try_get("o_attempt_count").map_err(get)?;
-    let item = decode::<WorkItem>(op, &text)?;
-    Ok(Some((item, token, u32::try_from(attempts).unwrap_or(0))))
+    let leased: LeasedActivity = read_row(op, row)?;
+    let item = decode::<WorkItem>(op, &leased.work_item)?;
+    Ok(Some((
+        item,
+        leased.lock_token,
+        u32::try_from(leased.attempt_count).unwrap_or(0),
+    )))
 }
 
 pub(crate) async fn ack(
@@ -202,20 +200,21 @@ pub(crate) async fn ack(
             .await?;
         return Ok(());
     };
-    let row = p
-        .call(OP, &p.sql.ack_work_item_and_fetch)
-        .bind(token)
-        .bind(now_ms())
-        .bind(completion.as_ref().map(|c| c.instance))
-        .bind(completion.as_ref().map(|c| c.kind))
-        .bind(completion.as_ref().map(|c| c.json.as_str()))
-        .bind(key.lock_timeout_ms)
-        .bind(key.owner_id.as_deref())
-        .bind(key.session_lock_ms)
-        .bind(key.tag_mode)
-        .bind(&key.tags)
-        .fetch_one()
-        .await?;
+    let row = AckWorkItemAndFetch {
+        lock_token: token,
+        now_ms: now_ms(),
+        completion_instance: completion.as_ref().map(|c| c.instance),
+        completion_kind: completion.as_ref().map(|c| c.kind),
+        completion: completion.as_ref().map(|c| c.json.as_str()),
+        lock_timeout_ms: key.lock_timeout_ms,
+        owner_id: key.owner_id.as_deref(),
+        session_lock_ms: key.session_lock_ms,
+        tag_mode: key.tag_mode,
+        tags: &key.tags,
+    }
+    .bind_to(p.call(OP, &p.sql.ack_work_item_and_fetch))
+    .fetch_one()
+    .await?;
     // The ack has committed: a problem with the item leased ahead must not
     // fail it. An undecodable item stays leased, expires, and its next fetch
     // reports it.

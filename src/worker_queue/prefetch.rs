@@ -5,8 +5,8 @@
 //! Leasing the slot's next item inside the ack's own statement takes the
 //! fetch's round trip off every activity. The held item is leased exactly as
 //! a fetch would lease it, so nothing changes for other processes except that
-//! it is already taken; bounded in count ([`PREFETCH_LIMIT`]) and in time
-//! ([`PREFETCH_HOLD`]): an item no fetch takes in time is abandoned with its
+//! it is already taken; bounded in count ([`PostgresProvider::PREFETCH_LIMIT`](crate::PostgresProvider::PREFETCH_LIMIT)) and in time
+//! ([`PostgresProvider::PREFETCH_HOLD`](crate::PostgresProvider::PREFETCH_HOLD)): an item no fetch takes in time is abandoned with its
 //! attempt count restored.
 //!
 //! Only the worker queue has it (its metric's `queue` label says `worker`). Orchestration
@@ -28,10 +28,10 @@ use crate::codes::Queue;
 use crate::connections::Connections;
 
 /// Most items one provider holds leased ahead at once.
-pub const PREFETCH_LIMIT: usize = 4;
+pub(crate) const LIMIT: usize = 4;
 
 /// How long a leased-ahead item waits for a fetch before it is released.
-pub const PREFETCH_HOLD: Duration = Duration::from_millis(200);
+pub(crate) const HOLD: Duration = Duration::from_millis(200);
 
 /// A fetched activity as the worker fetch returns it: item, lock token,
 /// attempts.
@@ -98,7 +98,7 @@ impl WorkerPrefetch {
         let i = state
             .held
             .iter()
-            .position(|h| &h.key == key && now.duration_since(h.leased_at) < PREFETCH_HOLD)?;
+            .position(|h| &h.key == key && now.duration_since(h.leased_at) < HOLD)?;
         crate::metrics::prefetch(&self.schema, Queue::Worker, "used");
         let fetched = state.held.swap_remove(i).fetched;
         remember(&mut state.leased, &fetched.1, key);
@@ -158,11 +158,11 @@ impl WorkerPrefetch {
         }
         let mut state = self.state.lock().expect("prefetch state");
         let key = state.leased.remove(token)?;
-        (state.held.len() < PREFETCH_LIMIT).then_some(key)
+        (state.held.len() < LIMIT).then_some(key)
     }
 
     /// Holds `fetched` for the next fetch and schedules its release should no
-    /// fetch take it within [`PREFETCH_HOLD`].
+    /// fetch take it within [`HOLD`].
     pub(crate) fn hold(&self, key: FetchKey, fetched: Fetched) {
         let token = fetched.1.clone();
         self.state.lock().expect("prefetch state").held.push(Held {
@@ -175,7 +175,7 @@ impl WorkerPrefetch {
         let sql = Arc::clone(&self.abandon_sql);
         let schema = Arc::clone(&self.schema);
         tokio::spawn(async move {
-            tokio::time::sleep(PREFETCH_HOLD).await;
+            tokio::time::sleep(HOLD).await;
             let expired = {
                 let mut state = state.lock().expect("prefetch state");
                 let i = state.held.iter().position(|h| h.fetched.1 == token);
