@@ -1,18 +1,19 @@
-//! Bounded reads for operator tools (the `duroxide-pg-ui` dashboard): a
-//! filtered, keyset-paginated instance list, counts by status, completions
-//! per minute, one page of a history and a bounded sub-orchestration tree.
+//! Bounded reads for operator tools (the `duroxide-pg-ui` dashboard and the
+//! `duroxide-pg` CLI): a filtered, keyset-paginated instance list, counts by
+//! status, completions per minute, an instance's newest executions, one page
+//! of a history and a bounded sub-orchestration tree.
 //!
-//! Every call is one stored function of `0015_dashboard.sql`, returns at
-//! most a page, and runs under [`OPERATOR_QUERY_TIMEOUT`] whatever the
+//! Every call is one stored function (`schema/functions/dashboard_*.sql`),
+//! returns at most a page, and runs under [`OPERATOR_QUERY_TIMEOUT`] whatever the
 //! provider's own statement timeout: a page of a store holding millions of
 //! instances must never hold the database for long.
 
 use std::time::Duration;
 
 use duroxide::Event;
-use duroxide::providers::ProviderError;
+use duroxide::providers::{ExecutionInfo, ProviderError};
 
-use crate::codec::{decode_all, to_i64, to_u64};
+use crate::codec::{decode_all, from_stored, to_i64, to_u64};
 use crate::error::invalid_input;
 use crate::signatures;
 use crate::store::Store;
@@ -97,6 +98,15 @@ pub struct ActivityBucket {
     pub completed: u64,
     /// Executions that failed in it.
     pub failed: u64,
+}
+
+/// An instance's newest executions: [`crate::PostgresProvider::dashboard_executions`].
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionPage {
+    /// How many executions the instance has in all (0: unknown instance).
+    pub execution_count: u64,
+    /// The newest of them, newest first.
+    pub newest: Vec<ExecutionInfo>,
 }
 
 /// One member of [`crate::PostgresProvider::dashboard_tree`].
@@ -275,6 +285,35 @@ pub(crate) async fn history(
         .scalars()
         .await?;
     decode_all(OP, &texts)
+}
+
+/// [`crate::PostgresProvider::dashboard_executions`].
+pub(crate) async fn executions(
+    p: &Store,
+    instance: &str,
+    limit: u32,
+) -> Result<ExecutionPage, ProviderError> {
+    const OP: &str = "dashboard_executions";
+    let limit = page_size(OP, limit)?;
+    let rows: Vec<signatures::DashboardExecution> = p
+        .bounded_call(OP, &p.sql.dashboard_executions, OPERATOR_QUERY_TIMEOUT)
+        .bind(instance)
+        .bind(limit)
+        .all_as()
+        .await?;
+    let mut page = ExecutionPage::default();
+    for r in rows {
+        page.execution_count = to_u64(OP, "execution_count", r.execution_count)?;
+        page.newest.push(ExecutionInfo {
+            execution_id: to_u64(OP, "execution_id", r.execution_id)?,
+            status: r.status,
+            output: r.output.map(from_stored),
+            started_at: to_u64(OP, "started_at", r.started_at)?,
+            completed_at: moment_back(OP, "completed_at", r.completed_at)?,
+            event_count: usize::try_from(r.event_count).unwrap_or(0),
+        });
+    }
+    Ok(page)
 }
 
 /// [`crate::PostgresProvider::dashboard_tree`].

@@ -50,6 +50,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(14, "0014", "queue_vacuum"),
     migration!(15, "0015", "dashboard"),
     migration!(16, "0016", "listener_heartbeat"),
+    migration!(17, "0017", "dashboard_executions"),
 ];
 
 /// Name of the per-schema ledger table.

@@ -365,6 +365,17 @@ rows! {
         status: String,
     }
 
+    /// One of an instance's newest executions, and how many it has in all.
+    DashboardExecution for ["dashboard_executions"] {
+        execution_id: i64,
+        status: String,
+        output: Option<String>,
+        started_at: i64,
+        completed_at: Option<i64>,
+        event_count: i64,
+        execution_count: i64,
+    }
+
     /// A root retention would delete (dry run).
     RetentionCandidate for ["retention_candidates"] {
         root_id: String,

@@ -92,6 +92,7 @@ statements! {
     dashboard_activity => "dashboard_activity"(2),
     dashboard_history => "dashboard_history"(4),
     dashboard_tree => "dashboard_tree"(2),
+    dashboard_executions => "dashboard_executions"(2),
 }
 
 #[cfg(test)]

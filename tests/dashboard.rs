@@ -321,3 +321,53 @@ async fn the_chart_and_deep_pages_read_index_ranges() {
     );
     p.cleanup_schema().await.unwrap();
 }
+
+/// The newest executions in one bounded read: newest first, the same
+/// details `get_execution_info` gives for each, and the instance's total.
+#[tokio::test]
+async fn the_newest_executions_in_one_read_match_execution_info() {
+    let p = common::fresh_provider("dash_executions").await;
+    common::start_instance(&p, "looper", "Looper").await;
+    let s = format!("\"{}\"", p.schema_name());
+    sqlx::raw_sql(&format!(
+        "INSERT INTO {s}.executions (instance_id, execution_id, status, output, started_at, completed_at)
+         SELECT 'looper', g, CASE WHEN g = 7 THEN 'Running' ELSE 'ContinuedAsNew' END,
+                CASE WHEN g = 7 THEN NULL ELSE 'out ' || g END, {T0} + g, CASE WHEN g = 7 THEN NULL ELSE {T0} + g + 1 END
+           FROM generate_series(2, 7) g;
+         INSERT INTO {s}.history (instance_id, execution_id, event_id, event_data)
+         SELECT 'looper', 6, g, '{{}}' FROM generate_series(1, 3) g;"
+    ))
+    .execute(p.pool())
+    .await
+    .unwrap();
+
+    let page = p.dashboard_executions("looper", 4).await.unwrap();
+    assert_eq!(page.execution_count, 7);
+    let ids: Vec<u64> = page.newest.iter().map(|e| e.execution_id).collect();
+    assert_eq!(ids, [7, 6, 5, 4], "the newest, newest first");
+    for e in &page.newest {
+        let one = p
+            .get_execution_info("looper", e.execution_id)
+            .await
+            .unwrap();
+        assert_eq!(format!("{e:?}"), format!("{one:?}"));
+    }
+    assert_eq!(page.newest[1].event_count, 3);
+    assert_eq!(page.newest[1].output.as_deref(), Some("out 6"));
+    assert_eq!(page.newest[0].completed_at, None);
+
+    let all = p
+        .dashboard_executions("looper", MAX_PAGE_SIZE)
+        .await
+        .unwrap();
+    assert_eq!(all.newest.len(), 7);
+    assert_eq!(all.newest.last().unwrap().execution_id, 1);
+
+    let none = p.dashboard_executions("nobody", 10).await.unwrap();
+    assert_eq!((none.execution_count, none.newest.len()), (0, 0));
+    for bad in [0, MAX_PAGE_SIZE + 1] {
+        let e = p.dashboard_executions("looper", bad).await.unwrap_err();
+        assert!(e.to_string().contains("page size"), "{e}");
+    }
+    p.cleanup_schema().await.unwrap();
+}

@@ -132,6 +132,10 @@ pub struct ShowArgs {
     /// Show the history of this execution instead of the current one.
     #[arg(long, value_name = "N")]
     pub execution: Option<u64>,
+    /// List the newest N executions (1 to 500).
+    #[arg(long, value_name = "N", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(duroxide_pg::dashboard::MAX_PAGE_SIZE)))]
+    pub executions: u32,
 }
 
 /// Arguments of `instance tree`.

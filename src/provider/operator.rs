@@ -92,6 +92,21 @@ impl PostgresProvider {
         crate::dashboard::history(&self.store, instance, execution_id, after_event_id, limit).await
     }
 
+    /// The newest `limit` executions of `instance`, newest first, with their
+    /// details (as [`ProviderAdmin::get_execution_info`] gives them) and how
+    /// many executions it has in all: one bounded read instead of one call
+    /// per execution. Empty, with a count of 0, for an unknown instance.
+    ///
+    /// # Errors
+    /// [`ProviderError`] for a limit out of range or when the server refuses.
+    pub async fn dashboard_executions(
+        &self,
+        instance: &str,
+        limit: u32,
+    ) -> Result<crate::dashboard::ExecutionPage, ProviderError> {
+        crate::dashboard::executions(&self.store, instance, limit).await
+    }
+
     /// `instance` and its descendants with their status, at most `limit`
     /// members, by depth then id; empty for an unknown instance.
     ///

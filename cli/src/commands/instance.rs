@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use duroxide::Event;
 use duroxide::providers::{ExecutionInfo, InstanceInfo, Provider, ProviderAdmin};
+use duroxide_pg::dashboard::ExecutionPage;
 use serde_json::{Value, json};
 
-use super::{CliError, CliResult, instance_error, open};
+use super::{CliError, CliResult, instance_error, is_not_found, open};
 use crate::args::{InstanceAction, InstanceArgs, ShowArgs, Target, TreeArgs};
 use crate::output::{Table, clip, or_dash, print_json};
 use crate::time::format_ms;
@@ -67,20 +68,18 @@ async fn show(args: ShowArgs, t: &Target) -> CliResult {
         .get_instance_info(id)
         .await
         .map_err(|e| instance_error(id, e))?;
-    let mut executions = Vec::new();
-    for e in p.list_executions(id).await? {
-        executions.push(p.get_execution_info(id, e).await?);
-    }
+    let page = p.dashboard_executions(id, args.executions).await?;
+    let executions = &page.newest;
     let shown = execution.unwrap_or(info.current_execution_id);
+    // An execution older than the page is shown if it exists.
     if !executions.iter().any(|e| e.execution_id == shown) {
-        let known: Vec<String> = executions
-            .iter()
-            .map(|e| e.execution_id.to_string())
-            .collect();
-        return Err(CliError(format!(
-            "instance {id:?} has no execution {shown} (it has: {})",
-            known.join(", ")
-        )));
+        match p.get_execution_info(id, shown).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {
+                return Err(no_such_execution(id, shown, &page));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     let custom_status = p.get_custom_status(id, 0).await?;
     let kv: BTreeMap<String, String> = p.get_kv_all_values(id).await?.into_iter().collect();
@@ -90,6 +89,7 @@ async fn show(args: ShowArgs, t: &Target) -> CliResult {
         print_json(&json!({
             "info": info_json(&info),
             "executions": executions.iter().map(execution_json).collect::<Vec<_>>(),
+            "execution_count": page.execution_count,
             "custom_status": custom_status.map(|(status, version)| json!({ "status": status, "version": version })),
             "kv": kv,
             "history_execution_id": shown,
@@ -99,7 +99,14 @@ async fn show(args: ShowArgs, t: &Target) -> CliResult {
     }
     print!("{}", head_table(&info, custom_status.as_ref()).render());
     println!("\nEXECUTIONS");
-    print!("{}", executions_table(&executions).render());
+    print!("{}", executions_table(executions).render());
+    if page.execution_count > executions.len() as u64 {
+        println!(
+            "(the newest {} of {} executions; --executions N lists more)",
+            executions.len(),
+            page.execution_count
+        );
+    }
     println!("\nKEY/VALUES");
     let mut t = Table::new(&["key", "value"]);
     for (k, v) in &kv {
@@ -109,6 +116,29 @@ async fn show(args: ShowArgs, t: &Target) -> CliResult {
     println!("\nHISTORY (execution {shown})");
     print!("{}", history_table(&history).render());
     Ok(())
+}
+
+/// The error for `--execution N` naming no execution of the instance: the
+/// ids it has, ascending (the newest page of them when there are more).
+fn no_such_execution(id: &str, shown: u64, page: &ExecutionPage) -> CliError {
+    let known: Vec<String> = page
+        .newest
+        .iter()
+        .rev()
+        .map(|e| e.execution_id.to_string())
+        .collect();
+    let listed = if page.execution_count > page.newest.len() as u64 {
+        format!(
+            "it has {}; the newest: {}",
+            page.execution_count,
+            known.join(", ")
+        )
+    } else {
+        format!("it has: {}", known.join(", "))
+    };
+    CliError(format!(
+        "instance {id:?} has no execution {shown} ({listed})"
+    ))
 }
 
 /// `instance show`'s first table: the instance's fields and custom status.

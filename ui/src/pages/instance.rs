@@ -22,7 +22,7 @@ use crate::view::{Failure, PageResult, instance_link, link, payload, status, too
 /// Events per history page.
 const HISTORY_PAGE: u32 = 200;
 /// Executions listed (the newest).
-const EXECUTIONS_SHOWN: usize = 50;
+const EXECUTIONS_SHOWN: u32 = 50;
 /// Members of the sub-orchestration tree listed.
 const TREE_SHOWN: u32 = 200;
 
@@ -105,7 +105,7 @@ struct InstanceView {
     after_event: Option<u64>,
     /// How many executions the instance has (the newest
     /// `EXECUTIONS_SHOWN` are in `executions`).
-    execution_count: usize,
+    execution_count: u64,
     executions: Vec<ExecutionInfo>,
     execution: ExecutionInfo,
     history: Vec<duroxide::Event>,
@@ -123,11 +123,11 @@ impl InstanceView {
         let shown = number(state, "execution", params.execution.as_deref())?
             .unwrap_or(info.current_execution_id);
         let after_event = number(state, "after_event", params.after_event.as_deref())?;
-        let all_executions = p.list_executions(id).await.map_err(fail)?;
-        let mut executions = Vec::new();
-        for e in all_executions.iter().rev().take(EXECUTIONS_SHOWN) {
-            executions.push(p.get_execution_info(id, *e).await.map_err(fail)?);
-        }
+        let page = p
+            .dashboard_executions(id, EXECUTIONS_SHOWN)
+            .await
+            .map_err(fail)?;
+        let executions = page.newest;
         let Some(execution) = executions.iter().find(|e| e.execution_id == shown).cloned() else {
             return Err(Failure::new(
                 state,
@@ -153,7 +153,7 @@ impl InstanceView {
             info,
             shown,
             after_event,
-            execution_count: all_executions.len(),
+            execution_count: page.execution_count,
             executions,
             execution,
             history,
@@ -212,7 +212,7 @@ fn executions_table(state: &AppState, id: &str, view: &InstanceView) -> Markup {
                 }
             }
         }
-        @if view.execution_count > EXECUTIONS_SHOWN { p.note { "The newest " (EXECUTIONS_SHOWN) " of " (view.execution_count) " executions." } }
+        @if view.execution_count > u64::from(EXECUTIONS_SHOWN) { p.note { "The newest " (EXECUTIONS_SHOWN) " of " (view.execution_count) " executions." } }
     }
 }
 
