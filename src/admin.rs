@@ -114,14 +114,23 @@ pub(crate) async fn execution_info(
         .bind(to_i64(OP, "execution_id", execution_id)?)
         .one_as()
         .await?;
+    execution_info_of(OP, r)
+}
+
+/// An execution's details from its row (of `get_execution_info` or
+/// `dashboard_executions`), failures reported as `op`'s.
+pub(crate) fn execution_info_of(
+    op: &str,
+    r: row::ExecutionInfo,
+) -> Result<ExecutionInfo, ProviderError> {
     Ok(ExecutionInfo {
-        execution_id: to_u64(OP, "execution_id", r.execution_id)?,
+        execution_id: to_u64(op, "execution_id", r.execution_id)?,
         status: r.status,
         output: r.output.map(from_stored),
-        started_at: to_u64(OP, "started_at", r.started_at)?,
+        started_at: to_u64(op, "started_at", r.started_at)?,
         completed_at: r
             .completed_at
-            .map(|c| to_u64(OP, "completed_at", c))
+            .map(|c| to_u64(op, "completed_at", c))
             .transpose()?,
         event_count: usize::try_from(r.event_count).unwrap_or(0),
     })

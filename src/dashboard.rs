@@ -13,7 +13,8 @@ use std::time::Duration;
 use duroxide::Event;
 use duroxide::providers::{ExecutionInfo, ProviderError};
 
-use crate::codec::{decode_all, from_stored, to_i64, to_u64};
+use crate::call::read_row;
+use crate::codec::{decode_all, to_i64, to_u64};
 use crate::error::invalid_input;
 use crate::signatures;
 use crate::store::Store;
@@ -159,6 +160,23 @@ fn moment_back(operation: &str, what: &str, ms: Option<i64>) -> Result<Option<u6
     ms.map(|v| to_u64(operation, what, v)).transpose()
 }
 
+/// The filter's arguments, which the list and the count begin with.
+fn filter<'q>(
+    op: &str,
+    q: &'q InstanceQuery,
+) -> Result<signatures::DashboardFilter<'q>, ProviderError> {
+    Ok(signatures::DashboardFilter {
+        status: q.status.as_deref(),
+        name: q.name.as_deref(),
+        id_prefix: q.id_prefix.as_deref(),
+        created_from: moment(op, "created_from", q.created_from)?,
+        created_to: moment(op, "created_to", q.created_to)?,
+        completed_from: moment(op, "completed_from", q.completed_from)?,
+        completed_to: moment(op, "completed_to", q.completed_to)?,
+        finished_roots_only: q.finished_roots_only,
+    })
+}
+
 /// [`crate::PostgresProvider::dashboard_instances`].
 pub(crate) async fn instances(
     p: &Store,
@@ -168,22 +186,14 @@ pub(crate) async fn instances(
 ) -> Result<Vec<InstanceRow>, ProviderError> {
     const OP: &str = "dashboard_instances";
     let limit = page_size(OP, limit)?;
-    let rows: Vec<signatures::DashboardInstance> = signatures::DashboardInstances {
-        status: query.status.as_deref(),
-        name: query.name.as_deref(),
-        id_prefix: query.id_prefix.as_deref(),
-        created_from: moment(OP, "created_from", query.created_from)?,
-        created_to: moment(OP, "created_to", query.created_to)?,
-        completed_from: moment(OP, "completed_from", query.completed_from)?,
-        completed_to: moment(OP, "completed_to", query.completed_to)?,
-        finished_roots_only: query.finished_roots_only,
-        after_created: moment(OP, "after.created_at", after.map(|c| c.created_at))?,
-        after_id: after.map(|c| c.instance_id.as_str()),
-        limit,
-    }
-    .bind_to(p.bounded_call(OP, &p.sql.dashboard_instances, OPERATOR_QUERY_TIMEOUT))
-    .all_as()
-    .await?;
+    let call = p.bounded_call(OP, &p.sql.dashboard_instances, OPERATOR_QUERY_TIMEOUT);
+    let rows: Vec<signatures::DashboardInstance> = filter(OP, query)?
+        .bind_to(call)
+        .bind(moment(OP, "after.created_at", after.map(|c| c.created_at))?)
+        .bind(after.map(|c| c.instance_id.as_str()))
+        .bind(limit)
+        .all_as()
+        .await?;
     rows.into_iter()
         .map(|r| {
             Ok(InstanceRow {
@@ -209,20 +219,8 @@ pub(crate) async fn count(
 ) -> Result<u64, ProviderError> {
     const OP: &str = "dashboard_count";
     let cap = i32::try_from(cap).map_err(|_| invalid_input(OP, "cap exceeds i32::MAX"))?;
-    let n: i64 = signatures::DashboardCount {
-        status: query.status.as_deref(),
-        name: query.name.as_deref(),
-        id_prefix: query.id_prefix.as_deref(),
-        created_from: moment(OP, "created_from", query.created_from)?,
-        created_to: moment(OP, "created_to", query.created_to)?,
-        completed_from: moment(OP, "completed_from", query.completed_from)?,
-        completed_to: moment(OP, "completed_to", query.completed_to)?,
-        finished_roots_only: query.finished_roots_only,
-        cap,
-    }
-    .bind_to(p.bounded_call(OP, &p.sql.dashboard_count, OPERATOR_QUERY_TIMEOUT))
-    .scalar()
-    .await?;
+    let call = p.bounded_call(OP, &p.sql.dashboard_count, OPERATOR_QUERY_TIMEOUT);
+    let n: i64 = filter(OP, query)?.bind_to(call).bind(cap).scalar().await?;
     to_u64(OP, "count", n)
 }
 
@@ -295,23 +293,18 @@ pub(crate) async fn executions(
 ) -> Result<ExecutionPage, ProviderError> {
     const OP: &str = "dashboard_executions";
     let limit = page_size(OP, limit)?;
-    let rows: Vec<signatures::DashboardExecution> = p
+    let rows = p
         .bounded_call(OP, &p.sql.dashboard_executions, OPERATOR_QUERY_TIMEOUT)
         .bind(instance)
         .bind(limit)
-        .all_as()
+        .fetch_all()
         .await?;
     let mut page = ExecutionPage::default();
-    for r in rows {
-        page.execution_count = to_u64(OP, "execution_count", r.execution_count)?;
-        page.newest.push(ExecutionInfo {
-            execution_id: to_u64(OP, "execution_id", r.execution_id)?,
-            status: r.status,
-            output: r.output.map(from_stored),
-            started_at: to_u64(OP, "started_at", r.started_at)?,
-            completed_at: moment_back(OP, "completed_at", r.completed_at)?,
-            event_count: usize::try_from(r.event_count).unwrap_or(0),
-        });
+    for r in &rows {
+        let count: signatures::ExecutionCount = read_row(OP, r)?;
+        page.execution_count = to_u64(OP, "execution_count", count.execution_count)?;
+        page.newest
+            .push(crate::admin::execution_info_of(OP, read_row(OP, r)?)?);
     }
     Ok(page)
 }

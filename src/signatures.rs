@@ -8,7 +8,8 @@
 //! a row struct reads each column by its name (without `o_`), so a reader
 //! sees which value goes where, and the tests at the end of this file check
 //! both against `schema/functions/*.sql`: an argument struct must list
-//! exactly the function's parameters in order; a row struct may read fewer
+//! exactly the function's parameters in order (or, declared with `leads`,
+//! exactly its leading ones); a row struct may read fewer
 //! columns than a function returns, but only columns it has, of every
 //! function it serves.
 //!
@@ -21,12 +22,15 @@ use sqlx::postgres::PgRow;
 use crate::call::Call;
 use crate::codec::Texts;
 
-/// Declares argument structs: each field one parameter of `function`, in its
-/// order. `bind_to` binds every field, in declaration order, to a call.
+/// Declares argument structs: each field one parameter, in the function's
+/// order. `Name for ["f"]` lists all of `f`'s parameters; `Name leads ["f",
+/// "g"]` the leading ones that several functions share (the call binds the
+/// few that follow in place). `bind_to` binds every field, in declaration
+/// order, to a call.
 macro_rules! arguments {
     ($(
         $(#[$meta:meta])*
-        $name:ident<$lt:lifetime> for $function:literal {
+        $name:ident<$lt:lifetime> $kind:ident [$($function:literal),+] {
             $( $(#[$field_meta:meta])* $field:ident : $ty:ty ),* $(,)?
         }
     )*) => {
@@ -44,10 +48,11 @@ macro_rules! arguments {
             }
         )*
 
-        /// (function, parameter names without `p_`) of every argument struct.
+        /// (`for` or `leads`, functions, parameter names without `p_`) of
+        /// every argument struct.
         #[cfg(test)]
-        const ARGUMENTS: &[(&str, &[&str])] = &[
-            $( ($function, &[ $( stringify!($field) ),* ]), )*
+        const ARGUMENTS: &[(&str, &[&str], &[&str])] = &[
+            $( (stringify!($kind), &[$($function),+], &[ $( stringify!($field) ),* ]), )*
         ];
     };
 }
@@ -91,7 +96,7 @@ arguments! {
     /// The `w_`/`o_`/`kv_`/`c_` arrays are columns of one list each (worker
     /// items, orchestrator items, KV operations, cancelled activities),
     /// element `i` of each describing member `i`.
-    AckOrchestrationItem<'a> for "ack_orchestration_item" {
+    AckOrchestrationItem<'a> for ["ack_orchestration_item"] {
         lock_token: &'a str,
         now_ms: i64,
         execution_id: i64,
@@ -126,7 +131,7 @@ arguments! {
     }
 
     /// `enqueue_worker_item`: one activity and its routing columns.
-    EnqueueWorkerItem<'a> for "enqueue_worker_item" {
+    EnqueueWorkerItem<'a> for ["enqueue_worker_item"] {
         work_item: &'a str,
         now_ms: i64,
         instance_id: &'a str,
@@ -137,7 +142,7 @@ arguments! {
     }
 
     /// `ack_work_item_and_fetch`: the ack, then the slot's next fetch.
-    AckWorkItemAndFetch<'a> for "ack_work_item_and_fetch" {
+    AckWorkItemAndFetch<'a> for ["ack_work_item_and_fetch"] {
         lock_token: &'a str,
         now_ms: i64,
         completion_instance: Option<&'a str>,
@@ -150,8 +155,9 @@ arguments! {
         tags: &'a [String],
     }
 
-    /// `dashboard_instances`: the filter, the keyset cursor, the page size.
-    DashboardInstances<'a> for "dashboard_instances" {
+    /// The instance filter that `dashboard_instances` (then the keyset
+    /// cursor and the page size) and `dashboard_count` (then the cap) begin with.
+    DashboardFilter<'a> leads ["dashboard_instances", "dashboard_count"] {
         status: Option<&'a str>,
         name: Option<&'a str>,
         id_prefix: Option<&'a str>,
@@ -160,26 +166,10 @@ arguments! {
         completed_from: Option<i64>,
         completed_to: Option<i64>,
         finished_roots_only: bool,
-        after_created: Option<i64>,
-        after_id: Option<&'a str>,
-        limit: i32,
-    }
-
-    /// `dashboard_count`: the filter of `dashboard_instances`, and a cap.
-    DashboardCount<'a> for "dashboard_count" {
-        status: Option<&'a str>,
-        name: Option<&'a str>,
-        id_prefix: Option<&'a str>,
-        created_from: Option<i64>,
-        created_to: Option<i64>,
-        completed_from: Option<i64>,
-        completed_to: Option<i64>,
-        finished_roots_only: bool,
-        cap: i32,
     }
 
     /// `retention_finish`: the sweep's totals, recorded by its lease holder.
-    RetentionFinish<'a> for "retention_finish" {
+    RetentionFinish<'a> for ["retention_finish"] {
         owner: &'a str,
         now_ms: i64,
         started_at: i64,
@@ -191,7 +181,7 @@ arguments! {
     }
 
     /// `retention_delete`: one batch of finished roots, after the cursor.
-    RetentionDelete<'a> for "retention_delete" {
+    RetentionDelete<'a> for ["retention_delete"] {
         owner: &'a str,
         now_ms: i64,
         lease_ms: i64,
@@ -296,7 +286,7 @@ rows! {
     }
 
     /// An execution as `get_execution_info` describes it.
-    ExecutionInfo for ["get_execution_info"] {
+    ExecutionInfo for ["get_execution_info", "dashboard_executions"] {
         execution_id: i64,
         status: String,
         output: Option<String>,
@@ -365,14 +355,9 @@ rows! {
         status: String,
     }
 
-    /// One of an instance's newest executions, and how many it has in all.
-    DashboardExecution for ["dashboard_executions"] {
-        execution_id: i64,
-        status: String,
-        output: Option<String>,
-        started_at: i64,
-        completed_at: Option<i64>,
-        event_count: i64,
+    /// How many executions the instance has in all (beside each
+    /// [`ExecutionInfo`] of `dashboard_executions`).
+    ExecutionCount for ["dashboard_executions"] {
         execution_count: i64,
     }
 
@@ -479,13 +464,20 @@ mod tests {
     #[test]
     fn argument_structs_list_each_parameter_in_order() {
         assert!(!ARGUMENTS.is_empty());
-        for (function, fields) in ARGUMENTS {
-            let (params, _) = declared(function);
-            assert_eq!(
-                fields.to_vec(),
-                params,
-                "the argument struct of {function} does not match its signature"
-            );
+        for (kind, functions, fields) in ARGUMENTS {
+            for function in *functions {
+                let (mut params, _) = declared(function);
+                match *kind {
+                    "for" => {}
+                    "leads" => params.truncate(fields.len()),
+                    other => panic!("{other}: an argument struct is `for` or `leads`"),
+                }
+                assert_eq!(
+                    fields.to_vec(),
+                    params,
+                    "the argument struct of {function} does not match its signature"
+                );
+            }
         }
     }
 

@@ -218,6 +218,51 @@ async fn read_commands_describe_a_store_filled_by_a_runtime() {
         err.contains("has no execution 9 (it has: 1, 2, 3, 4)"),
         "{err}"
     );
+    // A bounded list of executions: the newest, the total, and an older
+    // execution's history still shown.
+    let newest = json(cli(
+        &s,
+        &[
+            "instance",
+            "show",
+            "looper",
+            "--json",
+            "--executions",
+            "2",
+            "--execution",
+            "1",
+        ],
+    ));
+    let ids: Vec<u64> = newest["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["execution_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [4, 3]);
+    assert_eq!(newest["execution_count"], 4);
+    assert_eq!(newest["history_execution_id"], 1);
+    let text = ok(cli(
+        &s,
+        &["instance", "show", "looper", "--executions", "2"],
+    ));
+    assert!(text.contains("(the newest 2 of 4 executions"), "{text}");
+    let err = fails(cli(
+        &s,
+        &[
+            "instance",
+            "show",
+            "looper",
+            "--executions",
+            "2",
+            "--execution",
+            "9",
+        ],
+    ));
+    assert!(
+        err.contains("has no execution 9 (it has 4; the newest: 3, 4)"),
+        "{err}"
+    );
 
     // instance tree: the family and its two children.
     let text = ok(cli(&s, &["instance", "tree", "family"]));
@@ -751,6 +796,8 @@ fn bad_arguments_fail_with_one_clear_line_before_connecting() {
         &["prune", "x", "--keep-last", "-1"],
         &["purge", "--completed-before", "1d", "--limit", "0"],
         &["instances", "list", "--limit", "0"],
+        &["instance", "show", "x", "--executions", "501"],
+        &["instance", "show", "x", "--executions", "0"],
         &["purge"],
         &["retention", "run", "--keep-executions", "0"],
         &["retention"],
