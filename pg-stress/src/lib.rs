@@ -7,6 +7,7 @@
 //! formats (table, JSON, tracked markdown).
 
 pub mod call_stats;
+pub mod cpu;
 pub mod progress;
 pub mod report;
 pub mod runner;
@@ -94,6 +95,41 @@ impl FromStr for Matrix {
         }
         Ok(Self(entries))
     }
+}
+
+/// The named configurations BENCHMARKS.md compares providers on
+/// (`--preset`): dispatcher slots, orchestrations in flight, activities
+/// per orchestration and each activity's duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// P, provider-bound: 4:4 slots, 100 in flight, 5 activities of 0 ms.
+    P,
+    /// D, the default-like load: 2:2 slots, 20 in flight, 5 activities of 10 ms.
+    D,
+    /// W, many worker slots running I/O-bound activities as services do:
+    /// 4:64 slots, 300 in flight, 5 activities of 50 ms.
+    W,
+}
+
+impl Preset {
+    /// (matrix, orchestrations in flight, activities each, activity ms).
+    pub fn settings(self) -> (Matrix, usize, usize, u64) {
+        let slots = |orch, worker| Matrix(vec![Concurrency { orch, worker }]);
+        match self {
+            Preset::P => (slots(4, 4), 100, 5, 0),
+            Preset::D => (slots(2, 2), 20, 5, 10),
+            Preset::W => (slots(4, 64), 300, 5, 50),
+        }
+    }
+}
+
+/// The most orchestrations per second the worker slots allow when every
+/// activity takes `activity_ms` and nothing else takes any time: slots ×
+/// 1000 / activity_ms / activities each. `None` for 0 ms activities (the
+/// provider, not the slots, is then the limit).
+pub fn slot_ceiling(worker_slots: usize, tasks: usize, activity_ms: u64) -> Option<f64> {
+    (activity_ms > 0 && tasks > 0)
+        .then(|| worker_slots as f64 * 1000.0 / activity_ms as f64 / tasks as f64)
 }
 
 /// Which stress scenario to run.
@@ -247,6 +283,18 @@ mod tests {
             ]
         );
         assert_eq!(Matrix::default().0.len(), 3);
+    }
+
+    #[test]
+    fn presets_and_their_ceilings() {
+        let (m, in_flight, tasks, ms) = Preset::W.settings();
+        assert_eq!(
+            (m.0[0].orch, m.0[0].worker, in_flight, tasks, ms),
+            (4, 64, 300, 5, 50)
+        );
+        assert_eq!(slot_ceiling(64, 5, 50), Some(256.0));
+        assert_eq!(slot_ceiling(2, 5, 10), Some(40.0));
+        assert_eq!(slot_ceiling(4, 5, 0), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use duroxide_pg_stress::report::{self, Environment};
-use duroxide_pg_stress::{Matrix, RunOptions, Scenario, StressError, run_all};
+use duroxide_pg_stress::{Preset, RunOptions, Scenario, StressError, run_all};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ScenarioArg {
@@ -35,6 +35,11 @@ struct Cli {
     /// Which scenario to run.
     #[arg(long, value_enum, default_value = "parallel")]
     scenario: ScenarioArg,
+    /// A named configuration of BENCHMARKS.md (slots, in flight, activities,
+    /// activity time) instead of the four flags below.
+    #[arg(long, value_enum, ignore_case = true,
+          conflicts_with_all = ["matrix", "max_concurrent", "tasks", "activity_delay_ms"])]
+    preset: Option<Preset>,
     /// Concurrency matrix as orch:worker pairs.
     #[arg(long, default_value = "1:1,2:2,4:4")]
     matrix: String,
@@ -98,7 +103,18 @@ struct Cli {
 }
 
 async fn run(cli: Cli, command: String) -> Result<bool, StressError> {
-    let matrix: Matrix = cli.matrix.parse()?;
+    let (matrix, max_concurrent, tasks, activity_delay_ms) = match cli.preset {
+        Some(preset) => {
+            let (m, in_flight, tasks, ms) = preset.settings();
+            (m, Some(in_flight), Some(tasks), Some(ms))
+        }
+        None => (
+            cli.matrix.parse()?,
+            cli.max_concurrent,
+            cli.tasks,
+            cli.activity_delay_ms,
+        ),
+    };
     if cli.compare_published && !cfg!(feature = "published") {
         return Err(duroxide_pg_stress::runner::published_missing());
     }
@@ -125,9 +141,9 @@ async fn run(cli: Cli, command: String) -> Result<bool, StressError> {
             ScenarioArg::All => vec![Scenario::Parallel, Scenario::LargePayload],
         },
         matrix,
-        max_concurrent: cli.max_concurrent,
-        tasks: cli.tasks,
-        activity_delay_ms: cli.activity_delay_ms,
+        max_concurrent,
+        tasks,
+        activity_delay_ms,
         wait_timeout_secs: cli.wait_timeout,
         compare_sqlite: cli.compare_sqlite,
         compare_published: cli.compare_published,

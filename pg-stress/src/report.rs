@@ -28,7 +28,7 @@ pub fn table(records: &[RunRecord]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<14} {:<9} {:>6} {:>4} {:>9} {:>7} {:>6} {:>6} {:>5} {:>9} {:>9} {:>10} {:>12}",
+        "{:<14} {:<9} {:>6} {:>4} {:>9} {:>7} {:>6} {:>6} {:>5} {:>9} {:>9} {:>10} {:>12} {:>9} {:>9}",
         "scenario",
         "provider",
         "o:w",
@@ -41,13 +41,15 @@ pub fn table(records: &[RunRecord]) -> String {
         "success%",
         "orch/s",
         "activity/s",
-        "latency ms"
+        "latency ms",
+        "srv ms/o",
+        "cli ms/o"
     );
-    let _ = writeln!(out, "{}", "-".repeat(120));
+    let _ = writeln!(out, "{}", "-".repeat(140));
     for r in records {
         let _ = writeln!(
             out,
-            "{:<14} {:<9} {:>6} {:>4} {:>9} {:>7} {:>6} {:>6} {:>5} {:>9.2} {:>9.2} {:>10.2} {:>12.1}",
+            "{:<14} {:<9} {:>6} {:>4} {:>9} {:>7} {:>6} {:>6} {:>5} {:>9.2} {:>9.2} {:>10.2} {:>12.1} {:>9} {:>9}",
             r.scenario.to_string(),
             r.provider.to_string(),
             r.concurrency.to_string(),
@@ -60,7 +62,9 @@ pub fn table(records: &[RunRecord]) -> String {
             r.success_percent,
             r.orch_per_sec,
             r.activities_per_sec,
-            r.avg_latency_ms
+            r.avg_latency_ms,
+            cpu_cell(r.server_cpu_ms_per_orch),
+            cpu_cell(r.client_cpu_ms_per_orch)
         );
     }
     for r in records.iter().filter(|r| !r.samples.is_empty()) {
@@ -71,7 +75,53 @@ pub fn table(records: &[RunRecord]) -> String {
         );
         out.push_str(&crate::soak::table(&r.samples));
     }
-    let cells = cells(records);
+    let repeated = records.iter().any(|r| r.repetition > 1);
+    let compared = records.iter().any(|r| r.provider != ProviderKind::Postgres);
+    if compared || repeated {
+        medians(&mut out, records, "orch/s", |r| Some(r.orch_per_sec));
+        if records.iter().any(|r| r.server_cpu_ms_per_orch.is_some()) {
+            let title = "server CPU ms per completed orchestration";
+            medians(&mut out, records, title, |r| r.server_cpu_ms_per_orch);
+        }
+        medians(
+            &mut out,
+            records,
+            "client CPU ms per completed orchestration",
+            |r| r.client_cpu_ms_per_orch,
+        );
+    }
+    for (scenario, c) in cells(records) {
+        let Some(r) = records
+            .iter()
+            .find(|r| r.scenario == scenario && r.concurrency == c)
+        else {
+            continue;
+        };
+        if let Some(ceiling) = r.slot_ceiling_orch_per_sec {
+            let _ = writeln!(
+                out,
+                "\nceiling of the worker slots, {scenario} {c}: {ceiling:.2} orch/s \
+                 ({} slots, {} activities of {} ms each)",
+                c.worker, r.config.tasks_per_instance, r.config.activity_delay_ms
+            );
+        }
+    }
+    out
+}
+
+/// A CPU figure of the per-run table (`-` when not measured).
+fn cpu_cell(ms: Option<f64>) -> String {
+    ms.map_or("-".to_string(), |v| format!("{v:.2}"))
+}
+
+/// Medians per cell of `value` for each provider, and the ratio of
+/// duroxide-pg's median to each other provider's.
+fn medians(
+    out: &mut String,
+    records: &[RunRecord],
+    title: &str,
+    value: impl Fn(&RunRecord) -> Option<f64>,
+) {
     let kinds: Vec<ProviderKind> = ProviderKind::ALL
         .into_iter()
         .filter(|k| records.iter().any(|r| r.provider == *k))
@@ -81,45 +131,41 @@ pub fn table(records: &[RunRecord]) -> String {
         .copied()
         .filter(|k| *k != ProviderKind::Postgres)
         .collect();
-    let repeated = records.iter().any(|r| r.repetition > 1);
-    if !others.is_empty() || repeated {
-        let _ = writeln!(out, "\nmedians per cell (orch/s):");
-        let mut header = format!("{:<14} {:>6}", "scenario", "o:w");
+    let _ = writeln!(out, "\nmedians per cell ({title}):");
+    let mut header = format!("{:<14} {:>6}", "scenario", "o:w");
+    for k in &kinds {
+        let _ = write!(header, " {:>10}", k.to_string());
+    }
+    for k in &others {
+        let _ = write!(header, " {:>13}", format!("postgres/{}", short(*k)));
+    }
+    let _ = writeln!(out, "{header}");
+    for (scenario, c) in cells(records) {
+        let med = |kind| {
+            let v: Vec<f64> = records
+                .iter()
+                .filter(|r| r.scenario == scenario && r.concurrency == c && r.provider == kind)
+                .filter_map(&value)
+                .collect();
+            (!v.is_empty()).then(|| median(&v))
+        };
+        let mut line = format!("{:<14} {:>6}", scenario.to_string(), c.to_string());
         for k in &kinds {
-            let _ = write!(header, " {:>10}", k.to_string());
+            let _ = write!(
+                line,
+                " {:>10}",
+                med(*k).map_or("-".to_string(), |v| format!("{v:.2}"))
+            );
         }
         for k in &others {
-            let _ = write!(header, " {:>13}", format!("postgres/{}", short(*k)));
-        }
-        let _ = writeln!(out, "{header}");
-        for (scenario, c) in cells {
-            let med = |kind| {
-                let v: Vec<f64> = records
-                    .iter()
-                    .filter(|r| r.scenario == scenario && r.concurrency == c && r.provider == kind)
-                    .map(|r| r.orch_per_sec)
-                    .collect();
-                (!v.is_empty()).then(|| median(&v))
+            let ratio = match (med(ProviderKind::Postgres), med(*k)) {
+                (Some(p), Some(o)) if o > 0.0 => format!("{:.2}x", p / o),
+                _ => "-".to_string(),
             };
-            let mut line = format!("{:<14} {:>6}", scenario.to_string(), c.to_string());
-            for k in &kinds {
-                let _ = write!(
-                    line,
-                    " {:>10}",
-                    med(*k).map_or("-".to_string(), |v| format!("{v:.2}"))
-                );
-            }
-            for k in &others {
-                let ratio = match (med(ProviderKind::Postgres), med(*k)) {
-                    (Some(p), Some(o)) if o > 0.0 => format!("{:.2}x", p / o),
-                    _ => "-".to_string(),
-                };
-                let _ = write!(line, " {ratio:>13}");
-            }
-            let _ = writeln!(out, "{line}");
+            let _ = write!(line, " {ratio:>13}");
         }
+        let _ = writeln!(out, "{line}");
     }
-    out
 }
 
 /// Short column label of a provider in the ratio columns.

@@ -97,6 +97,16 @@ pub struct RunRecord {
     pub total_secs: f64,
     /// Samples taken during the run (`--sample-every`).
     pub samples: Vec<crate::soak::Sample>,
+    /// The most orchestrations per second the worker slots allow at this
+    /// activity duration ([`crate::slot_ceiling`]); `None` for 0 ms activities.
+    pub slot_ceiling_orch_per_sec: Option<f64>,
+    /// CPU the PostgreSQL server spent per completed orchestration, ms
+    /// (every process of the cluster; `None` for SQLite or a server that is
+    /// not on this machine).
+    pub server_cpu_ms_per_orch: Option<f64>,
+    /// CPU this process (runtime and provider) spent per completed
+    /// orchestration, ms.
+    pub client_cpu_ms_per_orch: Option<f64>,
     /// Provider call latencies and the sleep probe (`--call-stats`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub calls: Vec<crate::call_stats::CallSummary>,
@@ -275,6 +285,8 @@ pub async fn run_all(
         }
         None => database_url.to_string(),
     };
+    // Located on the server itself, not through the proxy.
+    let server = crate::cpu::ServerProcesses::locate(database_url).await;
     let pg = PgStressFactory::new(url, "dxstress")
         .with_retention(options.retention.clone())
         .with_queue_vacuum(options.queue_vacuum);
@@ -302,7 +314,7 @@ pub async fn run_all(
                         repetition,
                         run_id,
                     };
-                    records.push(run_cell(cell, options, &pg).await?);
+                    records.push(run_cell(cell, options, &pg, server).await?);
                 }
             }
         }
@@ -327,6 +339,7 @@ async fn run_cell(
     cell: Cell,
     options: &RunOptions,
     pg: &PgStressFactory,
+    server: Option<crate::cpu::ServerProcesses>,
 ) -> Result<RunRecord, StressError> {
     let Cell {
         kind,
@@ -359,6 +372,9 @@ async fn run_cell(
         _ => None,
     };
     let factory = Prepared(provider);
+    let on_server = !matches!(store, Store::Sqlite(_));
+    let server_cpu = || server.filter(|_| on_server).and_then(|s| s.cpu());
+    let cpu_before = (server_cpu(), crate::cpu::own_cpu());
     let outcome = match scenario {
         Scenario::Parallel => {
             run_parallel_orchestrations_test_with_config(&factory, config.clone()).await
@@ -372,6 +388,7 @@ async fn run_cell(
         }
     }
     .map_err(|e| e.to_string());
+    let cpu_after = (server_cpu(), crate::cpu::own_cpu());
     if let Some(t) = ticker {
         t.abort();
         if std::io::stderr().is_terminal() {
@@ -396,6 +413,12 @@ async fn run_cell(
     finish(store, pg).await?;
     let r =
         outcome.map_err(|e| StressError::Run(format!("{kind} {scenario} {concurrency}: {e}")))?;
+    let per_orch = |before, after| crate::cpu::ms_per_orchestration(before, after, r.completed);
+    let slot_ceiling_orch_per_sec = crate::slot_ceiling(
+        config.worker_concurrency,
+        config.tasks_per_instance,
+        config.activity_delay_ms,
+    );
     Ok(RunRecord {
         scenario,
         provider: kind,
@@ -414,6 +437,9 @@ async fn run_cell(
         avg_latency_ms: r.avg_latency_ms,
         total_secs: r.total_time.as_secs_f64(),
         samples,
+        slot_ceiling_orch_per_sec,
+        server_cpu_ms_per_orch: per_orch(cpu_before.0, cpu_after.0),
+        client_cpu_ms_per_orch: per_orch(cpu_before.1, cpu_after.1),
         calls,
     })
 }

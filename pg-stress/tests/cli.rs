@@ -149,3 +149,57 @@ fn a_run_through_pgbouncer_completes_everything() {
         assert!(all.contains("100.00"), "{all}");
     }
 }
+
+/// `--preset w`: config W's slots and load, the server's and the client's
+/// CPU per completed orchestration (the throwaway cluster runs on this
+/// machine), and the ceiling the worker slots allow. A preset and the
+/// options it sets are refused together.
+#[test]
+fn preset_w_reports_cpu_per_orchestration_and_its_ceiling() {
+    let url = duroxide_pg_testkit::local_cluster::local_url().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pg-stress"))
+        .args([
+            "--database-url",
+            &url,
+            "--preset",
+            "w",
+            "--duration",
+            "1",
+            "--json",
+        ])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = &doc["runs"][0];
+    let config = &run["config"];
+    assert_eq!(
+        (
+            &config["orch_concurrency"],
+            &config["worker_concurrency"],
+            &config["max_concurrent"],
+            &config["tasks_per_instance"],
+            &config["activity_delay_ms"]
+        ),
+        (
+            &serde_json::json!(4),
+            &serde_json::json!(64),
+            &serde_json::json!(300),
+            &serde_json::json!(5),
+            &serde_json::json!(50)
+        )
+    );
+    assert_eq!(run["slot_ceiling_orch_per_sec"], 256.0);
+    for cpu in ["server_cpu_ms_per_orch", "client_cpu_ms_per_orch"] {
+        let ms = run[cpu].as_f64().unwrap_or_else(|| panic!("{cpu}: {run}"));
+        assert!(ms > 0.0, "{cpu}: {ms}");
+    }
+
+    let out = pg_stress(&["--preset", "p", "--matrix", "1:1"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error:") && stderr.contains("--preset"),
+        "{stderr}"
+    );
+}
