@@ -12,7 +12,8 @@
 //!   checkpointer, autovacuum.
 //!
 //! A child that exits between the two reads is missed in that sample (a few
-//! ms at most, against seconds per run).
+//! ms at most, against seconds per run). A pooler in front of the server
+//! (`--via-pgbouncer`) is a process of its own: its CPU is not counted.
 
 use std::time::Duration;
 
@@ -65,16 +66,16 @@ impl ServerProcesses {
         is_postgres(postmaster).then_some(Self { postmaster })
     }
 
-    /// Finds the cluster behind `url` (one connection, closed again).
+    /// Finds the cluster behind `url` (one connection, closed again). A
+    /// simple query, nothing prepared: behind a transaction pooler a named
+    /// statement would stay on a server session another client gets.
     pub async fn locate(url: &str) -> Option<Self> {
-        use sqlx::Connection;
+        use sqlx::{Connection, Executor, Row};
         let mut conn = sqlx::PgConnection::connect(url).await.ok()?;
-        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&mut conn)
-            .await
-            .ok()?;
+        let row = conn.fetch_one("SELECT pg_backend_pid()::text").await.ok()?;
         let _ = conn.close().await;
-        Self::of_backend(u32::try_from(pid).ok()?)
+        let pid: String = row.try_get(0).ok()?;
+        Self::of_backend(pid.parse().ok()?)
     }
 
     /// CPU time the cluster has used so far: the postmaster's, its exited
