@@ -239,7 +239,7 @@ async fn read_commands_describe_a_store_filled_by_a_runtime() {
         .iter()
         .map(|e| e["execution_id"].as_u64().unwrap())
         .collect();
-    assert_eq!(ids, [4, 3]);
+    assert_eq!(ids, [3, 4], "the newest two, oldest first as always");
     assert_eq!(newest["execution_count"], 4);
     assert_eq!(newest["history_execution_id"], 1);
     let text = ok(cli(

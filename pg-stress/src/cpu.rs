@@ -56,26 +56,48 @@ fn is_postgres(pid: u32) -> bool {
 
 impl ServerProcesses {
     /// The cluster whose backend has process id `backend_pid`
-    /// (`SELECT pg_backend_pid()`), when it runs on this machine; `None`
-    /// for a remote server or one in another process namespace.
-    pub fn of_backend(backend_pid: u32) -> Option<Self> {
+    /// (`SELECT pg_backend_pid()`) and whose postmaster started at
+    /// `started_ms` (`pg_postmaster_start_time()`, ms since the epoch), when
+    /// it runs on this machine: the local process of that id must be a
+    /// `postgres` whose parent is a `postgres` started within two seconds of (the boot time is in whole seconds)
+    /// that time. `None` for a remote server or one in another process
+    /// namespace, where the id names some other process.
+    pub fn of_backend(backend_pid: u32, started_ms: i64) -> Option<Self> {
         if !is_postgres(backend_pid) {
             return None;
         }
         let postmaster = read_stat(backend_pid)?.ppid;
-        is_postgres(postmaster).then_some(Self { postmaster })
+        let started_here = start_time_ms(postmaster)?;
+        (is_postgres(postmaster) && (started_here - started_ms).abs() <= 2000)
+            .then_some(Self { postmaster })
     }
 
-    /// Finds the cluster behind `url` (one connection, closed again). A
-    /// simple query, nothing prepared: behind a transaction pooler a named
-    /// statement would stay on a server session another client gets.
+    /// Finds the cluster behind `url` (one connection, closed again; at
+    /// most 10 s). A simple query, nothing prepared: behind a transaction
+    /// pooler a named statement would stay on a server session another
+    /// client gets.
     pub async fn locate(url: &str) -> Option<Self> {
         use sqlx::{Connection, Executor, Row};
-        let mut conn = sqlx::PgConnection::connect(url).await.ok()?;
-        let row = conn.fetch_one("SELECT pg_backend_pid()::text").await.ok()?;
-        let _ = conn.close().await;
-        let pid: String = row.try_get(0).ok()?;
-        Self::of_backend(pid.parse().ok()?)
+        let ask = async {
+            let mut conn = sqlx::PgConnection::connect(url).await.ok()?;
+            let row = conn
+                .fetch_one(
+                    "SELECT pg_backend_pid()::text,
+                            (extract(epoch FROM pg_postmaster_start_time()) * 1000)::bigint::text",
+                )
+                .await
+                .ok()?;
+            let pid: String = row.try_get(0).ok()?;
+            let started: String = row.try_get(1).ok()?;
+            // While the backend still exists: it exits when the connection closes.
+            let found = Self::of_backend(pid.parse().ok()?, started.parse().ok()?);
+            let _ = conn.close().await;
+            found
+        };
+        tokio::time::timeout(Duration::from_secs(10), ask)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// CPU time the cluster has used so far: the postmaster's, its exited
@@ -93,6 +115,23 @@ impl ServerProcesses {
         }
         Some(ticks_to_duration(ticks))
     }
+}
+
+/// When process `pid` started, ms since the epoch: its start time after boot
+/// (`/proc/<pid>/stat` field 22, in ticks) plus the boot time (`btime` of
+/// `/proc/stat`).
+fn start_time_ms(pid: u32) -> Option<i64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    let ticks: i64 = rest.split(' ').nth(22 - 3)?.parse().ok()?;
+    let boot: i64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(boot * 1000 + ticks * 1000 / TICKS_PER_SECOND as i64)
 }
 
 /// CPU time this process has used so far (all its threads).
@@ -121,7 +160,7 @@ mod tests {
 
     #[test]
     fn this_process_is_not_a_server_and_its_own_cpu_grows() {
-        assert!(ServerProcesses::of_backend(std::process::id()).is_none());
+        assert!(ServerProcesses::of_backend(std::process::id(), 0).is_none());
         let before = own_cpu().expect("/proc/self/stat");
         let until = std::time::Instant::now() + Duration::from_millis(300);
         let mut x = 0u64;

@@ -98,7 +98,8 @@ pub struct RunRecord {
     /// Samples taken during the run (`--sample-every`).
     pub samples: Vec<crate::soak::Sample>,
     /// The most orchestrations per second the worker slots allow at this
-    /// activity duration ([`crate::slot_ceiling`]); `None` for 0 ms activities.
+    /// activity duration ([`crate::slot_ceiling`]); `None` for 0 ms
+    /// activities and for the large-payload scenario.
     pub slot_ceiling_orch_per_sec: Option<f64>,
     /// CPU the PostgreSQL server spent per completed orchestration, ms
     /// (every process of the cluster; `None` for SQLite or a server that is
@@ -414,11 +415,15 @@ async fn run_cell(
     let r =
         outcome.map_err(|e| StressError::Run(format!("{kind} {scenario} {concurrency}: {e}")))?;
     let per_orch = |before, after| crate::cpu::ms_per_orchestration(before, after, r.completed);
-    let slot_ceiling_orch_per_sec = crate::slot_ceiling(
-        config.worker_concurrency,
-        config.tasks_per_instance,
-        config.activity_delay_ms,
-    );
+    // Only the parallel scenario's orchestrations are `tasks` activities each.
+    let slot_ceiling_orch_per_sec = match scenario {
+        Scenario::Parallel => crate::slot_ceiling(
+            config.worker_concurrency,
+            config.tasks_per_instance,
+            config.activity_delay_ms,
+        ),
+        Scenario::LargePayload => None,
+    };
     Ok(RunRecord {
         scenario,
         provider: kind,

@@ -343,7 +343,8 @@ impl Sweep<'_> {
             return dry_batch(rows, |batch, r| {
                 batch.cursor = Some((r.completed_at, r.root_id));
                 if r.eligible {
-                    let ids = r.tree_ids.map(|t| t.0).unwrap_or_default();
+                    // An eligible root always has its tree: NULL is the function's bug.
+                    let ids = r.tree_ids.ok_or_else(|| missing(OP, "o_tree_ids"))?.0;
                     batch.instances += ids.len() as u64;
                     batch.executions += counter(OP, "o_executions", r.executions)?;
                     batch.events += counter(OP, "o_events", r.events)?;
@@ -441,6 +442,17 @@ fn dry_batch<C, R>(
         add(&mut batch, r)?;
     }
     Ok(batch)
+}
+
+/// The error for a column that must not be NULL in this row.
+fn missing(op: &str, column: &str) -> ProviderError {
+    crate::error::provider_error(
+        op,
+        sqlx::Error::ColumnDecode {
+            index: format!("{column:?}"),
+            source: Box::new(sqlx::error::UnexpectedNullError),
+        },
+    )
 }
 
 /// A non-negative count column (NULL reads as 0).

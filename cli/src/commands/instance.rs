@@ -69,7 +69,8 @@ async fn show(args: ShowArgs, t: &Target) -> CliResult {
         .await
         .map_err(|e| instance_error(id, e))?;
     let page = p.dashboard_executions(id, args.executions).await?;
-    let executions = &page.newest;
+    // Listed oldest first, as `instance show` always has.
+    let executions: Vec<ExecutionInfo> = page.newest.iter().rev().cloned().collect();
     let shown = execution.unwrap_or(info.current_execution_id);
     // An execution older than the page is shown if it exists.
     if !executions.iter().any(|e| e.execution_id == shown) {
@@ -99,7 +100,7 @@ async fn show(args: ShowArgs, t: &Target) -> CliResult {
     }
     print!("{}", head_table(&info, custom_status.as_ref()).render());
     println!("\nEXECUTIONS");
-    print!("{}", executions_table(executions).render());
+    print!("{}", executions_table(&executions).render());
     if page.execution_count > executions.len() as u64 {
         println!(
             "(the newest {} of {} executions; --executions N lists more)",
