@@ -189,28 +189,15 @@ fn summary(
 ) {
     let fnames = |fs: &[&Function]| names(fs.iter().map(|f| &f.name));
     let _ = writeln!(out, "## Summary\n");
-    let _ = writeln!(out, "- New tables: {}", names(tables.new.iter().copied()));
-    let _ = writeln!(
-        out,
-        "- Changed tables: {}",
-        names(tables.changed.iter().copied())
-    );
-    let _ = writeln!(
-        out,
-        "- Removed tables: {}",
-        names(tables.removed.iter().copied())
-    );
-    let _ = writeln!(out, "- New indexes: {}", names(indexes.new.iter().copied()));
-    let _ = writeln!(
-        out,
-        "- Changed indexes: {}",
-        names(indexes.changed.iter().copied())
-    );
-    let _ = writeln!(
-        out,
-        "- Removed indexes: {}",
-        names(indexes.removed.iter().copied())
-    );
+    for (kind, c) in [("tables", tables), ("indexes", indexes)] {
+        for (what, list) in [
+            ("New", &c.new),
+            ("Changed", &c.changed),
+            ("Removed", &c.removed),
+        ] {
+            let _ = writeln!(out, "- {what} {kind}: {}", names(list.iter().copied()));
+        }
+    }
     let changed: Vec<&Function> = functions.changed.iter().map(|(_, f)| *f).collect();
     let _ = writeln!(out, "- Changed functions: {}", fnames(&changed));
     let _ = writeln!(out, "- New functions: {}", fnames(&functions.new));

@@ -29,6 +29,21 @@ fn call_span(operation: &'static str, instance: Option<&str>) -> tracing::Span {
     }
 }
 
+impl PostgresProvider {
+    /// One execution's events (`None`: the latest), for the four trait
+    /// methods that read a history, each under its own operation name.
+    async fn read_events(
+        &self,
+        operation: &'static str,
+        instance: &str,
+        execution_id: Option<u64>,
+    ) -> Result<Vec<Event>, ProviderError> {
+        history::read(&self.store, operation, instance, execution_id)
+            .instrument(call_span(operation, Some(instance)))
+            .await
+    }
+}
+
 #[async_trait::async_trait]
 impl Provider for PostgresProvider {
     fn name(&self) -> &str {
@@ -91,9 +106,7 @@ impl Provider for PostgresProvider {
     }
 
     async fn read(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
-        history::read(&self.store, "read", instance, None)
-            .instrument(call_span("read", Some(instance)))
-            .await
+        self.read_events("read", instance, None).await
     }
 
     async fn read_with_execution(
@@ -101,14 +114,8 @@ impl Provider for PostgresProvider {
         instance: &str,
         execution_id: u64,
     ) -> Result<Vec<Event>, ProviderError> {
-        history::read(
-            &self.store,
-            "read_with_execution",
-            instance,
-            Some(execution_id),
-        )
-        .instrument(call_span("read_with_execution", Some(instance)))
-        .await
+        self.read_events("read_with_execution", instance, Some(execution_id))
+            .await
     }
 
     async fn append_with_execution(
@@ -302,20 +309,16 @@ impl ProviderAdmin for PostgresProvider {
         instance: &str,
         execution_id: u64,
     ) -> Result<Vec<Event>, ProviderError> {
-        history::read(
-            &self.store,
+        self.read_events(
             "read_history_with_execution_id",
             instance,
             Some(execution_id),
         )
-        .instrument(call_span("read_history_with_execution_id", Some(instance)))
         .await
     }
 
     async fn read_history(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
-        history::read(&self.store, "read_history", instance, None)
-            .instrument(call_span("read_history", Some(instance)))
-            .await
+        self.read_events("read_history", instance, None).await
     }
 
     async fn latest_execution_id(&self, instance: &str) -> Result<u64, ProviderError> {
