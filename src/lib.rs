@@ -152,6 +152,7 @@ mod admin;
 mod background;
 mod call;
 mod clock;
+mod coalesce;
 mod codec;
 mod codes;
 mod config;

@@ -56,6 +56,11 @@ pub const RETENTION_BATCH_TIMEOUTS: &str = "duroxide_pg_retention_batch_timeouts
 /// Counter: queue tables the provider's queue vacuum vacuumed
 /// (`with_queue_vacuum`), by `table`; label `schema`.
 pub const QUEUE_VACUUMS: &str = "duroxide_pg_queue_vacuums_total";
+/// Histogram: calls one statement carried, by `operation` (`ack_work_item`:
+/// worker acks that lease ahead); label `schema`. A call that went out alone
+/// records 1; calls that arrived while another of theirs was on the wire
+/// went out together and record how many they were.
+pub const BATCH_MEMBERS: &str = "duroxide_pg_batch_members";
 
 /// The `queue` label value.
 pub(crate) fn queue_label(queue: crate::codes::Queue) -> &'static str {
@@ -141,4 +146,11 @@ pub(crate) fn retention_timeout(schema: &str) {
 pub(crate) fn queue_vacuum(schema: &str, table: &str) {
     metrics::counter!(QUEUE_VACUUMS, "schema" => schema.to_owned(), "table" => table.to_owned())
         .increment(1);
+}
+
+/// Records how many calls one statement of `operation` carried.
+pub(crate) fn batch_members(schema: &str, operation: &'static str, members: usize) {
+    #[allow(clippy::cast_precision_loss)] // at most Coalescer::MAX_MEMBERS
+    metrics::histogram!(BATCH_MEMBERS, "schema" => schema.to_owned(), "operation" => operation)
+        .record(members as f64);
 }

@@ -51,6 +51,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(15, "0015", "dashboard"),
     migration!(16, "0016", "listener_heartbeat"),
     migration!(17, "0017", "dashboard_executions"),
+    migration!(18, "0018", "batched_worker_acks"),
 ];
 
 /// Name of the per-schema ledger table.

@@ -231,6 +231,16 @@ rows! {
         attempt_count: i32,
     }
 
+    /// What one member's fetch leased in `ack_work_items_and_fetch`.
+    MemberLeased for ["ack_work_items_and_fetch"] {
+        member: i32,
+        acked: bool,
+        work_item: Option<String>,
+        lock_token: Option<String>,
+        attempt_count: Option<i32>,
+        taken_over: Option<bool>,
+    }
+
     /// When the next activity becomes eligible, if one is known.
     ActivityWakeAt for ["fetch_work_item"] {
         wake_at: Option<i64>,

@@ -52,6 +52,7 @@ statements! {
     fetch_work_item => "fetch_work_item"(6),
     ack_work_item => "ack_work_item"(5),
     ack_work_item_and_fetch => "ack_work_item_and_fetch"(10),
+    ack_work_items_and_fetch => "ack_work_items_and_fetch"(10),
     renew_work_item_lock => "renew_work_item_lock"(3),
     abandon_work_item => "abandon_work_item"(4),
     renew_session_lock => "renew_session_lock"(4),

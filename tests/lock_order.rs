@@ -205,3 +205,130 @@ async fn cleanup_schema_survives_a_deadlock_with_a_running_call() {
     assert_eq!(left, 0, "the schema is gone");
     watcher.close().await;
 }
+
+/// An ack that leases ahead (`ack_work_item_and_fetch`, one transaction)
+/// touches its own session's row, then claims the session of the item it
+/// leases next. Another slot's ack, in flight, holds that second session's
+/// row (its touch) and is about to claim the first: the claim used to wait
+/// for the row, the other ack then waited for ours, and PostgreSQL ended one
+/// of them as a deadlock (40P01) after its deadlock timeout. The claim now
+/// passes a session row another transaction holds over, like a held item,
+/// and leases the next eligible one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_leasing_ahead_never_waits_for_a_session_row_another_ack_holds() {
+    let p = Arc::new(
+        common::fresh_provider_configured("locksession", |c| {
+            c.with_poll_mode(duroxide_pg::PollMode::PollOnly)
+        })
+        .await,
+    );
+    let schema = p.schema_name().to_string();
+    let lock = Duration::from_secs(30);
+    let owner = duroxide::providers::SessionFetchConfig {
+        owner_id: "owner".into(),
+        lock_timeout: lock,
+    };
+    let any = duroxide::providers::TagFilter::default();
+    // Two leased activities, of sessions s1 and s2 (both claimed by owner),
+    // and two waiting: first one of s2, then one of s1.
+    let mut tokens = Vec::new();
+    for (id, session) in [(1, "s1"), (2, "s2")] {
+        p.enqueue_for_worker(common::activity_item_in("i", id, Some(session), None))
+            .await
+            .unwrap();
+        let (_, token, _) = p
+            .fetch_work_item(lock, Duration::ZERO, Some(&owner), &any)
+            .await
+            .unwrap()
+            .expect("a session activity");
+        tokens.push(token);
+    }
+    p.enqueue_for_worker(common::activity_item_in("i", 12, Some("s2"), None))
+        .await
+        .unwrap();
+    p.enqueue_for_worker(common::activity_item_in("i", 11, Some("s1"), None))
+        .await
+        .unwrap();
+
+    // The other ack, in flight: it has touched s2.
+    let mut other = sqlx::PgConnection::connect(&common::database_url())
+        .await
+        .unwrap();
+    let other_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut other)
+        .await
+        .unwrap();
+    let mut tx = other.begin().await.unwrap();
+    let touch = format!(
+        "UPDATE \"{schema}\".sessions SET last_activity_at = last_activity_at + 1
+          WHERE session_id = $1"
+    );
+    sqlx::query(&touch)
+        .bind("s2")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+
+    // Ours: acks the s1 activity and leases ahead.
+    let acker = Arc::clone(&p);
+    let token = tokens[0].clone();
+    let ack = tokio::spawn(async move {
+        let done = WorkItem::ActivityCompleted {
+            instance: "i".into(),
+            execution_id: 1,
+            id: 1,
+            result: "ok".into(),
+        };
+        acker.ack_work_item(&token, Some(done)).await
+    });
+    // Until ours has finished, or waits for the other.
+    let mut observer = sqlx::PgConnection::connect(&common::database_url())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ack.is_finished() {
+        let blocked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))",
+        )
+        .bind(other_pid)
+        .fetch_one(&mut observer)
+        .await
+        .unwrap();
+        if blocked > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ack neither ended nor waited"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // The other ack goes on to claim s1.
+    sqlx::query(&touch)
+        .bind("s1")
+        .execute(&mut *tx)
+        .await
+        .expect("the other ack's claim of s1 must not deadlock");
+    tx.commit().await.unwrap();
+    ack.await
+        .unwrap()
+        .expect("our ack must not deadlock either");
+
+    // Ours passed the s2 activity over and leased the s1 one ahead; the s2
+    // one is still there for the next fetch.
+    let mut next = Vec::new();
+    for _ in 0..2 {
+        let (item, _, _) = p
+            .fetch_work_item(lock, Duration::ZERO, Some(&owner), &any)
+            .await
+            .unwrap()
+            .expect("both waiting activities");
+        let WorkItem::ActivityExecute { id, .. } = item else {
+            panic!("not an activity: {item:?}")
+        };
+        next.push(id);
+    }
+    assert_eq!(next, [11, 12]);
+    p.cleanup_schema().await.unwrap();
+}

@@ -159,6 +159,98 @@ async fn an_ack_whose_answer_was_lost_is_applied_once() {
     p.cleanup_schema().await.unwrap();
 }
 
+/// A partition swallows worker acks sent together (the first ones alone,
+/// the rest coalesced into one statement behind them): every ack fails
+/// within its bound as retryable, never with another member's outcome.
+/// Retried after the network recovers, each completion is enqueued exactly
+/// once, whether the retry or the held request got there first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_acks_whose_answer_was_lost_are_applied_once() {
+    let (proxy, url) = proxy().await;
+    let schema = common::fresh_schema_name("lost_acks");
+    // The batch goes out once the lone acks have failed, and needs a new
+    // connection, which the partition keeps from opening: it fails when the
+    // pool gives up waiting for one.
+    const ACQUIRE: Duration = Duration::from_secs(4);
+    let p = PostgresProvider::connect(
+        config(&url, &schema)
+            .with_poll_mode(PollMode::PollOnly)
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_acquire_timeout(ACQUIRE),
+    )
+    .await
+    .unwrap();
+    const ACKS: u64 = 8;
+    let mut tokens = Vec::new();
+    for id in 0..ACKS {
+        p.enqueue_for_worker(common::activity_item("i1", id))
+            .await
+            .unwrap();
+        let (_, token, _) = p
+            .fetch_work_item(
+                Duration::from_secs(60),
+                Duration::ZERO,
+                None,
+                &duroxide::providers::TagFilter::default(),
+            )
+            .await
+            .unwrap()
+            .expect("an activity");
+        tokens.push((token, id));
+    }
+    let completion = |id: u64| duroxide::providers::WorkItem::ActivityCompleted {
+        instance: "i1".into(),
+        execution_id: 1,
+        id,
+        result: format!("r{id}"),
+    };
+
+    proxy.partition();
+    let started = Instant::now();
+    let results = futures_util::future::join_all(
+        tokens
+            .iter()
+            .map(|(t, id)| p.ack_work_item(t, Some(completion(*id)))),
+    )
+    .await;
+    let took = started.elapsed();
+    for r in &results {
+        let e = r.as_ref().unwrap_err();
+        assert!(e.is_retryable(), "{e:?}");
+    }
+    // The lone acks wait for their answer, then the batch behind them for
+    // a connection.
+    assert!(took < STATEMENT + SILENCE + ACQUIRE + SLACK, "{took:?}");
+    proxy.heal();
+    for (t, id) in &tokens {
+        if let Err(e) = p.ack_work_item(t, Some(completion(*id))).await {
+            assert!(!e.is_retryable(), "{e:?}");
+        }
+    }
+    let mut ids: Vec<u64> = wait_for(|| async {
+        let admin = sqlx::PgPool::connect(&common::database_url()).await.ok()?;
+        let rows: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT work_item FROM \"{schema}\".orchestrator_queue"
+        ))
+        .fetch_all(&admin)
+        .await
+        .ok()?;
+        admin.close().await;
+        (rows.len() >= tokens.len()).then(|| {
+            rows.iter()
+                .map(|w| match serde_json::from_str(w).unwrap() {
+                    duroxide::providers::WorkItem::ActivityCompleted { id, .. } => id,
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        })
+    })
+    .await;
+    ids.sort_unstable();
+    assert_eq!(ids, (0..ACKS).collect::<Vec<_>>(), "each completion once");
+    p.cleanup_schema().await.unwrap();
+}
+
 /// The `LISTEN` connection goes silent (with every other connection of the
 /// provider). Within half the fallback poll the provider notices (its
 /// heartbeat is not heard) and listens on a new connection: a waiting

@@ -187,15 +187,7 @@ fn owner(id: &str) -> Option<SessionFetchConfig> {
 }
 
 fn session_item(instance: &str, id: u64, session: &str, tag: Option<&str>) -> WorkItem {
-    WorkItem::ActivityExecute {
-        instance: instance.into(),
-        execution_id: 1,
-        id,
-        name: "Act".into(),
-        input: "x".into(),
-        session_id: Some(session.into()),
-        tag: tag.map(str::to_string),
-    }
+    common::activity_item_in(instance, id, Some(session), tag)
 }
 
 fn event_for(instance: &str) -> WorkItem {

@@ -6,6 +6,7 @@
 //! schema or file per run), the runner with its progress line, and the report
 //! formats (table, JSON, tracked markdown).
 
+pub mod batches;
 pub mod call_stats;
 pub mod cpu;
 pub mod progress;

@@ -111,6 +111,10 @@ pub struct RunRecord {
     /// Provider call latencies and the sleep probe (`--call-stats`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub calls: Vec<crate::call_stats::CallSummary>,
+    /// Calls per statement of duroxide-pg's coalesced operations (empty for
+    /// the other providers).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub batches: Vec<crate::batches::BatchSummary>,
 }
 
 impl RunRecord {
@@ -375,6 +379,9 @@ async fn run_cell(
     let factory = Prepared(provider);
     let on_server = !matches!(store, Store::Sqlite(_));
     let server_cpu = || server.filter(|_| on_server).and_then(|s| s.cpu());
+    let batches = crate::batches::BatchRecorder::global();
+    // Statements of an earlier run (its providers' last acks) are not this one's.
+    batches.map(crate::batches::BatchRecorder::drain);
     let cpu_before = (server_cpu(), crate::cpu::own_cpu());
     let outcome = match scenario {
         Scenario::Parallel => {
@@ -407,6 +414,13 @@ async fn run_cell(
         );
         c.summaries()
     });
+    let batches = batches.map_or_else(Vec::new, crate::batches::BatchRecorder::drain);
+    if !batches.is_empty() {
+        eprintln!(
+            "{kind} {scenario} {concurrency} #{repetition} calls per statement:\n{}",
+            crate::batches::table(&batches)
+        );
+    }
     let samples = sampler.map_or_else(Vec::new, |(task, samples)| {
         task.abort();
         std::mem::take(&mut *samples.lock().expect("samples"))
@@ -446,5 +460,6 @@ async fn run_cell(
         server_cpu_ms_per_orch: per_orch(cpu_before.0, cpu_after.0),
         client_cpu_ms_per_orch: per_orch(cpu_before.1, cpu_after.1),
         calls,
+        batches,
     })
 }

@@ -275,12 +275,8 @@ impl PostgresProvider {
             }
             None => None,
         };
-        let worker_prefetch = WorkerPrefetch::new(
-            config.worker_prefetch,
-            pool.clone(),
-            &sql.abandon_work_item,
-            &config.schema,
-        );
+        let worker_prefetch =
+            WorkerPrefetch::new(config.worker_prefetch, pool.clone(), &sql, &config.schema);
         // Background tasks get their own view of the store: the same pool,
         // no listener.
         let background_store = || Store {

@@ -1,6 +1,7 @@
 //! Worker queue and activity sessions: enqueue, peek-lock fetch, ack, renew,
 //! abandon, session heartbeats and orphan cleanup.
 
+pub(crate) mod batched_ack;
 pub(crate) mod prefetch;
 
 use std::time::Duration;
@@ -15,9 +16,7 @@ use crate::codes::TagMode;
 use crate::error::invalid_input;
 use crate::lease;
 use crate::long_poll::{self, Attempt, Waiter};
-use crate::signatures::{
-    AckWorkItemAndFetch, ActivityFound, ActivityWakeAt, EnqueueWorkerItem, LeasedActivity,
-};
+use crate::signatures::{ActivityWakeAt, EnqueueWorkerItem};
 use crate::store::Store;
 use prefetch::{Fetched, WorkerPrefetch};
 
@@ -128,7 +127,7 @@ pub(crate) async fn fetch(
                 .bind(&tags)
                 .fetch_one()
                 .await?;
-            match leased_item(p, OP, &row)? {
+            match leased_item(p, OP, batched_ack::leased_of_row(OP, &row)?)? {
                 Some(fetched) => {
                     prefetch.leased(&fetched.1, &key);
                     Ok(Attempt::Found(fetched))
@@ -142,29 +141,22 @@ pub(crate) async fn fetch(
     .await
 }
 
-/// The leased item of a `fetch_work_item`-shaped row (`o_work_item`,
-/// `o_lock_token`, `o_attempt_count`, `o_taken_over`); `None` when the row
-/// says nothing was ready.
+/// The leased item of a `fetch_work_item`-shaped row, decoded; `None` when
+/// the row says nothing was ready.
 /// An undecodable row stays locked and expires; the error names it.
 fn leased_item(
     p: &Store,
     op: &str,
-    row: &sqlx::postgres::PgRow,
+    leased: batched_ack::Leased,
 ) -> Result<Option<Fetched>, ProviderError> {
-    let found: ActivityFound = read_row(op, row)?;
-    if found.work_item.is_none() {
+    let Some((work_item, token, attempts, taken_over)) = leased else {
         return Ok(None);
-    }
-    if found.taken_over == Some(true) {
+    };
+    if taken_over == Some(true) {
         crate::metrics::lease_takeover(&p.schema, Queue::Worker);
     }
-    let leased: LeasedActivity = read_row(op, row)?;
-    let item = decode::<WorkItem>(op, &leased.work_item)?;
-    Ok(Some((
-        item,
-        leased.lock_token,
-        u32::try_from(leased.attempt_count).unwrap_or(0),
-    )))
+    let item = decode::<WorkItem>(op, &work_item)?;
+    Ok(Some((item, token, u32::try_from(attempts).unwrap_or(0))))
 }
 
 pub(crate) async fn ack(
@@ -200,25 +192,24 @@ pub(crate) async fn ack(
             .await?;
         return Ok(());
     };
-    let row = AckWorkItemAndFetch {
-        lock_token: token,
-        now_ms: now_ms(),
-        completion_instance: completion.as_ref().map(|c| c.instance),
-        completion_kind: completion.as_ref().map(|c| c.kind),
-        completion: completion.as_ref().map(|c| c.json.as_str()),
-        lock_timeout_ms: key.lock_timeout_ms,
-        owner_id: key.owner_id.as_deref(),
-        session_lock_ms: key.session_lock_ms,
-        tag_mode: key.tag_mode,
-        tags: &key.tags,
-    }
-    .bind_to(p.call(OP, &p.sql.ack_work_item_and_fetch))
-    .fetch_one()
-    .await?;
+    let member = batched_ack::AckMember {
+        token: token.to_string(),
+        completion: completion
+            .as_ref()
+            .map(|c| (c.instance.to_string(), c.kind, c.json.clone())),
+        key: key.clone(),
+    };
+    let alone =
+        async { Ok(batched_ack::one(&p.pool, &p.sql.ack_work_item_and_fetch, &member).await) };
+    let leased = prefetch
+        .acks
+        .call(member.clone(), alone)
+        .await
+        .and_then(|outcome| outcome)?;
     // The ack has committed: a problem with the item leased ahead must not
     // fail it. An undecodable item stays leased, expires, and its next fetch
     // reports it.
-    match leased_item(p, OP, &row) {
+    match leased_item(p, OP, leased) {
         Ok(Some(fetched)) => prefetch.hold(key, fetched),
         Ok(None) => {}
         Err(e) => tracing::warn!(

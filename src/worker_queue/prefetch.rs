@@ -22,10 +22,13 @@ use std::time::{Duration, Instant};
 use duroxide::providers::WorkItem;
 
 use super::FetchKey;
+use super::batched_ack::{self, AckMember, AckOutcome};
 use crate::call::{Call, Statement};
 use crate::clock::now_ms;
+use crate::coalesce::Coalescer;
 use crate::codes::Queue;
 use crate::connections::Connections;
+use crate::statements::Statements;
 
 /// Most items one provider holds leased ahead at once.
 pub(crate) const LIMIT: usize = 4;
@@ -68,23 +71,30 @@ pub(crate) struct WorkerPrefetch {
     abandon_sql: Arc<Statement>,
     /// The provider's schema: the `schema` label of the prefetch metric.
     schema: Arc<str>,
+    /// The acks that lease ahead, coalesced: the acks of slots that finish
+    /// while another ack is on the wire share its next statement.
+    pub(crate) acks: Coalescer<AckMember, AckOutcome>,
 }
 
 impl WorkerPrefetch {
-    pub(crate) fn new(
-        enabled: bool,
-        pool: Connections,
-        abandon_sql: &Statement,
-        schema: &str,
-    ) -> Self {
+    pub(crate) fn new(enabled: bool, pool: Connections, sql: &Statements, schema: &str) -> Self {
         Self {
+            acks: Coalescer::new(
+                "ack_work_item",
+                schema,
+                batched_ack::many(
+                    pool.clone(),
+                    sql.ack_work_items_and_fetch.clone(),
+                    sql.ack_work_item_and_fetch.clone(),
+                ),
+            ),
             enabled,
             state: Arc::new(Mutex::new(State {
                 leased: HashMap::new(),
                 held: Vec::new(),
             })),
             pool,
-            abandon_sql: Arc::new(abandon_sql.clone()),
+            abandon_sql: Arc::new(sql.abandon_work_item.clone()),
             schema: Arc::from(schema),
         }
     }

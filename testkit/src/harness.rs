@@ -131,14 +131,24 @@ pub fn start_item(instance: &str, name: &str) -> WorkItem {
 
 /// An `ActivityExecute` item (execution 1, activity id `id`) for `instance`.
 pub fn activity_item(instance: &str, id: u64) -> WorkItem {
+    activity_item_in(instance, id, None, None)
+}
+
+/// As [`activity_item`], of session `session` and with tag `tag`.
+pub fn activity_item_in(
+    instance: &str,
+    id: u64,
+    session: Option<&str>,
+    tag: Option<&str>,
+) -> WorkItem {
     WorkItem::ActivityExecute {
         instance: instance.into(),
         execution_id: 1,
         id,
         name: "Act".into(),
         input: "x".into(),
-        session_id: None,
-        tag: None,
+        session_id: session.map(str::to_string),
+        tag: tag.map(str::to_string),
     }
 }
 
