@@ -143,9 +143,14 @@ where
         let (state, send_many) = (Arc::clone(&self.state), Arc::clone(&self.send_many));
         let (operation, schema) = (self.operation, self.schema.clone());
         runtime.spawn(async move {
-            while let Some(batch) = next_batch(&state) {
+            let mut sender = Sender {
+                state: &state,
+                idle: false,
+            };
+            while let Some(batch) = next_batch(sender.state) {
                 send(batch, &send_many, operation, &schema).await;
             }
+            sender.idle = true;
         });
     }
 }
@@ -184,6 +189,29 @@ where
 {
     fn drop(&mut self) {
         self.0.hand_over();
+    }
+}
+
+/// The task sending an operation's batches. If it ends before the
+/// operation is idle (it panicked, or its runtime shut down with it
+/// mid-batch), the operation is marked idle here and the waiting calls are
+/// told their batch was not sent: otherwise every later call would wait for
+/// a statement that never ends.
+struct Sender<'s, K, R> {
+    state: &'s Mutex<State<K, R>>,
+    idle: bool,
+}
+
+impl<K, R> Drop for Sender<'_, K, R> {
+    fn drop(&mut self) {
+        if self.idle {
+            return;
+        }
+        // A panic elsewhere may have poisoned the lock; the state is still
+        // consistent (every change under it is a single assignment).
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.forming.clear();
+        state.in_flight = state.in_flight.saturating_sub(1);
     }
 }
 
@@ -440,6 +468,36 @@ mod tests {
             assert_eq!(f.await.unwrap(), Ok(k * 2));
         }
         assert_eq!(*sizes.lock().unwrap(), [1]);
+    }
+
+    #[tokio::test]
+    async fn a_sending_task_that_panics_leaves_the_operation_usable() {
+        let c = Arc::new(
+            Coalescer::new(
+                "test",
+                "test",
+                Arc::new(|_: Vec<u32>| -> Sent<u32> { Box::pin(async { panic!("send failed") }) }),
+            )
+            .with_max_in_flight(1),
+        );
+        let (release, lead) = lead(&c, 1).await;
+        let followers = followers(&c, &[2, 3], &Arc::default()).await;
+        release.send(()).unwrap();
+        assert_eq!(lead.await.unwrap(), Ok(2));
+        for (_, f) in followers {
+            let e = f.await.unwrap().unwrap_err();
+            assert!(e.message.contains("not sent"), "{e:?}");
+        }
+        // Idle again: the next call goes out alone instead of waiting for a
+        // statement that will never end.
+        let next = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            c.call(5, async { Ok(10) }),
+        )
+        .await
+        .expect("the call after the panic went out");
+        assert_eq!(next, Ok(10));
+        assert_eq!(c.state.lock().unwrap().in_flight, 0);
     }
 
     #[tokio::test]

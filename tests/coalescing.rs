@@ -19,7 +19,7 @@ use duroxide_pg::metrics as m;
 use duroxide_pg::{PollMode, PostgresConfig, PostgresProvider, ProviderSqlState};
 use futures_util::future::join_all;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool};
 
 const LOCK: Duration = Duration::from_secs(30);
 /// Acks sent at once: more than can go out alone.
@@ -223,50 +223,133 @@ fn a_batch_through_pgbouncer_gives_each_member_its_outcome() {
     a_stale_member_among_good_ones(Via::PgBouncer);
 }
 
+/// Tags an array literal must quote (a comma, braces, a quote, a backslash,
+/// the word NULL, the empty tag) travel through a batch intact: every acked
+/// member's fetch, filtered by those tags, leases the slot's next activity,
+/// and each is later released unused (nobody fetches it).
+fn tags_travel_through_a_batch(via: Via) {
+    with_recorder(|snap| async move {
+        let p =
+            common::fresh_provider_via(via, "coaltags", |c| c.with_poll_mode(PollMode::PollOnly))
+                .await;
+        let tags = ["a,b", "{x}", "q\"uote", "back\\slash", "NULL", ""];
+        let filter = TagFilter::Tags(tags.iter().map(|t| (*t).to_string()).collect());
+        for k in 0..2 * ACKS {
+            let tag = tags[usize::try_from(k).unwrap() % tags.len()];
+            p.enqueue_for_worker(common::activity_item_in(
+                &format!("c{k}"),
+                k,
+                None,
+                Some(tag),
+            ))
+            .await
+            .unwrap();
+        }
+        let mut tokens = Vec::new();
+        for _ in 0..ACKS {
+            let (item, token, _) = p
+                .fetch_work_item(LOCK, Duration::ZERO, None, &filter)
+                .await
+                .unwrap()
+                .expect("a tagged activity");
+            let WorkItem::ActivityExecute { id, .. } = item else {
+                panic!("not an activity: {item:?}")
+            };
+            tokens.push((token, id));
+        }
+        for r in ack_together(&p, &tokens).await {
+            r.unwrap();
+        }
+        // Every ack leased ahead (the batch's members with the tags it
+        // carried as literals); each held item is released within the hold.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        loop {
+            let recorded = recorded(&snap);
+            if seen.is_empty() {
+                seen = batch_sizes(&recorded);
+            }
+            let leased_ahead: u64 = recorded
+                .iter()
+                .filter(|(key, _)| key.name() == m::PREFETCH)
+                .map(|(_, v)| match v {
+                    DebugValue::Counter(n) => *n,
+                    other => panic!("not a counter: {other:?}"),
+                })
+                .sum();
+            if leased_ahead == ACKS {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{leased_ahead} of {ACKS} acks leased ahead"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(seen.iter().any(|&s| s > 1.0), "no batch formed: {seen:?}");
+        p.cleanup_schema().await.unwrap();
+    });
+}
+
+#[test]
+fn tags_travel_through_a_batch_direct() {
+    tags_travel_through_a_batch(Via::Direct);
+}
+
+#[test]
+fn tags_travel_through_a_batch_through_pgbouncer() {
+    tags_travel_through_a_batch(Via::PgBouncer);
+}
+
 /// A member the server refuses (here a trigger raises for its completion,
 /// as a constraint would): the batch statement fails as a whole, nothing of
 /// it is applied, and each member is sent alone, so the refused one fails
 /// with its own error while every other commits.
-#[tokio::test]
-async fn a_failing_member_fails_alone_and_the_others_commit() {
-    let p = common::fresh_provider_configured("coalfail", |c| c.with_poll_mode(PollMode::PollOnly))
-        .await;
-    let schema = p.schema_name().to_string();
-    let admin = PgPool::connect(&database_url()).await.unwrap();
-    sqlx::raw_sql(&format!(
-        "CREATE FUNCTION \"{schema}\".refuse_c3() RETURNS trigger LANGUAGE plpgsql AS $$
+#[test]
+fn a_failing_member_fails_alone_and_the_others_commit() {
+    with_recorder(|snap| async move {
+        let p =
+            common::fresh_provider_configured("coalfail", |c| c.with_poll_mode(PollMode::PollOnly))
+                .await;
+        let schema = p.schema_name().to_string();
+        let admin = PgPool::connect(&database_url()).await.unwrap();
+        sqlx::raw_sql(&format!(
+            "CREATE FUNCTION \"{schema}\".refuse_c3() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN RAISE EXCEPTION 'c3 refused' USING ERRCODE = '23514'; END $$;
          CREATE TRIGGER refuse_c3 BEFORE INSERT ON \"{schema}\".orchestrator_queue
          FOR EACH ROW WHEN (NEW.instance_id = 'c3') EXECUTE FUNCTION \"{schema}\".refuse_c3();"
-    ))
-    .execute(&admin)
-    .await
-    .unwrap();
-    let tokens = leased(&p, ACKS, None).await;
+        ))
+        .execute(&admin)
+        .await
+        .unwrap();
+        let tokens = leased(&p, ACKS, None).await;
 
-    let results = ack_together(&p, &tokens).await;
+        let results = ack_together(&p, &tokens).await;
 
-    for (i, r) in results.iter().enumerate() {
-        if i == 3 {
-            let e = r.as_ref().unwrap_err();
-            assert!(
-                e.message.contains("c3 refused") && e.message.contains("(SQLSTATE 23514)"),
-                "{e:?}"
-            );
-        } else {
-            r.as_ref().unwrap_or_else(|e| panic!("member {i}: {e:?}"));
+        for (i, r) in results.iter().enumerate() {
+            if i == 3 {
+                let e = r.as_ref().unwrap_err();
+                assert!(
+                    e.message.contains("c3 refused") && e.message.contains("(SQLSTATE 23514)"),
+                    "{e:?}"
+                );
+            } else {
+                r.as_ref().unwrap_or_else(|e| panic!("member {i}: {e:?}"));
+            }
         }
-    }
-    let good: Vec<(String, u64)> = tokens.iter().filter(|(_, id)| *id != 3).cloned().collect();
-    assert_eq!(completions(&admin, &schema).await, sorted_instances(&good));
-    // The refused member's row is still leased to it: nothing of it applied.
-    let left: Vec<String> =
-        sqlx::query_scalar(&format!("SELECT lock_token FROM \"{schema}\".worker_queue"))
-            .fetch_all(&admin)
-            .await
-            .unwrap();
-    assert_eq!(left, [tokens[3].0.clone()]);
-    p.cleanup_schema().await.unwrap();
+        let good: Vec<(String, u64)> = tokens.iter().filter(|(_, id)| *id != 3).cloned().collect();
+        assert_eq!(completions(&admin, &schema).await, sorted_instances(&good));
+        // The refused member's row is still leased to it: nothing of it applied.
+        let left: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT lock_token FROM \"{schema}\".worker_queue"))
+                .fetch_all(&admin)
+                .await
+                .unwrap();
+        assert_eq!(left, [tokens[3].0.clone()]);
+        let sizes = batch_sizes(&recorded(&snap));
+        assert!(sizes.iter().any(|&s| s > 1.0), "no batch formed: {sizes:?}");
+        p.cleanup_schema().await.unwrap();
+    });
 }
 
 /// Four providers (four runtimes' worth of worker slots) ack activities of
@@ -340,5 +423,85 @@ fn batches_on_shared_sessions_from_four_providers_never_deadlock() {
         let expected = usize::try_from(ROUNDS * 4 * PER_PROVIDER).unwrap();
         assert_eq!(completions(&admin, &schema).await.len(), expected);
         providers[0].cleanup_schema().await.unwrap();
+    });
+}
+
+/// A batch never waits for a worker row another transaction holds. That
+/// transaction (a cancellation or a delete taking several activities of one
+/// instance, here a raw one) holds one member's row and then asks for the
+/// row of a member the batch locks before it. Were the batch to wait, the
+/// two would deadlock (40P01 after the deadlock timeout); instead the batch
+/// leaves the held member to be sent alone, which waits safely.
+#[test]
+fn a_batch_never_waits_for_a_row_another_transaction_holds() {
+    with_recorder(|snap| async move {
+        let p = std::sync::Arc::new(
+            common::fresh_provider_configured("coalheld", |c| c.with_poll_mode(PollMode::PollOnly))
+                .await,
+        );
+        let schema = p.schema_name().to_string();
+        let tokens = leased(&p, ACKS, None).await;
+        // The first two acks go out alone; the batch takes the rest in token
+        // order. `first` is the batch's first row, `held` its last.
+        let mut batch: Vec<&str> = tokens[2..].iter().map(|(t, _)| t.as_str()).collect();
+        batch.sort_unstable();
+        let (first, held) = (batch[0].to_string(), batch[batch.len() - 1].to_string());
+
+        let mut other = sqlx::PgConnection::connect(&database_url()).await.unwrap();
+        let other_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut other)
+            .await
+            .unwrap();
+        let mut tx = other.begin().await.unwrap();
+        let lock_row = format!(
+            "SELECT id FROM \"{schema}\".worker_queue WHERE lock_token = $1 FOR UPDATE"
+        );
+        sqlx::query_scalar::<_, i64>(&lock_row)
+            .bind(&held)
+            .fetch_optional(&mut *tx)
+            .await
+            .unwrap();
+
+        let acks = tokio::spawn({
+            let (p, tokens) = (std::sync::Arc::clone(&p), tokens.clone());
+            async move { ack_together(&p, &tokens).await }
+        });
+        // Until an ack waits for the held row.
+        let admin = PgPool::connect(&database_url()).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))",
+            )
+            .bind(other_pid)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no ack waited");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The other transaction goes on to the batch's first row.
+        sqlx::query_scalar::<_, i64>(&lock_row)
+            .bind(&first)
+            .fetch_optional(&mut *tx)
+            .await
+            .expect("the other transaction must not deadlock");
+        tx.commit().await.unwrap();
+
+        for r in acks.await.unwrap() {
+            r.unwrap();
+        }
+        let recorded = recorded(&snap);
+        let failed: Vec<String> = recorded
+            .iter()
+            .filter(|(key, _)| key.name() == m::ERRORS)
+            .map(|(key, value)| format!("{key:?} {value:?}"))
+            .collect();
+        assert!(failed.is_empty(), "calls failed: {failed:?}");
+        assert_eq!(worker_rows(&admin, &schema).await, 0);
+        p.cleanup_schema().await.unwrap();
     });
 }

@@ -159,11 +159,12 @@ async fn an_ack_whose_answer_was_lost_is_applied_once() {
     p.cleanup_schema().await.unwrap();
 }
 
-/// A partition swallows worker acks sent together (the first ones alone,
-/// the rest coalesced into one statement behind them): every ack fails
-/// within its bound as retryable, never with another member's outcome.
-/// Retried after the network recovers, each completion is enqueued exactly
-/// once, whether the retry or the held request got there first.
+/// A partition swallows worker acks sent together: the first ones go out
+/// alone and get no answer; the rest, queued behind them as one batch, then
+/// cannot open a connection. Every ack fails within its bound as
+/// retryable. Retried after the network recovers, each completion is
+/// enqueued exactly once, whether the retry or a held request got there
+/// first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coalesced_acks_whose_answer_was_lost_are_applied_once() {
     let (proxy, url) = proxy().await;

@@ -15,13 +15,19 @@ DECLARE
     v_lease    TEXT;
     v_unheld   BIGINT := 0::BIGINT;
 BEGIN
-    -- Acks in token order, so that batches running at once lock their
-    -- worker rows in one order. A member whose lease is gone is skipped, not
-    -- raised: one stale token must not undo the others.
+    -- A batch holds the rows of several members at once, so it never waits
+    -- for another transaction's row (that one may be waiting for a row of
+    -- this batch: a cancellation or delete taking several activities of one
+    -- instance, a session heartbeat). A member whose row another
+    -- transaction holds is left alone like one whose lease is gone, neither
+    -- raised: the caller sends it alone, where waiting is safe.
     FOR v_i IN SELECT m.i FROM generate_subscripts(p_lock_tokens, 1) AS m(i)
                 ORDER BY p_lock_tokens[m.i] LOOP
         DELETE FROM worker_queue q
-         WHERE q.lock_token = p_lock_tokens[v_i] AND q.locked_until > p_now_ms
+         WHERE q.id = (SELECT w.id FROM worker_queue w
+                        WHERE w.lock_token = p_lock_tokens[v_i]
+                          AND w.locked_until > p_now_ms
+                          FOR UPDATE SKIP LOCKED)
         RETURNING q.session_id INTO v_session;
         CONTINUE WHEN NOT FOUND;
         v_acked := v_acked || v_i;
@@ -38,11 +44,7 @@ BEGIN
             END IF;
         END IF;
     END LOOP;
-    -- Sessions after every worker row, in session order: two batches that
-    -- touch the same sessions lock them in one order.
-    FOR v_session IN SELECT DISTINCT s FROM unnest(v_sessions) AS s ORDER BY s LOOP
-        PERFORM touch_session(v_session, p_now_ms);
-    END LOOP;
+    PERFORM touch_sessions(v_sessions, p_now_ms);
     -- One hint for the batch, not one per member.
     PERFORM notify_work('o', v_unheld);
     FOR v_i IN SELECT m.i FROM generate_subscripts(p_lock_tokens, 1) AS m(i) ORDER BY m.i LOOP
@@ -59,8 +61,8 @@ BEGIN
 END;
 $function$;
 COMMENT ON FUNCTION ack_work_items_and_fetch(p_lock_tokens text[], p_now_ms bigint, p_completion_instances text[], p_completion_kinds text[], p_completions text[], p_lock_timeout_ms bigint[], p_owner_ids text[], p_session_lock_ms bigint[], p_tag_modes smallint[], p_tag_lists text[]) IS $c$Implements Provider::ack_work_item with lease-ahead for several slots of one provider at once (member i = element i of every array): each member's ack_work_item, then each acked member's fetch_work_item, in one transaction.
-Locks: the worker_queue rows of the acked tokens (DELETE, in lock-token order), then the sessions rows those rows belonged to (touch_session, in session_id order); FOR SHARE SKIP LOCKED on each completion instance's live lease row (live_lease_token, never waits); then those of fetch_work_item per acked member (SKIP LOCKED and try-locks: never waits for another fetch).
-Rows: per acked member, those of ack_work_item (its worker_queue row deleted, its completion enqueued, held when the instance's lease is live) and of fetch_work_item (one worker_queue row leased, at most one sessions row claimed); a member whose lease is gone changes nothing.
-Errors: none of its own: a member whose lease is gone (cancelled, deleted, expired) returns o_acked = FALSE, and the caller sends it alone for its DXT02.
+Locks: never waits for a row another transaction holds: FOR UPDATE SKIP LOCKED on the worker_queue row of each token (in lock-token order, then deleted); the sessions rows of the acked rows through touch_sessions (SKIP LOCKED); FOR SHARE SKIP LOCKED on each completion instance's live lease row (live_lease_token); then those of fetch_work_item per acked member (SKIP LOCKED and try-locks).
+Rows: per acked member, those of ack_work_item (its worker_queue row deleted, its completion enqueued, held when the instance's lease is live; its session's last_activity_at bumped unless another transaction holds that row) and of fetch_work_item (one worker_queue row leased, at most one sessions row claimed); a member not acked changes nothing.
+Errors: none of its own: a member whose lease is gone (cancelled, deleted, expired) or whose row another transaction holds returns o_acked = FALSE, and the caller sends it alone (ack_work_item_and_fetch), which fails with DXT02 or waits for that row.
 Called by: the Rust provider (worker acks of one provider that coalesce while another is on the wire, src/worker_queue/batched_ack.rs).
 Notes: one row per member in member order (o_member, 1-based); an acked member's row is its fetch's (NULL item when nothing was eligible); p_tag_lists[i] is member i's tags as an array literal (arrays of arrays cannot be ragged); one 'o' hint with the number of completions not held; times are ms since the Unix epoch, passed in as p_now_ms.$c$;

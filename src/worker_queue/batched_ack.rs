@@ -78,8 +78,10 @@ pub(crate) async fn one(
 /// Sends coalesced acks as one `ack_work_items_and_fetch`, each member
 /// with its own outcome:
 /// - an acked member gets what its fetch leased;
-/// - a member whose lease was gone changed nothing in the batch and is sent
-///   alone, so that it fails with exactly the error a lone ack gets;
+/// - a member whose lease was gone, or whose row another transaction held
+///   (the batch never waits for one), changed nothing in the batch and is
+///   sent alone: it fails with exactly the error a lone ack gets, or waits
+///   for the row as a lone ack does;
 /// - when the statement fails with the server's answer (a deadlock, a
 ///   timeout), nothing was applied, and each member is sent alone;
 /// - when no answer came (the connection broke), the outcome is unknown:
