@@ -225,7 +225,7 @@ COMMENT ON FUNCTION fetch_work_item(bigint, bigint, text, bigint, smallint, text
 Locks: FOR UPDATE SKIP LOCKED on the candidate row and, for a session row, a transaction-scoped advisory try-lock (lock_key('session', id)) and FOR UPDATE SKIP LOCKED on its sessions row (a row another transaction holds, e.g. an ack's touch_session, passes the item over); never waits for another transaction; at most 16 candidates per call.
 Rows: worker_queue: one row leased (new lock_token, locked_until = p_now_ms + p_lock_timeout_ms, attempt_count + 1); sessions: for a session row, upserted to p_owner_id with locked_until = p_now_ms + p_session_lock_ms when unowned, expired or already p_owner_id's (otherwise the row is skipped).
 Errors: none.
-Called by: the Rust provider (Provider::fetch_work_item, repeated by its long-poll loop) and ack_work_item_and_fetch.
+Called by: the Rust provider (Provider::fetch_work_item, repeated by its long-poll loop), ack_work_item_and_fetch and ack_work_items_and_fetch.
 Notes: eligible = visible, unlocked or lease expired, tag accepted by p_tag_mode (0 untagged only, 1 tag in p_tags, 2 untagged or in p_tags, other values any), session-less when p_owner_id is NULL, else session-less or of a session no other worker holds. o_taken_over: the lease taken had expired in another holder's hands. Nothing leased: one row with NULL item and o_wake_at = the earliest future visible time or lease expiry, or p_now_ms + 1 when eligible rows were held by another transaction; times are ms since the Unix epoch, passed in as p_now_ms.$c$;
 
 -- commit_lease_asynchronously: a transaction that only leases need not wait
@@ -338,3 +338,17 @@ Rows: candidates are expired leases (oldest expiry first), then untagged visible
 Errors: none.
 Called by: the Rust provider (Provider::fetch_orchestration_item, repeated by its long-poll loop).
 Notes: a lease commits without waiting for its WAL flush (commit_lease_asynchronously); p_min_version/p_max_version are {major,minor,patch} (NULL: no filter); a candidate pinned outside the range is skipped without being locked (instance_compatible). Leased: the row of lease_instance (o_taken_over: an expired lease was taken over). Nothing leased: one row with NULL o_instance_id and o_wake_at = the earliest future visible time or live-lease expiry, or p_now_ms + 1 when another transaction held a candidate's advisory lock (NULL: nothing pending); times are ms since the Unix epoch, passed in as p_now_ms.$c$;
+
+-- The helpers ack_work_items_and_fetch calls: their contracts name it.
+COMMENT ON FUNCTION live_lease_token(text, bigint) IS $c$The token of p_instance_id's live lease, or NULL when it has none or its lease row is being changed right now.
+Locks: FOR SHARE SKIP LOCKED on the live lease row, kept to commit (never waits): that lease's ack or abandon then waits for the caller's commit and sees what it stored.
+Rows: reads instance_locks.
+Errors: none.
+Called by: enqueue_orchestrator_item, ack_work_item and ack_work_items_and_fetch (to store a message held for the lease); internal helper without SET: runs under its caller's search_path.
+Notes: a NULL result is always safe: the caller then stores the message untagged and notifies; times are ms since the Unix epoch, passed in as p_now_ms.$c$;
+COMMENT ON FUNCTION notify_work(text, bigint) IS $c$Wake-up hint that p_count items became visible: NOTIFY on notify_channel() with payload p_queue || p_count (p_queue 'o' orchestrator, 'w' worker); nothing when p_count is 0, negative or NULL.
+Locks: none.
+Rows: none.
+Errors: none.
+Called by: enqueue_orchestrator_item, ack_orchestration_item, abandon_orchestration_item, enqueue_worker_item, ack_work_item, ack_work_items_and_fetch and abandon_work_item; internal helper without SET: runs under its caller's search_path.
+Notes: delivered at commit; a hint only: fetchers always re-check the tables.$c$;

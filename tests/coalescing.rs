@@ -453,9 +453,8 @@ fn a_batch_never_waits_for_a_row_another_transaction_holds() {
             .await
             .unwrap();
         let mut tx = other.begin().await.unwrap();
-        let lock_row = format!(
-            "SELECT id FROM \"{schema}\".worker_queue WHERE lock_token = $1 FOR UPDATE"
-        );
+        let lock_row =
+            format!("SELECT id FROM \"{schema}\".worker_queue WHERE lock_token = $1 FOR UPDATE");
         sqlx::query_scalar::<_, i64>(&lock_row)
             .bind(&held)
             .fetch_optional(&mut *tx)

@@ -20,5 +20,5 @@ COMMENT ON FUNCTION live_lease_token(p_instance_id text, p_now_ms bigint) IS $c$
 Locks: FOR SHARE SKIP LOCKED on the live lease row, kept to commit (never waits): that lease's ack or abandon then waits for the caller's commit and sees what it stored.
 Rows: reads instance_locks.
 Errors: none.
-Called by: enqueue_orchestrator_item and ack_work_item (to store a message held for the lease); internal helper without SET: runs under its caller's search_path.
+Called by: enqueue_orchestrator_item, ack_work_item and ack_work_items_and_fetch (to store a message held for the lease); internal helper without SET: runs under its caller's search_path.
 Notes: a NULL result is always safe: the caller then stores the message untagged and notifies; times are ms since the Unix epoch, passed in as p_now_ms.$c$;

@@ -16,5 +16,5 @@ COMMENT ON FUNCTION notify_work(p_queue text, p_count bigint) IS $c$Wake-up hint
 Locks: none.
 Rows: none.
 Errors: none.
-Called by: enqueue_orchestrator_item, ack_orchestration_item, abandon_orchestration_item, enqueue_worker_item, ack_work_item and abandon_work_item; internal helper without SET: runs under its caller's search_path.
+Called by: enqueue_orchestrator_item, ack_orchestration_item, abandon_orchestration_item, enqueue_worker_item, ack_work_item, ack_work_items_and_fetch and abandon_work_item; internal helper without SET: runs under its caller's search_path.
 Notes: delivered at commit; a hint only: fetchers always re-check the tables.$c$;
