@@ -42,10 +42,13 @@ impl HistogramFn for Tally {
     }
 }
 
+/// Each operation's tally, by its `operation` label.
+type Tallies = Vec<(String, Arc<Tally>)>;
+
 /// The recorder: one [`Tally`] per `operation` label.
 #[derive(Clone, Default)]
 pub struct BatchRecorder {
-    tallies: Arc<Mutex<Vec<(String, Arc<Tally>)>>>,
+    tallies: Arc<Mutex<Tallies>>,
 }
 
 /// One coalesced operation's statements during a run.
