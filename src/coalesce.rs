@@ -109,11 +109,12 @@ where
         };
         match waiting {
             Some(rx) => rx.await.unwrap_or_else(|_| {
-                // The sending task ended without answering: only when the
-                // runtime is shutting down.
+                // The sending task ended without answering: the runtime is
+                // shutting down, or the task panicked (`Sender`).
                 Err(ProviderError::retryable(
                     self.operation,
-                    "the batch this call joined was not sent (runtime shutting down)",
+                    "the batch this call joined was not sent (its sending task ended: \
+                     the runtime shutting down, or a panic)",
                 ))
             }),
             None => {

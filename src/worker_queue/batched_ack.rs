@@ -90,8 +90,8 @@ pub(crate) fn many(
     pool: Connections,
     batch: Statement,
     single: Statement,
-) -> SendMany<AckMember, AckOutcome> {
-    Arc::new(move |members: Vec<AckMember>| -> Sent<AckOutcome> {
+) -> SendMany<Arc<AckMember>, AckOutcome> {
+    Arc::new(move |members: Vec<Arc<AckMember>>| -> Sent<AckOutcome> {
         let (pool, batch, single) = (pool.clone(), batch.clone(), single.clone());
         Box::pin(async move {
             let rows = match send_batch(&pool, &batch, &members).await {
@@ -142,10 +142,10 @@ const BATCH: &str = "ack_work_items_and_fetch";
 async fn send_batch(
     pool: &Connections,
     batch: &Statement,
-    members: &[AckMember],
+    members: &[Arc<AckMember>],
 ) -> Result<Vec<MemberLeased>, ProviderError> {
-    fn each<'m, T>(members: &'m [AckMember], f: impl Fn(&'m AckMember) -> T) -> Vec<T> {
-        members.iter().map(f).collect()
+    fn each<'m, T>(members: &'m [Arc<AckMember>], f: impl Fn(&'m AckMember) -> T) -> Vec<T> {
+        members.iter().map(|m| f(m)).collect()
     }
     // Arrays of arrays cannot be ragged: each member's tags travel as one
     // array literal, cast back on the server.

@@ -192,18 +192,18 @@ pub(crate) async fn ack(
             .await?;
         return Ok(());
     };
-    let member = batched_ack::AckMember {
+    // Shared, not copied: the coalescer keeps the member while it waits, and
+    // a completion's payload can be megabytes.
+    let member = std::sync::Arc::new(batched_ack::AckMember {
         token: token.to_string(),
-        completion: completion
-            .as_ref()
-            .map(|c| (c.instance.to_string(), c.kind, c.json.clone())),
+        completion: completion.map(|c| (c.instance.to_string(), c.kind, c.json)),
         key: key.clone(),
-    };
+    });
     let alone =
         async { Ok(batched_ack::one(&p.pool, &p.sql.ack_work_item_and_fetch, &member).await) };
     let leased = prefetch
         .acks
-        .call(member.clone(), alone)
+        .call(std::sync::Arc::clone(&member), alone)
         .await
         .and_then(|outcome| outcome)?;
     // The ack has committed: a problem with the item leased ahead must not

@@ -73,7 +73,7 @@ pub(crate) struct WorkerPrefetch {
     schema: Arc<str>,
     /// The acks that lease ahead, coalesced: the acks of slots that finish
     /// while another ack is on the wire share its next statement.
-    pub(crate) acks: Coalescer<AckMember, AckOutcome>,
+    pub(crate) acks: Coalescer<Arc<AckMember>, AckOutcome>,
 }
 
 impl WorkerPrefetch {
