@@ -130,6 +130,10 @@ pub(crate) struct Credentials {
     source: Arc<dyn CredentialSource>,
     /// The current credential and when to replace it.
     cached: Mutex<Option<(Credential, Option<SystemTime>)>>,
+    /// Held while the source is asked: connections that open at once, and the
+    /// background refresher, when a token falls due ask the source once, not
+    /// once each.
+    asking: tokio::sync::Mutex<()>,
     /// Set by the provider's `close()`: the refresher stops.
     stopped: std::sync::atomic::AtomicBool,
     /// Called with every new credential (sqlx pools cannot ask us).
@@ -141,6 +145,7 @@ impl Credentials {
         Arc::new(Self {
             source,
             cached: Mutex::new(None),
+            asking: tokio::sync::Mutex::new(()),
             stopped: std::sync::atomic::AtomicBool::new(false),
             subscribers: Mutex::new(Vec::new()),
         })
@@ -152,12 +157,29 @@ impl Credentials {
         &self,
         options: PgConnectOptions,
     ) -> Result<PgConnectOptions, CredentialError> {
-        let cached = self.cached.lock().expect("credential cache").clone();
-        let credential = match cached {
-            Some((c, Some(refresh_at))) if SystemTime::now() < refresh_at => c,
-            _ => self.refresh().await?,
-        };
+        let credential = self.current().await?;
         Ok(options.password(&credential.password))
+    }
+
+    /// The cached credential while it is not due, else a fresh one. Whoever
+    /// waited for another caller's ask takes that answer instead of asking
+    /// again; a credential without an expiry is asked for at every use.
+    async fn current(&self) -> Result<Credential, CredentialError> {
+        if let Some(c) = self.cached_if_not_due() {
+            return Ok(c);
+        }
+        let _asking = self.asking.lock().await;
+        match self.cached_if_not_due() {
+            Some(c) => Ok(c),
+            None => self.refresh().await,
+        }
+    }
+
+    fn cached_if_not_due(&self) -> Option<Credential> {
+        match self.cached.lock().expect("credential cache").as_ref() {
+            Some((c, Some(refresh_at))) if SystemTime::now() < *refresh_at => Some(c.clone()),
+            _ => None,
+        }
     }
 
     /// [`Credentials::apply`] for opening a connection: a failing token
@@ -248,7 +270,7 @@ impl Credentials {
                 if this.stopped.load(std::sync::atomic::Ordering::Acquire) {
                     return;
                 }
-                if let Err(e) = this.refresh().await {
+                if let Err(e) = this.current().await {
                     tracing::warn!(
                         target: "duroxide_pg",
                         error = %e,
@@ -259,5 +281,70 @@ impl Credentials {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A source that counts its calls and answers after `delay`, with a
+    /// credential valid for `life`.
+    fn slow_counting_source(
+        asked: &Arc<AtomicUsize>,
+        delay: Duration,
+        life: Option<Duration>,
+    ) -> Arc<dyn CredentialSource> {
+        let asked = asked.clone();
+        Arc::new(credential_fn(move || {
+            asked.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(delay).await;
+                let c = Credential::new("pw");
+                Ok(match life {
+                    Some(life) => c.expiring_at(SystemTime::now() + life),
+                    None => c,
+                })
+            }
+        }))
+    }
+
+    /// Regression: connections opening at once each asked the source while
+    /// the first ask was still out (a pool filling up, or a token falling due
+    /// under load, sent a burst of calls to the token service).
+    #[tokio::test]
+    async fn callers_at_once_share_one_ask_of_an_expiring_credential() {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let credentials = Credentials::new(slow_counting_source(
+            &asked,
+            Duration::from_millis(100),
+            Some(Duration::from_secs(3600)),
+        ));
+        let answers = futures_util::future::join_all((0..5).map(|_| credentials.current())).await;
+        assert!(answers.iter().all(|a| a.is_ok()));
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+        credentials.current().await.unwrap();
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            1,
+            "a cached token not due is used"
+        );
+    }
+
+    /// A credential that does not say when it expires is asked for at every
+    /// use (a source that rotates passwords relies on it), callers at once
+    /// included.
+    #[tokio::test]
+    async fn a_credential_without_expiry_is_asked_for_at_every_use() {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let credentials = Credentials::new(slow_counting_source(
+            &asked,
+            Duration::from_millis(20),
+            None,
+        ));
+        let answers = futures_util::future::join_all((0..3).map(|_| credentials.current())).await;
+        assert!(answers.iter().all(|a| a.is_ok()));
+        assert_eq!(asked.load(Ordering::SeqCst), 3);
     }
 }
