@@ -1,7 +1,8 @@
 //! Reliability across processes: runtimes in child processes that are
 //! killed (SIGKILL), paused past their leases (SIGSTOP/SIGCONT), started 16 at
 //! once on an empty database, four of them contending for 1,000 fan-out
-//! orchestrations on a private cluster (about 20 s), and two of them whose
+//! orchestrations on a private cluster (about 12 s; sessions shared across
+//! processes, worker acks sent in batches), and two of them whose
 //! clocks differ by 0.5 s, 5 s or 60 s either way (the clock of a debug
 //! build's provider is moved by `DUROXIDE_PG_TEST_CLOCK_OFFSET_MS`). On
 //! demand, a soak runs a schedule of faults under load and checks the store.
@@ -38,7 +39,8 @@ const WAIT: Duration = Duration::from_secs(90);
 
 /// "Job": two activities in sequence, a 300 ms timer, and a sub-orchestration
 /// running one more activity; output `done-<input>`. "FanOut": five
-/// activities in parallel. Each activity records its run (instance, input,
+/// activities in parallel, two of them on a session shared by every eighth
+/// orchestration. Each activity records its run (instance, input,
 /// process id) in `<schema>.activity_runs` before it sleeps.
 fn registries(url: &str, schema: &str) -> (ActivityRegistry, OrchestrationRegistry) {
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -84,8 +86,19 @@ fn registries(url: &str, schema: &str) -> (ActivityRegistry, OrchestrationRegist
         .register(
             "FanOut",
             |ctx: OrchestrationContext, n: String| async move {
+                // Two of the five on a session that eight orchestrations
+                // share: acks that touch session rows, batched with acks
+                // that do not, from every process at once.
+                let session = format!("s{}", n.parse::<u64>().unwrap_or(0) % 8);
                 let calls: Vec<_> = (0..5)
-                    .map(|i| ctx.schedule_activity("Work", format!("{n}/{i}:5")))
+                    .map(|i| {
+                        let input = format!("{n}/{i}:5");
+                        if i >= 3 {
+                            ctx.schedule_activity_on_session("Work", input, session.as_str())
+                        } else {
+                            ctx.schedule_activity("Work", input)
+                        }
+                    })
                     .collect();
                 let results = ctx.join(calls).await;
                 Ok(format!(
@@ -561,7 +574,9 @@ async fn concurrent_start() -> Result<(), Failed> {
 
 /// Four runtime processes with 4:4 slots each run 1,000 fan-out
 /// orchestrations on one schema of a private cluster: all complete, none
-/// twice, and the server logged no deadlock.
+/// twice, and the server logged no deadlock, while each process sent its
+/// worker acks in batches (`ack_work_items_and_fetch`, counted by the
+/// server) whose rows and sessions the other processes' batches wanted too.
 async fn contention() -> Result<(), Failed> {
     const N: usize = 1000;
     let cluster = duroxide_pg_testkit::local_cluster::PrivateCluster::start()?;
@@ -571,7 +586,12 @@ async fn contention() -> Result<(), Failed> {
         PostgresProvider::connect(PostgresConfig::new(&url).with_schema(schema.clone())).await?,
     );
     create_runs_table(&p, &schema).await;
-    let _children: Vec<RuntimeChild> = (0..4)
+    // Counts the stored functions' calls (the children's sessions inherit
+    // it): the batches of worker acks the processes sent are read at the end.
+    sqlx::query("ALTER DATABASE postgres SET track_functions = 'pl'")
+        .execute(p.pool())
+        .await?;
+    let children: Vec<RuntimeChild> = (0..4)
         .map(|_| RuntimeChild::spawn(&url, &schema, 4, 30_000))
         .collect();
     let client = Client::new(p.clone());
@@ -600,12 +620,30 @@ async fn contention() -> Result<(), Failed> {
             return Err(format!("{id}: {completions} completions").into());
         }
     }
+    let elapsed = started.elapsed();
+    // The children's backends report their function calls when they exit.
+    drop(children);
+    let batch_calls = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_user_functions \
+             WHERE funcname = 'ack_work_items_and_fetch'",
+        )
+        .fetch_one(p.pool())
+        .await
+        .unwrap_or(0)
+    };
+    wait_until("the processes' batched acks to be counted", || async {
+        batch_calls().await > 0
+    })
+    .await?;
+    let batches = batch_calls().await;
     let log = std::fs::read_to_string(cluster.log())?;
     let deadlocks = log.matches("deadlock detected").count();
     eprintln!(
-        "contention: {N} fan-out orchestrations (5 activities each) on 4 processes x 4:4 in {:.1} s, \
-         {deadlocks} deadlocks in the server log",
-        started.elapsed().as_secs_f64()
+        "contention: {N} fan-out orchestrations (5 activities each, 2 on shared sessions) on \
+         4 processes x 4:4 in {:.1} s, {batches} batched ack statements, {deadlocks} deadlocks \
+         in the server log",
+        elapsed.as_secs_f64()
     );
     if deadlocks > 0 {
         return Err(format!("{deadlocks} deadlocks in the server log").into());
