@@ -6,7 +6,8 @@
 //! refreshed ahead of its expiry ([`REFRESH_AHEAD`], or halfway through a
 //! shorter life) in the background, so opening a connection
 //! never waits for a token service; one without an expiry is asked for again at
-//! every connection open (the source caches if it wants to). Connections
+//! every connection open (the source caches if it wants to). Opens that
+//! find an expiring credential due at the same moment share one ask. Connections
 //! already open keep working when the password changes (PostgreSQL checks it
 //! only at login) and are replaced by the pool's max lifetime.
 //!
