@@ -50,8 +50,28 @@ async fn ids_on_page(c: &Client) -> Vec<String> {
     ids
 }
 
+/// Clicks what `css` names and waits (bounded) until the page it leads to
+/// has replaced this one. Every click here follows a link or submits a
+/// form, and the page after it can hold elements the page before held too
+/// (`tr.instance`, `#next-page`): read at once, they were the old page's,
+/// or went stale while being read (seen in CI on two busy cores).
 async fn click(c: &Client, css: &str) {
+    let page = c.find(Locator::Css("html")).await.unwrap();
     find(c, css).await.click().await.unwrap();
+    let deadline = std::time::Instant::now() + support::WAIT;
+    loop {
+        match page.tag_name().await {
+            Err(e) if e.is_stale_element_reference() => return,
+            Err(e) => panic!("{css}: {e}"),
+            Ok(_) => assert!(
+                std::time::Instant::now() < deadline,
+                "{css}: the page it leads to did not replace this one within {:?}",
+                support::WAIT
+            ),
+        }
+        // Polled like fantoccini's own waits: WebDriver has no event for it.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 async fn screenshot(c: &Client, name: &str) {
