@@ -5,9 +5,10 @@
 //! refuses fails alone while the others commit, and batches running at once
 //! on shared sessions lock in one order (no deadlock).
 //!
-//! A batch forms deterministically: `join_all` polls every ack once before
-//! any of them can finish, so the first `Coalescer::MAX_IN_FLIGHT` go out
-//! alone and the rest join the statement that follows them.
+//! A batch forms deterministically: another transaction holds the rows of
+//! the first `Coalescer::MAX_IN_FLIGHT` acks until both wait for them, so
+//! they go out alone and cannot finish before `join_all` has polled the
+//! rest, which join the statement that follows them (see [`ack_together`]).
 
 use duroxide_pg_testkit::harness as common;
 
@@ -72,17 +73,70 @@ async fn lease_one(p: &PostgresProvider, as_owner: bool) -> (String, u64) {
     (token, id)
 }
 
-/// Acks every token at once, each with its activity's completion.
+/// Acks going out alone before the rest of [`ack_together`]'s acks wait to
+/// go out together (`Coalescer::MAX_IN_FLIGHT`).
+const ALONE: usize = 2;
+
+/// Acks every token at once, each with its activity's completion: the first
+/// [`ALONE`] go out alone, the rest as one batch.
+///
+/// `join_all` polls every ack once, in order, before polling any again, but
+/// a lone ack can finish within that first poll: on a busy machine the
+/// client may be descheduled between sending and reading, and find the
+/// server's answer already there. Then the next ack found nothing in flight
+/// and went out alone too, and no batch formed. So another transaction holds
+/// the lone acks' rows until both wait for them on the server, by which
+/// time every other ack has joined the batch.
 async fn ack_together(
     p: &PostgresProvider,
     tokens: &[(String, u64)],
 ) -> Vec<Result<(), ProviderError>> {
-    join_all(
+    let mut holder = sqlx::PgConnection::connect(&database_url()).await.unwrap();
+    let holder_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    let mut held = holder.begin().await.unwrap();
+    let alone = &tokens[..ALONE.min(tokens.len())];
+    for (token, _) in alone {
+        sqlx::query(&format!(
+            "SELECT id FROM \"{}\".worker_queue WHERE lock_token = $1 FOR UPDATE",
+            p.schema_name()
+        ))
+        .bind(token)
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    }
+    let acks = join_all(
         tokens
             .iter()
             .map(|(t, id)| p.ack_work_item(t, Some(completion(&format!("c{id}"), *id)))),
-    )
-    .await
+    );
+    let release = async {
+        let mut watcher = sqlx::PgConnection::connect(&database_url()).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))",
+            )
+            .bind(holder_pid)
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+            if waiting == alone.len() as i64 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{waiting} of {} lone acks waited for their rows",
+                alone.len()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        held.rollback().await.unwrap();
+    };
+    tokio::join!(acks, release).0
 }
 
 /// The completions waiting in the orchestrator queue, by instance.
@@ -441,9 +495,9 @@ fn a_batch_never_waits_for_a_row_another_transaction_holds() {
         );
         let schema = p.schema_name().to_string();
         let tokens = leased(&p, ACKS, None).await;
-        // The first two acks go out alone; the batch takes the rest in token
-        // order. `first` is the batch's first row, `held` its last.
-        let mut batch: Vec<&str> = tokens[2..].iter().map(|(t, _)| t.as_str()).collect();
+        // The first ALONE acks go out alone; the batch takes the rest in
+        // token order. `first` is the batch's first row, `held` its last.
+        let mut batch: Vec<&str> = tokens[ALONE..].iter().map(|(t, _)| t.as_str()).collect();
         batch.sort_unstable();
         let (first, held) = (batch[0].to_string(), batch[batch.len() - 1].to_string());
 
