@@ -1,20 +1,35 @@
-//! Where a run's time goes: the latency of every provider call, by operation,
-//! and how long a 10 ms tokio sleep really takes on the loaded machine.
+//! Where a run's time goes: the latency of every provider call, by operation
+//! (enabled by `--call-stats`), and how long a tokio sleep of the run's
+//! activity length really takes on the loaded machine (the sleep probe, in
+//! every run).
 //!
-//! Enabled by `--call-stats`. The sleep probe matters for reading config D:
-//! its activities are `tokio::time::sleep(10 ms)`, so the measured sleep, not
-//! 10 ms, is what two worker slots can at best turn into activities per second.
+//! Why the probe: duroxide's stress activities are `tokio::time::sleep`, and
+//! tokio rounds every deadline up to its next 1 ms tick and wakes the task
+//! only when a core is free, so a 50 ms activity takes about 51 ms here. The
+//! measured sleep, not the nominal length, is what the worker slots can at
+//! best turn into activities per second: the ceiling a run is compared with.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The sleep the probe measures (config D's activity length).
-pub const PROBE_SLEEP: Duration = Duration::from_millis(10);
+/// What the probe sleeps in a run whose activities take no time (config P):
+/// config D's activity length, so the row still shows the timer's overshoot.
+pub const PROBE_SLEEP_WITHOUT_ACTIVITY_TIME: Duration = Duration::from_millis(10);
 
 /// The operation name the sleep probe records under.
-pub const PROBE_NAME: &str = "(tokio sleep 10 ms)";
+pub const PROBE_NAME: &str = "(tokio sleep, activity length)";
+
+/// The length the sleep probe sleeps in a run whose activities take
+/// `activity_ms`.
+pub fn probe_length(activity_ms: u64) -> Duration {
+    if activity_ms == 0 {
+        PROBE_SLEEP_WITHOUT_ACTIVITY_TIME
+    } else {
+        Duration::from_millis(activity_ms)
+    }
+}
 
 /// Call latencies collected during one run, in microseconds per operation.
 /// Every sample is kept (8 bytes a call): meant for runs of minutes, not soaks.
@@ -58,6 +73,14 @@ impl CallStats {
         result
     }
 
+    /// The median latency of `operation`, ms (`None` before its first call).
+    pub fn median_ms(&self, operation: &str) -> Option<f64> {
+        self.summaries()
+            .into_iter()
+            .find(|s| s.operation == operation)
+            .map(|s| s.p50_ms)
+    }
+
     /// Per-operation summaries, by operation name.
     pub fn summaries(&self) -> Vec<CallSummary> {
         let samples = self.samples.lock().expect("call stats");
@@ -98,13 +121,12 @@ impl CallStats {
     }
 }
 
-/// Sleeps [`PROBE_SLEEP`] in a loop, recording each real duration, until aborted.
-pub fn spawn_sleep_probe(stats: Arc<CallStats>) -> tokio::task::JoinHandle<()> {
+/// Sleeps `length` in a loop, recording each real duration under
+/// [`PROBE_NAME`], until aborted.
+pub fn spawn_sleep_probe(stats: Arc<CallStats>, length: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            stats
-                .time(PROBE_NAME, tokio::time::sleep(PROBE_SLEEP))
-                .await;
+            stats.time(PROBE_NAME, tokio::time::sleep(length)).await;
         }
     })
 }
@@ -138,5 +160,22 @@ mod tests {
         assert_eq!(s[1].p99_ms, 99.0);
         assert_eq!(s[1].total_ms, 5050.0);
         assert!(stats.table().contains("ack_work_item"));
+        assert_eq!(stats.median_ms("read"), Some(50.0));
+        assert_eq!(stats.median_ms("fetch_work_item"), None);
+    }
+
+    #[tokio::test]
+    async fn the_probe_measures_sleeps_of_the_activity_length() {
+        assert_eq!(probe_length(0), PROBE_SLEEP_WITHOUT_ACTIVITY_TIME);
+        assert_eq!(probe_length(50), Duration::from_millis(50));
+        let stats = Arc::new(CallStats::default());
+        let probe = spawn_sleep_probe(Arc::clone(&stats), probe_length(20));
+        while stats.summaries().first().is_none_or(|s| s.calls < 3) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        probe.abort();
+        // A sleep never ends early; how late it ends is what the probe is for.
+        let median = stats.median_ms(PROBE_NAME).expect("probe samples");
+        assert!(median >= 20.0, "median {median} ms");
     }
 }

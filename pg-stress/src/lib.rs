@@ -127,10 +127,12 @@ impl Preset {
 /// The most orchestrations per second the worker slots allow when every
 /// activity takes `activity_ms` and nothing else takes any time: slots ×
 /// 1000 / activity_ms / activities each. `None` for 0 ms activities (the
-/// provider, not the slots, is then the limit).
-pub fn slot_ceiling(worker_slots: usize, tasks: usize, activity_ms: u64) -> Option<f64> {
-    (activity_ms > 0 && tasks > 0)
-        .then(|| worker_slots as f64 * 1000.0 / activity_ms as f64 / tasks as f64)
+/// provider, not the slots, is then the limit). Runs report it twice: at the
+/// nominal length and at the length the sleep probe measured
+/// ([`call_stats`](crate::call_stats)).
+pub fn slot_ceiling(worker_slots: usize, tasks: usize, activity_ms: f64) -> Option<f64> {
+    (activity_ms > 0.0 && tasks > 0)
+        .then(|| worker_slots as f64 * 1000.0 / activity_ms / tasks as f64)
 }
 
 /// Which stress scenario to run.
@@ -293,9 +295,10 @@ mod tests {
             (m.0[0].orch, m.0[0].worker, in_flight, tasks, ms),
             (4, 64, 300, 5, 50)
         );
-        assert_eq!(slot_ceiling(64, 5, 50), Some(256.0));
-        assert_eq!(slot_ceiling(2, 5, 10), Some(40.0));
-        assert_eq!(slot_ceiling(4, 5, 0), None);
+        assert_eq!(slot_ceiling(64, 5, 50.0), Some(256.0));
+        assert_eq!(slot_ceiling(64, 5, 51.2), Some(250.0));
+        assert_eq!(slot_ceiling(2, 5, 10.0), Some(40.0));
+        assert_eq!(slot_ceiling(4, 5, 0.0), None);
     }
 
     #[test]

@@ -91,22 +91,64 @@ pub fn table(records: &[RunRecord]) -> String {
         );
     }
     for (scenario, c) in cells(records) {
-        let Some(r) = records
-            .iter()
-            .find(|r| r.scenario == scenario && r.concurrency == c)
-        else {
-            continue;
-        };
-        if let Some(ceiling) = r.slot_ceiling_orch_per_sec {
-            let _ = writeln!(
-                out,
-                "\nceiling of the worker slots, {scenario} {c}: {ceiling:.2} orch/s \
-                 ({} slots, {} activities of {} ms each)",
-                c.worker, r.config.tasks_per_instance, r.config.activity_delay_ms
-            );
-        }
+        ceilings(&mut out, records, scenario, c);
     }
     out
+}
+
+/// The worker slots' ceiling of one cell, nominal and at the measured
+/// activity length, and how close each provider's median came to both.
+fn ceilings(out: &mut String, records: &[RunRecord], scenario: Scenario, c: Concurrency) {
+    let cell: Vec<&RunRecord> = records
+        .iter()
+        .filter(|r| r.scenario == scenario && r.concurrency == c)
+        .collect();
+    let Some(nominal) = cell.iter().find_map(|r| r.slot_ceiling_orch_per_sec) else {
+        return;
+    };
+    let config = &cell[0].config;
+    let _ = writeln!(
+        out,
+        "\nceiling of the worker slots, {scenario} {c}: {nominal:.2} orch/s \
+         ({} slots, {} activities of {} ms each)",
+        c.worker, config.tasks_per_instance, config.activity_delay_ms
+    );
+    let of_cell = |value: fn(&RunRecord) -> Option<f64>| {
+        let values: Vec<f64> = cell.iter().filter_map(|r| value(r)).collect();
+        (!values.is_empty()).then(|| median(&values))
+    };
+    let measured = of_cell(|r| r.measured_slot_ceiling_orch_per_sec);
+    if let (Some(ceiling), Some(length)) = (measured, of_cell(|r| r.measured_activity_ms)) {
+        let _ = writeln!(
+            out,
+            "at the measured activity length: {ceiling:.2} orch/s (a {} ms tokio sleep took \
+             {length:.2} ms, median of the runs' medians)",
+            config.activity_delay_ms
+        );
+    }
+    for kind in ProviderKind::ALL {
+        let runs: Vec<f64> = cell
+            .iter()
+            .filter(|r| r.provider == kind)
+            .map(|r| r.orch_per_sec)
+            .collect();
+        if runs.is_empty() {
+            continue;
+        }
+        let reached = median(&runs);
+        let _ = write!(
+            out,
+            "{:<10} {reached:.2} orch/s: {:.1} % of the ceiling",
+            kind.to_string(),
+            100.0 * reached / nominal
+        );
+        match measured {
+            Some(m) => {
+                let _ = writeln!(out, ", {:.1} % at the measured length", 100.0 * reached / m);
+            }
+            None => out.push('\n'),
+        }
+    }
 }
 
 /// A CPU figure of the per-run table (`-` when not measured).
@@ -286,6 +328,72 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert_eq!(median(&[]), 0.0);
+    }
+
+    /// A clean W run of `provider` at `orch_per_sec`, whose sleep probe
+    /// measured `measured_ms`.
+    fn w_run(provider: ProviderKind, orch_per_sec: f64, measured_ms: f64) -> RunRecord {
+        let config = duroxide::provider_stress_tests::StressTestConfig {
+            worker_concurrency: 64,
+            tasks_per_instance: 5,
+            activity_delay_ms: 50,
+            ..Default::default()
+        };
+        RunRecord {
+            scenario: Scenario::Parallel,
+            provider,
+            concurrency: Concurrency {
+                orch: 4,
+                worker: 64,
+            },
+            repetition: 1,
+            config,
+            launched: 10,
+            completed: 10,
+            failed: 0,
+            failed_infrastructure: 0,
+            failed_configuration: 0,
+            failed_application: 0,
+            success_percent: 100.0,
+            orch_per_sec,
+            activities_per_sec: orch_per_sec * 5.0,
+            avg_latency_ms: 1.0,
+            total_secs: 10.0,
+            samples: Vec::new(),
+            slot_ceiling_orch_per_sec: crate::slot_ceiling(64, 5, 50.0),
+            measured_activity_ms: Some(measured_ms),
+            measured_slot_ceiling_orch_per_sec: crate::slot_ceiling(64, 5, measured_ms),
+            server_cpu_ms_per_orch: None,
+            client_cpu_ms_per_orch: None,
+            calls: Vec::new(),
+            batches: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_ceiling_is_given_nominal_and_measured_with_each_providers_share() {
+        let records = [
+            w_run(ProviderKind::Postgres, 192.0, 51.2),
+            w_run(ProviderKind::Published, 100.0, 51.2),
+            w_run(ProviderKind::Postgres, 225.0, 51.2),
+            w_run(ProviderKind::Published, 125.0, 51.0),
+            w_run(ProviderKind::Postgres, 230.0, 51.4),
+            w_run(ProviderKind::Published, 50.0, 51.2),
+        ];
+        let out = table(&records);
+        let tail = &out[out.find("ceiling of the worker slots").expect(&out)..];
+        let lines: Vec<&str> = tail.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "ceiling of the worker slots, parallel 4:64: 256.00 orch/s \
+                 (64 slots, 5 activities of 50 ms each)",
+                "at the measured activity length: 250.00 orch/s (a 50 ms tokio sleep took \
+                 51.20 ms, median of the runs' medians)",
+                "postgres   225.00 orch/s: 87.9 % of the ceiling, 90.0 % at the measured length",
+                "published  100.00 orch/s: 39.1 % of the ceiling, 40.0 % at the measured length",
+            ]
+        );
     }
 
     #[test]

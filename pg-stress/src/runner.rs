@@ -16,7 +16,7 @@ use duroxide::provider_stress_tests::parallel_orchestrations::{
 use duroxide::providers::Provider;
 use duroxide::providers::sqlite::SqliteProvider;
 
-use crate::call_stats::{CallStats, spawn_sleep_probe};
+use crate::call_stats::{CallStats, probe_length, spawn_sleep_probe};
 use crate::progress::{Progress, ProgressProvider};
 use crate::{Concurrency, Matrix, PgStressFactory, ProviderKind, Scenario, StressError};
 use duroxide_pg_testkit::delay_proxy::{self, DelayProxy};
@@ -51,7 +51,7 @@ pub struct RunOptions {
     pub show_progress: bool,
     /// Sample throughput, RSS and table sizes this often (PostgreSQL runs).
     pub sample_every_secs: Option<u64>,
-    /// Time every provider call and a 10 ms sleep probe; print a table per run.
+    /// Time every provider call; print a table per run (with the sleep probe's row).
     pub call_stats: bool,
     /// Sweep duroxide-pg stores by this policy in the background while they
     /// run (soak runs whose tables should level off).
@@ -101,6 +101,12 @@ pub struct RunRecord {
     /// activity duration ([`crate::slot_ceiling`]); `None` for 0 ms
     /// activities and for the large-payload scenario.
     pub slot_ceiling_orch_per_sec: Option<f64>,
+    /// How long a tokio sleep of the activity length took during the run
+    /// (the sleep probe's median, ms); `None` when the ceiling is.
+    pub measured_activity_ms: Option<f64>,
+    /// [`Self::slot_ceiling_orch_per_sec`] at [`Self::measured_activity_ms`]:
+    /// what the slots allow with activities as long as they really were.
+    pub measured_slot_ceiling_orch_per_sec: Option<f64>,
     /// CPU the PostgreSQL server spent per completed orchestration, ms
     /// (every process of the cluster; `None` for SQLite or a server that is
     /// not on this machine).
@@ -362,7 +368,13 @@ async fn run_cell(
         wrapped = wrapped.with_call_stats(Arc::clone(calls));
     }
     let provider: Arc<dyn Provider> = Arc::new(wrapped);
-    let probe = calls.as_ref().map(|c| spawn_sleep_probe(Arc::clone(c)));
+    // The probe runs in every run (one timer wake-up per activity length): the ceiling
+    // a run is compared with is measured, not assumed.
+    let probe_stats = calls.clone().unwrap_or_default();
+    let probe = spawn_sleep_probe(
+        Arc::clone(&probe_stats),
+        probe_length(config.activity_delay_ms),
+    );
     let label = format!("[{kind} {scenario} {concurrency} #{repetition}]");
     let ticker = options
         .show_progress
@@ -404,9 +416,7 @@ async fn run_cell(
         }
     }
     drop(factory);
-    if let Some(probe) = probe {
-        probe.abort();
-    }
+    probe.abort();
     let calls = calls.map_or_else(Vec::new, |c| {
         eprintln!(
             "{kind} {scenario} {concurrency} #{repetition} calls:\n{}",
@@ -430,14 +440,18 @@ async fn run_cell(
         outcome.map_err(|e| StressError::Run(format!("{kind} {scenario} {concurrency}: {e}")))?;
     let per_orch = |before, after| crate::cpu::ms_per_orchestration(before, after, r.completed);
     // Only the parallel scenario's orchestrations are `tasks` activities each.
-    let slot_ceiling_orch_per_sec = match scenario {
+    let ceiling_at = |activity_ms: f64| match scenario {
         Scenario::Parallel => crate::slot_ceiling(
             config.worker_concurrency,
             config.tasks_per_instance,
-            config.activity_delay_ms,
+            activity_ms,
         ),
         Scenario::LargePayload => None,
     };
+    let slot_ceiling_orch_per_sec = ceiling_at(config.activity_delay_ms as f64);
+    let measured_activity_ms = slot_ceiling_orch_per_sec
+        .and_then(|_| probe_stats.median_ms(crate::call_stats::PROBE_NAME));
+    let measured_slot_ceiling_orch_per_sec = measured_activity_ms.and_then(ceiling_at);
     Ok(RunRecord {
         scenario,
         provider: kind,
@@ -457,6 +471,8 @@ async fn run_cell(
         total_secs: r.total_time.as_secs_f64(),
         samples,
         slot_ceiling_orch_per_sec,
+        measured_activity_ms,
+        measured_slot_ceiling_orch_per_sec,
         server_cpu_ms_per_orch: per_orch(cpu_before.0, cpu_after.0),
         client_cpu_ms_per_orch: per_orch(cpu_before.1, cpu_after.1),
         calls,

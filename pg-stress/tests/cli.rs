@@ -190,6 +190,18 @@ fn preset_w_reports_cpu_per_orchestration_and_its_ceiling() {
         )
     );
     assert_eq!(run["slot_ceiling_orch_per_sec"], 256.0);
+    // The sleep probe's length, as it really took: never less than asked.
+    let measured = run["measured_activity_ms"]
+        .as_f64()
+        .expect("measured length");
+    let ceiling = run["measured_slot_ceiling_orch_per_sec"]
+        .as_f64()
+        .expect("measured ceiling");
+    assert!(measured >= 50.0, "{measured}");
+    assert!(
+        (ceiling - 64.0 * 1000.0 / measured / 5.0).abs() < 1e-9,
+        "{ceiling} at {measured} ms"
+    );
     for cpu in ["server_cpu_ms_per_orch", "client_cpu_ms_per_orch"] {
         let ms = run[cpu].as_f64().unwrap_or_else(|| panic!("{cpu}: {run}"));
         assert!(ms > 0.0, "{cpu}: {ms}");
