@@ -52,6 +52,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(16, "0016", "listener_heartbeat"),
     migration!(17, "0017", "dashboard_executions"),
     migration!(18, "0018", "batched_worker_acks"),
+    migration!(19, "0019", "generic_plans"),
 ];
 
 /// Name of the per-schema ledger table.

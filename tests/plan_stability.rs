@@ -18,7 +18,7 @@ use sqlx::PgPool;
 const QUEUED: i64 = 20_000;
 const CALLS: usize = 25;
 
-/// The server's counters for the schema's orchestrator queue.
+/// The server's counters for one table of the schema.
 #[derive(Debug, Clone, Copy)]
 struct Stats {
     seq_tup_read: i64,
@@ -34,13 +34,15 @@ impl Stats {
     }
 }
 
-async fn stats(admin: &PgPool, schema: &str) -> Stats {
+/// The server's counters for `table` of `schema`.
+async fn table_stats(admin: &PgPool, schema: &str, table: &str) -> Stats {
     let (seq_tup_read, idx_tup_fetch, n_tup_upd, n_tup_del): (i64, i64, i64, i64) = sqlx::query_as(
         "SELECT seq_tup_read, coalesce(idx_tup_fetch, 0), n_tup_upd, n_tup_del
                FROM pg_stat_user_tables
-              WHERE schemaname = $1 AND relname = 'orchestrator_queue'",
+              WHERE schemaname = $1 AND relname = $2",
     )
     .bind(schema)
+    .bind(table)
     .fetch_one(admin)
     .await
     .unwrap();
@@ -75,8 +77,19 @@ async fn settled(
     schema: &str,
     done: impl Fn(Stats) -> bool,
 ) -> Stats {
+    settled_on(p, admin, schema, "orchestrator_queue", done).await
+}
+
+/// [`settled`] for the counters of `table`.
+async fn settled_on(
+    p: &PostgresProvider,
+    admin: &PgPool,
+    schema: &str,
+    table: &str,
+    done: impl Fn(Stats) -> bool,
+) -> Stats {
     for _ in 0..150 {
-        let s = stats(admin, schema).await;
+        let s = table_stats(admin, schema, table).await;
         if done(s) {
             return s;
         }
@@ -85,7 +98,7 @@ async fn settled(
     }
     panic!(
         "statistics never showed the calls: {:?}",
-        stats(admin, schema).await
+        table_stats(admin, schema, table).await
     );
 }
 
@@ -248,5 +261,127 @@ async fn fetches_never_read_the_messages_held_for_leased_instances() {
         (&item.instance, item.messages.len()),
         (instance, per_instance + 1)
     );
+    p.cleanup_schema().await.unwrap();
+}
+
+/// The queue operations plan generically from their first call (migration
+/// 0019), so a connection's plans may be made while the store is empty. A
+/// queue that then grows must still be read through its indexes, with no
+/// ANALYZE in between to make the plans again (autovacuum is off for the
+/// queues here; in production it would replan them a minute later at most).
+#[tokio::test]
+async fn plans_made_on_an_empty_store_still_use_the_indexes_once_the_queues_grow() {
+    let schema = common::fresh_schema_name("emptyplan");
+    let p = one_connection_provider(&schema).await;
+    let admin = PgPool::connect(&common::database_url()).await.unwrap();
+    sqlx::raw_sql(&format!(
+        "ALTER TABLE \"{schema}\".orchestrator_queue SET (autovacuum_enabled = false);
+         ALTER TABLE \"{schema}\".worker_queue SET (autovacuum_enabled = false);
+         ALTER TABLE \"{schema}\".instance_locks SET (autovacuum_enabled = false);"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let lock = Duration::from_secs(30);
+    let filter = duroxide::providers::TagFilter::default();
+    // Each cycle runs every statement of the enqueue, fetch and ack of both
+    // queues; more cycles than the five custom plans the default would make.
+    let cycle = |round: &'static str, i: usize| {
+        let (p, filter) = (&p, &filter);
+        async move {
+            let instance = format!("{round}-{i}");
+            common::start_instance(p, &instance, "Grow").await;
+            p.enqueue_for_worker(common::activity_item(&instance, 1))
+                .await
+                .unwrap();
+            let (_, token, _) = p
+                .fetch_work_item(lock, Duration::ZERO, None, filter)
+                .await
+                .unwrap()
+                .expect("an activity");
+            p.ack_work_item(&token, None).await.unwrap();
+        }
+    };
+    for i in 0..8 {
+        cycle("empty", i).await;
+    }
+
+    // The queues grow without an ANALYZE: messages held for 100 leased
+    // instances, and a backlog of ready activities older than any new one.
+    sqlx::raw_sql(&format!(
+        "INSERT INTO \"{schema}\".instance_locks (instance_id, lock_token, locked_until, locked_at)
+         SELECT 'busy-' || g, 'lease-' || g, 9000000000000, 0 FROM generate_series(1, 100) g;
+         INSERT INTO \"{schema}\".orchestrator_queue (instance_id, kind, work_item, visible_at, lock_token)
+         SELECT 'busy-' || (g % 100 + 1), 'ExternalRaised', '{{}}', 0, 'held:lease-' || (g % 100 + 1)
+           FROM generate_series(1, {QUEUED}) g;"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let backlog = serde_json::to_string(&common::activity_item("backlog", 1)).unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO \"{schema}\".worker_queue (work_item, visible_at, instance_id, execution_id, activity_id)
+         SELECT $1, 0, 'backlog-' || g, 1, 1 FROM generate_series(1, {QUEUED}) g"
+    ))
+    .bind(backlog)
+    .execute(&admin)
+    .await
+    .unwrap();
+    let before_o = settled_on(&p, &admin, &schema, "orchestrator_queue", |_| true).await;
+    let before_w = settled_on(&p, &admin, &schema, "worker_queue", |s| s.n_tup_upd > 0).await;
+
+    for i in 0..CALLS {
+        cycle("grown", i).await;
+    }
+    let after_o = settled_on(&p, &admin, &schema, "orchestrator_queue", |s| {
+        s.n_tup_del >= before_o.n_tup_del + CALLS as i64
+    })
+    .await;
+    let after_w = settled_on(&p, &admin, &schema, "worker_queue", |s| {
+        s.n_tup_del >= before_w.n_tup_del + CALLS as i64
+    })
+    .await;
+    let read_o = after_o.rows_read() - before_o.rows_read();
+    let read_w = after_w.rows_read() - before_w.rows_read();
+    assert!(
+        read_o < QUEUED / 4 && read_w < QUEUED / 4,
+        "{CALLS} cycles read {read_o} orchestrator_queue rows ({QUEUED} held there) and \
+         {read_w} worker_queue rows ({QUEUED} ready there)"
+    );
+    p.cleanup_schema().await.unwrap();
+}
+
+/// Migration 0019's rule: the per-item queue operations plan generically,
+/// and nothing else does. `CREATE OR REPLACE` drops a `SET` it is not given,
+/// so a later migration replacing one of them without it fails here.
+#[tokio::test]
+async fn queue_operations_plan_generically() {
+    const GENERIC: [&str; 13] = [
+        "abandon_orchestration_item",
+        "abandon_work_item",
+        "ack_orchestration_item",
+        "ack_work_item",
+        "ack_work_item_and_fetch",
+        "ack_work_items_and_fetch",
+        "enqueue_orchestrator_item",
+        "enqueue_worker_item",
+        "fetch_orchestration_item",
+        "fetch_work_item",
+        "renew_orchestration_item_lock",
+        "renew_session_lock",
+        "renew_work_item_lock",
+    ];
+    let schema = common::fresh_schema_name("generic");
+    let p = one_connection_provider(&schema).await;
+    let generic: Vec<String> = sqlx::query_scalar(
+        "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE n.nspname = $1 AND 'plan_cache_mode=force_generic_plan' = ANY (p.proconfig)
+          ORDER BY 1",
+    )
+    .bind(&schema)
+    .fetch_all(p.pool())
+    .await
+    .unwrap();
+    assert_eq!(generic, GENERIC);
     p.cleanup_schema().await.unwrap();
 }
