@@ -1,7 +1,9 @@
 -- 0019_generic_plans: the per-item queue operations plan each of their
 -- statements once per connection (plan_cache_mode = force_generic_plan),
 -- instead of letting the plan cache decide, statement by statement, whether
--- to plan again on every call.
+-- to plan again on every call; and commit_lease_asynchronously, a SQL
+-- function whose body was planned at every call, becomes plpgsql (at the
+-- end of this file).
 --
 -- Why: plpgsql caches one plan per statement and, by default, plans the
 -- first five executions for their actual arguments, then plans again at
@@ -62,3 +64,21 @@ ALTER FUNCTION renew_work_item_lock(text, bigint, bigint)
     SET plan_cache_mode = force_generic_plan;
 ALTER FUNCTION renew_session_lock(text[], bigint, bigint, bigint)
     SET plan_cache_mode = force_generic_plan;
+
+-- commit_lease_asynchronously: plpgsql instead of SQL, same contract. A SQL
+-- function that is not inlined plans its body again at every call:
+-- pg_stat_statements counted 4,150 plans for 4,150 calls of its set_config,
+-- 0.03 ms of every fetch that leases; plpgsql plans it once per connection.
+CREATE OR REPLACE FUNCTION commit_lease_asynchronously() RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+END;
+$$;
+COMMENT ON FUNCTION commit_lease_asynchronously() IS $c$Lets the calling transaction commit without waiting for its WAL to be flushed (and replicated): synchronous_commit = off until the transaction ends.
+Locks: none.
+Rows: none.
+Errors: none.
+Called by: fetch_orchestration_item, after it leased an instance; never by a transaction that acknowledges work (an ack's Ok means durable). Internal helper without SET: a SET clause would end the setting with the function.
+Notes: why a lease may: a lease lost in a crash only makes its work run again, which a crash does to work in flight anyway; and WAL is flushed in order, so the synchronous commit of any ack that used the lease (it checks the lease's token) also makes the lease durable. What a fetch returns is visible to every other transaction at once either way. plpgsql, not SQL: a SQL function called this way is planned again at every call.$c$;

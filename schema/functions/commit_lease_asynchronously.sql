@@ -4,13 +4,15 @@
 
 CREATE OR REPLACE FUNCTION commit_lease_asynchronously()
  RETURNS void
- LANGUAGE sql
+ LANGUAGE plpgsql
 AS $function$
-    SELECT set_config('synchronous_commit', 'off', true);
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+END;
 $function$;
 COMMENT ON FUNCTION commit_lease_asynchronously() IS $c$Lets the calling transaction commit without waiting for its WAL to be flushed (and replicated): synchronous_commit = off until the transaction ends.
 Locks: none.
 Rows: none.
 Errors: none.
 Called by: fetch_orchestration_item, after it leased an instance; never by a transaction that acknowledges work (an ack's Ok means durable). Internal helper without SET: a SET clause would end the setting with the function.
-Notes: why a lease may: a lease lost in a crash only makes its work run again, which a crash does to work in flight anyway; and WAL is flushed in order, so the synchronous commit of any ack that used the lease (it checks the lease's token) also makes the lease durable. What a fetch returns is visible to every other transaction at once either way.$c$;
+Notes: why a lease may: a lease lost in a crash only makes its work run again, which a crash does to work in flight anyway; and WAL is flushed in order, so the synchronous commit of any ack that used the lease (it checks the lease's token) also makes the lease durable. What a fetch returns is visible to every other transaction at once either way. plpgsql, not SQL: a SQL function called this way is planned again at every call.$c$;
