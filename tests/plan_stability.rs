@@ -1,6 +1,7 @@
 //! No plan flip: after five executions plpgsql may switch a statement to a
-//! generic plan, and a generic plan can read a whole table where the custom
-//! one used an index. These tests run a call well past that point on a large
+//! generic plan (the queue operations plan generically from their first call,
+//! migration 0019), and a generic plan can read a whole table where the
+//! custom one used an index. These tests run a call well past that point on a large
 //! store and count, through the server's own statistics
 //! (`pg_stat_user_tables`), the rows it read: a property of the plan, not a
 //! timing.
