@@ -92,10 +92,7 @@ async fn ack_together(
     tokens: &[(String, u64)],
 ) -> Vec<Result<(), ProviderError>> {
     let mut holder = sqlx::PgConnection::connect(&database_url()).await.unwrap();
-    let holder_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut holder)
-        .await
-        .unwrap();
+    let holder_pid = common::backend_pid(&mut holder).await;
     let mut held = holder.begin().await.unwrap();
     let alone = &tokens[..ALONE.min(tokens.len())];
     for (token, _) in alone {
@@ -114,26 +111,9 @@ async fn ack_together(
             .map(|(t, id)| p.ack_work_item(t, Some(completion(&format!("c{id}"), *id)))),
     );
     let release = async {
-        let mut watcher = sqlx::PgConnection::connect(&database_url()).await.unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))",
-            )
-            .bind(holder_pid)
-            .fetch_one(&mut watcher)
-            .await
-            .unwrap();
-            if waiting == alone.len() as i64 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{waiting} of {} lone acks waited for their rows",
-                alone.len()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let watcher = PgPool::connect(&database_url()).await.unwrap();
+        let lone = alone.len() as i64;
+        common::wait_for_waiters(&watcher, holder_pid, |n| n == lone, "the lone acks' waits").await;
         held.rollback().await.unwrap();
     };
     tokio::join!(acks, release).0
@@ -502,10 +482,7 @@ fn a_batch_never_waits_for_a_row_another_transaction_holds() {
         let (first, held) = (batch[0].to_string(), batch[batch.len() - 1].to_string());
 
         let mut other = sqlx::PgConnection::connect(&database_url()).await.unwrap();
-        let other_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&mut other)
-            .await
-            .unwrap();
+        let other_pid = common::backend_pid(&mut other).await;
         let mut tx = other.begin().await.unwrap();
         let lock_row =
             format!("SELECT id FROM \"{schema}\".worker_queue WHERE lock_token = $1 FOR UPDATE");
@@ -521,21 +498,7 @@ fn a_batch_never_waits_for_a_row_another_transaction_holds() {
         });
         // Until an ack waits for the held row.
         let admin = PgPool::connect(&database_url()).await.unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))",
-            )
-            .bind(other_pid)
-            .fetch_one(&admin)
-            .await
-            .unwrap();
-            if waiting > 0 {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "no ack waited");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        common::wait_for_waiters(&admin, other_pid, |n| n > 0, "an ack's wait").await;
         // The other transaction goes on to the batch's first row.
         sqlx::query_scalar::<_, i64>(&lock_row)
             .bind(&first)

@@ -3,34 +3,12 @@
 
 use duroxide_pg_testkit::harness as common;
 
-use std::time::Duration;
-
 use duroxide::providers::{Provider, ProviderAdmin};
 use sqlx::{Connection, PgConnection, PgPool};
 
 /// Waits until some backend waits for a lock held by backend `blocker`.
 async fn blocked_by(admin: &PgPool, blocker: i32) {
-    for _ in 0..400 {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))",
-        )
-        .bind(blocker)
-        .fetch_one(admin)
-        .await
-        .unwrap();
-        if n > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("nothing ever waited for backend {blocker}");
-}
-
-async fn backend_pid(conn: &mut PgConnection) -> i32 {
-    sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(conn)
-        .await
-        .unwrap()
+    common::wait_for_waiters(admin, blocker, |n| n > 0, "a wait for the lock").await;
 }
 
 /// A delete that starts before a lease exists, while a message is enqueued
@@ -63,7 +41,7 @@ async fn a_delete_racing_a_new_lease_leaves_no_held_message_behind() {
     let mut staller = PgConnection::connect(&common::database_url())
         .await
         .unwrap();
-    let staller_pid = backend_pid(&mut staller).await;
+    let staller_pid = common::backend_pid(&mut staller).await;
     let mut stall = staller.begin().await.unwrap();
     sqlx::query(&format!(
         "SELECT 1 FROM \"{schema}\".history WHERE instance_id = $1 FOR UPDATE"
@@ -86,7 +64,7 @@ async fn a_delete_racing_a_new_lease_leaves_no_held_message_behind() {
     let mut enqueuer = PgConnection::connect(&common::database_url())
         .await
         .unwrap();
-    let enqueuer_pid = backend_pid(&mut enqueuer).await;
+    let enqueuer_pid = common::backend_pid(&mut enqueuer).await;
     let mut enqueue = enqueuer.begin().await.unwrap();
     sqlx::query(&format!(
         "SELECT \"{schema}\".enqueue_orchestrator_item($1, 'ExternalRaised', '{{}}', \

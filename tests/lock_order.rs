@@ -254,10 +254,7 @@ async fn an_ack_leasing_ahead_never_waits_for_a_session_row_another_ack_holds() 
     let mut other = sqlx::PgConnection::connect(&common::database_url())
         .await
         .unwrap();
-    let other_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut other)
-        .await
-        .unwrap();
+    let other_pid = common::backend_pid(&mut other).await;
     let mut tx = other.begin().await.unwrap();
     let touch = format!(
         "UPDATE \"{schema}\".sessions SET last_activity_at = last_activity_at + 1
@@ -282,19 +279,12 @@ async fn an_ack_leasing_ahead_never_waits_for_a_session_row_another_ack_holds() 
         acker.ack_work_item(&token, Some(done)).await
     });
     // Until ours has finished, or waits for the other.
-    let mut observer = sqlx::PgConnection::connect(&common::database_url())
+    let observer = sqlx::PgPool::connect(&common::database_url())
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !ack.is_finished() {
-        let blocked: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))",
-        )
-        .bind(other_pid)
-        .fetch_one(&mut observer)
-        .await
-        .unwrap();
-        if blocked > 0 {
+        if common::waiting_for(&observer, other_pid).await > 0 {
             break;
         }
         assert!(

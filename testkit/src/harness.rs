@@ -224,6 +224,47 @@ pub async fn start_instance(p: &PostgresProvider, instance: &str, name: &str) {
     ack_first_turn(p, &token, instance, name).await;
 }
 
+/// The server process id of `conn`'s session, to find who waits for it.
+pub async fn backend_pid(conn: &mut sqlx::PgConnection) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+        .expect("pg_backend_pid()")
+}
+
+/// How many backends wait for a lock that backend `blocker` holds.
+pub async fn waiting_for(admin: &sqlx::PgPool, blocker: i32) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))",
+    )
+    .bind(blocker)
+    .fetch_one(admin)
+    .await
+    .expect("backends waiting for a lock")
+}
+
+/// Waits until `done(waiting_for(admin, blocker))` holds, looking every
+/// 5 ms; panics with `what` and the last count after 10 s.
+pub async fn wait_for_waiters(
+    admin: &sqlx::PgPool,
+    blocker: i32,
+    done: impl Fn(i64) -> bool,
+    what: &str,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting = waiting_for(admin, blocker).await;
+        if done(waiting) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {waiting} backends waited for backend {blocker} after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Runs `statements` (a `GRANT`/`REVOKE … ON DATABASE`, say) in one
 /// transaction that first takes a cluster-wide advisory lock. Tests run in
 /// parallel processes; two that change the same catalog row at once (the
