@@ -749,6 +749,17 @@ impl PrivateCluster {
             .ok_or_else(|| err("no walreceiver process: is this a streaming standby?"))
     }
 
+    /// The pid of this standby's startup process (the one replaying WAL).
+    fn startup_process(&self) -> Result<i32, ClusterError> {
+        let postmaster = self.postmaster_pid()?;
+        processes()
+            .find(|p| {
+                p.ppid == postmaster && p.state != 'Z' && p.cmdline.starts_with("postgres: startup")
+            })
+            .map(|p| p.pid)
+            .ok_or_else(|| err("no startup process: is this server in recovery?"))
+    }
+
     /// Stops this standby's WAL receiver (SIGSTOP): from now on it receives
     /// nothing, as a standby lagging behind a busy primary. With
     /// asynchronous replication the primary's commits do not wait for it.
@@ -763,11 +774,29 @@ impl PrivateCluster {
     /// WAL receiver (SIGKILL): what it had not written is gone, including
     /// what waits in its socket. The standby restarts its processes and
     /// stays in recovery; call this once its primary is dead, then promote.
+    /// Returns once the restart is done.
     ///
     /// # Errors
-    /// When no WAL receiver runs.
+    /// When no WAL receiver runs, or the standby does not restart within
+    /// 60 s.
     pub fn drop_paused_replication(&self) -> Result<(), ClusterError> {
+        let startup = self.startup_process()?;
         signal("-KILL", &self.walreceiver()?.to_string())?;
+        // To the postmaster a child killed by a signal has crashed: it stops
+        // every process and starts recovery again. Until a new startup
+        // process runs it drops a promotion request (it forwards one only to
+        // a running recovery), so `pg_ctl promote` would wait in vain; and
+        // its port accepts connections throughout, so the port alone does
+        // not show the restart is over.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !matches!(self.startup_process(), Ok(pid) if pid != startup) {
+            if Instant::now() > deadline {
+                return Err(err(
+                    "the standby did not restart its recovery within 60 s of losing its WAL receiver",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         wait_ready(self.port)
     }
 
@@ -928,4 +957,29 @@ done
             ))
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Killing a paused WAL receiver makes the standby's postmaster restart
+    /// every process (a crashed child); a promotion asked for during that
+    /// restart is dropped. So `drop_paused_replication` must return only
+    /// once a new startup process runs, and the promotion after it must
+    /// succeed (stop 30's CI: `pg_ctl promote` waited 60 s in vain).
+    #[test]
+    fn a_standby_whose_paused_replication_was_dropped_has_restarted_and_promotes() {
+        let primary = PrivateCluster::start().expect("primary");
+        let standby = PrivateCluster::standby_of(&primary, false).expect("standby");
+        standby.pause_replication().expect("pause");
+        primary.kill_9().expect("kill -9 the primary");
+        let startup = standby.startup_process().expect("a startup process");
+        standby.drop_paused_replication().expect("drop");
+        let after = standby
+            .startup_process()
+            .expect("a startup process after the drop");
+        assert_ne!(after, startup, "the standby had not restarted yet");
+        standby.promote().expect("promote");
+    }
 }
