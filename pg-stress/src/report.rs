@@ -99,24 +99,24 @@ pub fn table(records: &[RunRecord]) -> String {
 /// The worker slots' ceiling of one cell, nominal and at the measured
 /// activity length, and how close each provider's median came to both.
 fn ceilings(out: &mut String, records: &[RunRecord], scenario: Scenario, c: Concurrency) {
-    let cell: Vec<&RunRecord> = records
+    let Some(first) = records
         .iter()
-        .filter(|r| r.scenario == scenario && r.concurrency == c)
-        .collect();
-    let Some(nominal) = cell.iter().find_map(|r| r.slot_ceiling_orch_per_sec) else {
+        .find(|r| r.scenario == scenario && r.concurrency == c)
+    else {
         return;
     };
-    let config = &cell[0].config;
+    let Some(nominal) = first.slot_ceiling_orch_per_sec else {
+        return;
+    };
+    let config = &first.config;
     let _ = writeln!(
         out,
         "\nceiling of the worker slots, {scenario} {c}: {nominal:.2} orch/s \
          ({} slots, {} activities of {} ms each)",
         c.worker, config.tasks_per_instance, config.activity_delay_ms
     );
-    let of_cell = |value: fn(&RunRecord) -> Option<f64>| {
-        let values: Vec<f64> = cell.iter().filter_map(|r| value(r)).collect();
-        (!values.is_empty()).then(|| median(&values))
-    };
+    let of_cell =
+        |value: fn(&RunRecord) -> Option<f64>| cell_median(records, scenario, c, None, value);
     let measured = of_cell(|r| r.measured_slot_ceiling_orch_per_sec);
     if let (Some(ceiling), Some(length)) = (measured, of_cell(|r| r.measured_activity_ms)) {
         let _ = writeln!(
@@ -127,15 +127,10 @@ fn ceilings(out: &mut String, records: &[RunRecord], scenario: Scenario, c: Conc
         );
     }
     for kind in ProviderKind::ALL {
-        let runs: Vec<f64> = cell
-            .iter()
-            .filter(|r| r.provider == kind)
-            .map(|r| r.orch_per_sec)
-            .collect();
-        if runs.is_empty() {
+        let Some(reached) = cell_median(records, scenario, c, Some(kind), |r| Some(r.orch_per_sec))
+        else {
             continue;
-        }
-        let reached = median(&runs);
+        };
         let _ = write!(
             out,
             "{:<10} {reached:.2} orch/s: {:.1} % of the ceiling",
@@ -183,14 +178,7 @@ fn medians(
     }
     let _ = writeln!(out, "{header}");
     for (scenario, c) in cells(records) {
-        let med = |kind| {
-            let v: Vec<f64> = records
-                .iter()
-                .filter(|r| r.scenario == scenario && r.concurrency == c && r.provider == kind)
-                .filter_map(&value)
-                .collect();
-            (!v.is_empty()).then(|| median(&v))
-        };
+        let med = |kind| cell_median(records, scenario, c, Some(kind), &value);
         let mut line = format!("{:<14} {:>6}", scenario.to_string(), c.to_string());
         for k in &kinds {
             let _ = write!(
@@ -208,6 +196,24 @@ fn medians(
         }
         let _ = writeln!(out, "{line}");
     }
+}
+
+/// The median of `value` over the runs of one cell, of one provider when
+/// `kind` is given; `None` when no such run has a value.
+fn cell_median(
+    records: &[RunRecord],
+    scenario: Scenario,
+    c: Concurrency,
+    kind: Option<ProviderKind>,
+    value: impl Fn(&RunRecord) -> Option<f64>,
+) -> Option<f64> {
+    let values: Vec<f64> = records
+        .iter()
+        .filter(|r| r.scenario == scenario && r.concurrency == c)
+        .filter(|r| kind.is_none_or(|k| r.provider == k))
+        .filter_map(value)
+        .collect();
+    (!values.is_empty()).then(|| median(&values))
 }
 
 /// Short column label of a provider in the ratio columns.
